@@ -1,0 +1,59 @@
+#pragma once
+// A connection to the state store, configured the one way every nbdxm process uses it: foreign keys on, WAL,
+// synchronous=FULL and a busy timeout, so that concurrent writers wait instead of failing.
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Transaction.h>
+
+#include <chrono>
+#include <string>
+
+namespace nbdxm {
+
+class Database {
+ public:
+  enum class Access { read_write, read_only };
+  static constexpr std::chrono::milliseconds kBusyTimeout{10000};
+  static constexpr const char* kDefaultPath = "/var/lib/nbdxm/state.db";
+
+  // Opens an existing store. Throws Error naming the path and the fix when it is missing or unreadable.
+  static Database open(const std::string& path, Access access);
+  // Opens the store for `nbdxm init`, creating the file (but not its directory) when it does not exist.
+  static Database create(const std::string& path);
+
+  SQLite::Database& sql() { return db_; }
+  const std::string& path() const { return path_; }
+
+  int user_version();
+  struct InitResult {
+    int from_version;
+    int to_version;
+  };
+  // Creates or upgrades the schema to schema::latest_version() in one transaction. Idempotent. Refuses a store
+  // written by a newer nbdxm.
+  InitResult init();
+  // Throws Error unless the store is at the schema version this binary was built with.
+  void require_current_schema();
+
+  // The store changes whenever another connection commits; cheap to poll (PRAGMA data_version).
+  int64_t data_version();
+
+ private:
+  Database(const std::string& path, int flags, Access access);
+  void configure(Access access);
+
+  std::string path_;
+  SQLite::Database db_;
+};
+
+// A write transaction that takes the write lock at BEGIN, so two writers never deadlock on a lock upgrade.
+// Rolls back unless commit() is called.
+class WriteTransaction {
+ public:
+  explicit WriteTransaction(Database& db) : tx_(db.sql(), SQLite::TransactionBehavior::IMMEDIATE) {}
+  void commit() { tx_.commit(); }
+
+ private:
+  SQLite::Transaction tx_;
+};
+
+}  // namespace nbdxm

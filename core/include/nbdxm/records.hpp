@@ -1,0 +1,73 @@
+#pragma once
+// Plain values read from the store, one struct per table (NbdExport is a row of the export_devices view: the
+// export joined with its disk and its device mapping, the only way anything learns an export's device).
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace nbdxm {
+
+struct Job {
+  std::string id;
+  std::string source_vm_id;
+  std::string source_vm_name;
+  std::string status;
+  std::string created_at;
+  std::string updated_at;
+};
+
+struct DeviceMapping {
+  std::string id;
+  std::string volume_uuid;
+  int64_t volume_id = 0;
+  std::string vm_id;
+  std::string device_path;
+  std::string operation_mode;
+  std::optional<int64_t> cloudstack_device_id;
+  bool requires_device_correlation = true;
+  std::string cloudstack_state;
+  std::string linux_state;
+  int64_t size = 0;
+  std::string last_sync;
+  std::string created_at;
+  std::string updated_at;
+};
+
+struct VmDisk {
+  int64_t id = 0;
+  std::string job_id;
+  std::string disk_id;
+  std::string vm_dk_path;
+  int64_t size_gb = 0;
+  std::optional<int64_t> unit_number;
+  std::optional<std::string> cloudstack_volume_uuid;
+  std::optional<int64_t> cloudstack_volume_id;
+  std::string sync_status;
+  double sync_progress_percent = 0;
+  int64_t bytes_synced = 0;
+  std::string created_at;
+  std::string updated_at;
+};
+
+struct NbdExport {
+  int64_t id = 0;
+  std::string export_name;
+  int port = 0;
+  std::string status;
+  std::optional<std::string> status_reason;
+  std::string job_id;
+  int64_t vm_disk_id = 0;
+  std::string disk_id;
+  std::string device_mapping_id;
+  std::string volume_uuid;
+  std::string device_path;  // resolved through device_mappings at the time of reading
+  std::string operation_mode;
+  bool requires_device_correlation = true;
+  int64_t size = 0;  // the mapping's size in bytes
+  std::string created_at;
+  std::string updated_at;
+
+  bool live() const { return status == "pending" || status == "active"; }
+};
+
+}  // namespace nbdxm
