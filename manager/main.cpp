@@ -10,10 +10,11 @@
 
 int main(int argc, char** argv) {
   using namespace nbdxm;
-  CLI::App app{"nbdxm: NBD export manager with an integrated state store.\n"
-               "Records replication jobs, disks and volume attachments, and serves each export over NBD from the "
-               "device its volume is attached as, resolved at connect time.",
-               "nbdxm"};
+  CLI::App app{
+      "nbdxm: NBD export manager with an integrated state store.\n"
+      "Records replication jobs, disks and volume attachments, and serves each export over NBD from the "
+      "device its volume is attached as, resolved at connect time.",
+      "nbdxm"};
   app.footer(exit_code_help());
   app.set_version_flag("--version", std::string("nbdxm ") + NBDXM_VERSION);
   app.require_subcommand(1);

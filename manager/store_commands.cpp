@@ -1,7 +1,7 @@
 // Placeholder: init, job, mapping, disk, check.
+#include <fmt/format.h>
 #include "commands.hpp"
 #include "nbdxm/database.hpp"
-#include <fmt/format.h>
 
 namespace nbdxm::cli {
 void register_store_commands(CLI::App& app, GlobalOptions& options) {

@@ -18,11 +18,11 @@ namespace {
 // user could then no longer write. Give them to the store file's owner.
 void give_side_files_to_store_owner(const std::string& path) {
   if (geteuid() != 0) return;
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return;
   for (const char* suffix : {"-wal", "-shm"}) {
     const std::string side = path + suffix;
-    struct stat side_st{};
+    struct stat side_st {};
     if (::stat(side.c_str(), &side_st) == 0 && (side_st.st_uid != st.st_uid || side_st.st_gid != st.st_gid)) {
       if (::chown(side.c_str(), st.st_uid, st.st_gid) != 0) {
         // Not fatal for this process; `nbdxm check` reports ownership problems.
@@ -55,9 +55,9 @@ Database Database::create(const std::string& path) {
   try {
     return Database(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE, Access::read_write);
   } catch (const SQLite::Exception& e) {
-    throw Error(ExitCode::failure,
-                fmt::format("cannot create state store {}: {} (does its directory exist and is it writable?)", path,
-                            e.what()));
+    throw Error(
+        ExitCode::failure,
+        fmt::format("cannot create state store {}: {} (does its directory exist and is it writable?)", path, e.what()));
   }
 }
 

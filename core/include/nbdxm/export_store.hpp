@@ -59,6 +59,12 @@ class ExportStore {
   VmDisk get_disk(const std::string& job_id, const std::string& disk_id);  // throws not_found
   VmDisk link_disk(const std::string& job_id, const std::string& disk_id, const std::string& volume_uuid);
 
+  // Exports: the low-level row writes. Port allocation and naming (the manager) build on these.
+  NbdExport add_export(const std::string& job_id, const std::string& disk_id, const std::string& export_name, int port,
+                       const std::string& status = "pending");
+  NbdExport set_export_status(const std::string& export_name, const std::string& status,
+                              const std::optional<std::string>& reason = std::nullopt);
+
   // Exports, read through the export_devices view (device path resolved now).
   std::optional<NbdExport> find_export(const std::string& export_name);
   NbdExport get_export(const std::string& export_name);  // throws not_found
