@@ -3,13 +3,14 @@
 
 #include <SQLiteCpp/Statement.h>
 
+#include "export_rows.hpp"
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
 
 namespace nbdxm {
-namespace {
+namespace store_rows {
 
-constexpr const char* kExportColumns =
+const char* const kExportColumns =
     "export_id, export_name, port, status, status_reason, job_id, vm_disk_id, disk_id, device_mapping_id, "
     "volume_uuid, device_path, operation_mode, requires_device_correlation, size, created_at, updated_at";
 
@@ -34,7 +35,10 @@ NbdExport read_export(SQLite::Statement& q) {
   return e;
 }
 
-}  // namespace
+}  // namespace store_rows
+
+using store_rows::kExportColumns;
+using store_rows::read_export;
 
 std::optional<NbdExport> ExportStore::find_export(const std::string& export_name) {
   SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE export_name = ?", kExportColumns));
