@@ -7,8 +7,8 @@
 namespace nbdxm {
 
 ExportLookup::ExportLookup(Database& db)
-    : query_(db.sql(),
-             fmt::format("SELECT {} FROM export_devices WHERE export_name = ?", store_rows::kExportColumns)) {}
+    : query_(db.sql(), fmt::format("SELECT {} FROM export_devices WHERE export_name = ?", store_rows::kExportColumns)) {
+}
 
 std::optional<NbdExport> ExportLookup::find(const std::string& export_name) {
   // Reset before returning, whatever happens: a statement left stepping holds its read transaction open, which

@@ -1,0 +1,75 @@
+#pragma once
+// ExportConnector: everything the nbdkit plugin does, as plain C++ (the plugin only translates nbdkit's C calls).
+// At each client connect it looks the requested export up in the store, admits it only when it is active (and the
+// pinned export, when the server is pinned to one), opens its verified device and watches the export for as long
+// as the connection lives. An ExportConnection serves one client; once its export is revoked in the store, every
+// request fails with ESHUTDOWN and nothing more reaches the device.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nbdxm/block_backend.hpp"
+#include "nbdxm/database.hpp"
+#include "nbdxm/device_resolver.hpp"
+#include "nbdxm/export_watcher.hpp"
+
+namespace nbdxm {
+
+// The plugin's parameters (nbdkit-nbdxm-plugin(1)).
+struct ServeOptions {
+  std::string db_path;                       // db=PATH
+  std::optional<std::string> pinned_export;  // export=NAME
+  DeviceRules device_rules;                  // allow-regular-files=, byid-dir=
+};
+
+class ExportConnection {
+ public:
+  ExportConnection(OpenedDevice device, std::unique_ptr<ExportWatch> watch);
+
+  const NbdExport& served() const noexcept { return watch_->admitted(); }
+  const BlockBackend& backend() const noexcept { return backend_; }
+  bool revoked() const noexcept { return watch_->revoked(); }
+  std::string revoked_reason() const { return watch_->reason(); }
+
+  // 0 or an errno value; ESHUTDOWN once the export is revoked.
+  int read(void* buf, uint32_t count, uint64_t offset) const noexcept;
+  int write(const void* buf, uint32_t count, uint64_t offset, bool fua) noexcept;
+  int flush() noexcept;
+  int zero(uint32_t count, uint64_t offset, ZeroFlags flags) noexcept;
+  int trim(uint32_t count, uint64_t offset, bool fua) noexcept;
+  int prefetch(uint32_t count, uint64_t offset) const noexcept;
+  int extents(uint32_t count, uint64_t offset, bool req_one, const ExtentSink& sink) const;
+  // At close: makes every acknowledged write durable, also after revocation (those writes were acknowledged).
+  int finish() noexcept { return backend_.sync_if_written(); }
+
+ private:
+  BlockBackend backend_;
+  std::unique_ptr<ExportWatch> watch_;
+};
+
+class ExportConnector {
+ public:
+  // `db` is the store opened read-only; `log` receives the watcher's lines (revocations, unreadable store).
+  ExportConnector(ServeOptions options, Database db, ExportWatcher::Log log);
+
+  const ServeOptions& options() const { return options_; }
+  ExportWatcher& watcher() { return watcher_; }
+
+  // The name a client asking for the default export "" gets: the pinned export, or "" (refused at connect).
+  std::string default_export() const;
+  // Admits a client asking for `requested_name`, or throws Error with the one-line reason (nothing was opened).
+  std::unique_ptr<ExportConnection> connect(const std::string& requested_name, bool read_only);
+  // The exports a client may connect to now (NBD_OPT_LIST).
+  std::vector<NbdExport> served_exports();
+
+ private:
+  ServeOptions options_;
+  DeviceResolver resolver_;
+  ExportWatcher watcher_;
+};
+
+// A client-supplied export name made safe for a one-line log message: printable ASCII only, at most 200 characters.
+std::string printable_export_name(const std::string& name);
+
+}  // namespace nbdxm

@@ -1,0 +1,86 @@
+#include "nbdxm/export_connector.hpp"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+
+#include "nbdxm/error.hpp"
+
+namespace nbdxm {
+
+ExportConnection::ExportConnection(OpenedDevice device, std::unique_ptr<ExportWatch> watch)
+    : backend_(std::move(device)), watch_(std::move(watch)) {}
+
+int ExportConnection::read(void* buf, uint32_t count, uint64_t offset) const noexcept {
+  return revoked() ? ESHUTDOWN : backend_.read(buf, count, offset);
+}
+
+int ExportConnection::write(const void* buf, uint32_t count, uint64_t offset, bool fua) noexcept {
+  return revoked() ? ESHUTDOWN : backend_.write(buf, count, offset, fua);
+}
+
+int ExportConnection::flush() noexcept { return revoked() ? ESHUTDOWN : backend_.flush(); }
+
+int ExportConnection::zero(uint32_t count, uint64_t offset, ZeroFlags flags) noexcept {
+  return revoked() ? ESHUTDOWN : backend_.zero(count, offset, flags);
+}
+
+int ExportConnection::trim(uint32_t count, uint64_t offset, bool fua) noexcept {
+  return revoked() ? ESHUTDOWN : backend_.trim(count, offset, fua);
+}
+
+int ExportConnection::prefetch(uint32_t count, uint64_t offset) const noexcept {
+  return revoked() ? ESHUTDOWN : backend_.prefetch(count, offset);
+}
+
+int ExportConnection::extents(uint32_t count, uint64_t offset, bool req_one, const ExtentSink& sink) const {
+  return revoked() ? ESHUTDOWN : backend_.extents(count, offset, req_one, sink);
+}
+
+ExportConnector::ExportConnector(ServeOptions options, Database db, ExportWatcher::Log log)
+    : options_(std::move(options)), resolver_(options_.device_rules), watcher_(std::move(db), std::move(log)) {}
+
+std::string ExportConnector::default_export() const { return options_.pinned_export.value_or(""); }
+
+std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& requested_name, bool read_only) {
+  const std::string name = requested_name.empty() ? default_export() : requested_name;
+  if (name.empty()) {
+    throw Error(ExitCode::usage,
+                "the client asked for the default export, but this server serves every active export by name "
+                "(start it with export=NAME to serve one export as the default)");
+  }
+  if (options_.pinned_export && name != *options_.pinned_export) {
+    throw Error(ExitCode::not_found, fmt::format("export {} is not served here: this server serves only export {}",
+                                                 printable_export_name(name), *options_.pinned_export));
+  }
+  ExportWatcher::Admission admission = watcher_.admit(name);
+  if (!admission.found) {
+    throw Error(ExitCode::not_found,
+                fmt::format("export {} does not exist in the state store", printable_export_name(name)));
+  }
+  const NbdExport& found = *admission.found;
+  if (found.status != "active") {
+    throw Error(ExitCode::unavailable,
+                fmt::format("export {} is {}{}; only active exports are served", name, found.status,
+                            found.status_reason ? fmt::format(" ({})", *found.status_reason) : ""));
+  }
+  return std::make_unique<ExportConnection>(resolver_.open(found, read_only), std::move(admission.watch));
+}
+
+std::vector<NbdExport> ExportConnector::served_exports() {
+  std::vector<NbdExport> served;
+  for (auto& e : watcher_.active_exports()) {
+    if (!options_.pinned_export || e.export_name == *options_.pinned_export) served.push_back(std::move(e));
+  }
+  return served;
+}
+
+std::string printable_export_name(const std::string& name) {
+  constexpr size_t kMaxShown = 200;
+  std::string shown;
+  for (char c : name.substr(0, kMaxShown)) shown += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (name.size() > kMaxShown) shown += "...";
+  return shown.empty() ? "\"\"" : shown;
+}
+
+}  // namespace nbdxm

@@ -1,0 +1,177 @@
+#include "nbdxm/export_watcher.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+
+#include "nbdxm/export_store.hpp"
+
+namespace nbdxm {
+namespace {
+
+std::string status_phrase(const NbdExport& e) {
+  return e.status_reason ? fmt::format("{} ({})", e.status, *e.status_reason) : e.status;
+}
+
+}  // namespace
+
+ExportWatch::ExportWatch(ExportWatcher& watcher, NbdExport admitted)
+    : watcher_(watcher), admitted_(std::move(admitted)) {}
+
+ExportWatch::~ExportWatch() { watcher_.unregister(this); }
+
+std::string ExportWatch::reason() const {
+  std::lock_guard lock(reason_mutex_);
+  return reason_;
+}
+
+void ExportWatch::revoke(const std::string& reason) {
+  {
+    std::lock_guard lock(reason_mutex_);
+    reason_ = reason;
+  }
+  revoked_.store(true, std::memory_order_release);
+}
+
+ExportWatcher::ExportWatcher(Database db, Log log) : db_(std::move(db)), lookup_(db_), log_(std::move(log)) {
+  last_version_ = db_.data_version();
+}
+
+ExportWatcher::~ExportWatcher() { stop(); }
+
+ExportWatcher::Admission ExportWatcher::admit(const std::string& export_name) {
+  std::lock_guard lock(mutex_);
+  Admission admission;
+  admission.found = lookup_.find(export_name);
+  if (admission.found) {
+    admission.watch.reset(new ExportWatch(*this, *admission.found));
+    watches_.insert(admission.watch.get());
+  }
+  return admission;
+}
+
+std::vector<NbdExport> ExportWatcher::active_exports() {
+  std::lock_guard lock(mutex_);
+  ExportFilter filter;
+  filter.status = "active";
+  return ExportStore(db_).list_exports(filter);
+}
+
+size_t ExportWatcher::watch_count() {
+  std::lock_guard lock(mutex_);
+  return watches_.size();
+}
+
+void ExportWatcher::unregister(ExportWatch* watch) {
+  std::lock_guard lock(mutex_);
+  watches_.erase(watch);
+}
+
+void ExportWatcher::poll() {
+  std::lock_guard lock(mutex_);
+  const int64_t version = db_.data_version();
+  if (version == last_version_) return;
+  recheck_locked();
+  last_version_ = version;
+}
+
+void ExportWatcher::recheck_locked() {
+  if (watches_.empty()) return;
+  ExportFilter filter;
+  filter.status = "active";
+  std::map<int64_t, NbdExport> active;
+  for (auto& e : ExportStore(db_).list_exports(filter)) active.emplace(e.id, std::move(e));
+
+  std::map<int64_t, std::string> reasons;  // per export id, so that each export is looked up and logged once
+  for (ExportWatch* watch : watches_) {
+    if (watch->revoked()) continue;
+    const NbdExport& admitted = watch->admitted();
+    auto it = active.find(admitted.id);
+    const NbdExport* now = it == active.end() ? nullptr : &it->second;
+    if (now && now->device_mapping_id == admitted.device_mapping_id && now->device_path == admitted.device_path &&
+        now->size == admitted.size) {
+      continue;
+    }
+    auto reason = reasons.find(admitted.id);
+    if (reason == reasons.end()) {
+      reason = reasons.emplace(admitted.id, why_not_served_locked(admitted, now)).first;
+      if (log_) log_(fmt::format("{}: failing the requests of its open connections from now on", reason->second));
+    }
+    watch->revoke(reason->second);
+  }
+}
+
+std::string ExportWatcher::why_not_served_locked(const NbdExport& admitted, const NbdExport* active) {
+  const std::string& name = admitted.export_name;
+  if (active) {
+    if (active->device_mapping_id != admitted.device_mapping_id) {
+      return fmt::format("export {} now uses volume {} instead of {}", name, active->volume_uuid, admitted.volume_uuid);
+    }
+    if (active->device_path != admitted.device_path) {
+      return fmt::format("export {}: volume {} moved from {} to {}", name, admitted.volume_uuid, admitted.device_path,
+                         active->device_path);
+    }
+    return fmt::format("export {}: the size of volume {} changed from {} to {} bytes", name, admitted.volume_uuid,
+                       admitted.size, active->size);
+  }
+  const auto now = lookup_.find(name);
+  if (!now) return fmt::format("export {} was deleted from the store", name);
+  if (now->id != admitted.id) return fmt::format("export {} was deleted and created again", name);
+  return fmt::format("export {} became {}", name, status_phrase(*now));
+}
+
+void ExportWatcher::revoke_all(const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  for (ExportWatch* watch : watches_) {
+    if (!watch->revoked()) watch->revoke(reason);
+  }
+}
+
+void ExportWatcher::start(std::chrono::milliseconds interval) {
+  std::lock_guard lock(stop_mutex_);
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  thread_ = std::thread([this, interval] { run(interval); });
+}
+
+void ExportWatcher::stop() {
+  {
+    std::lock_guard lock(stop_mutex_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ExportWatcher::run(std::chrono::milliseconds interval) {
+  bool failing = false;
+  bool gave_up = false;
+  std::chrono::steady_clock::time_point failing_since{};
+  std::unique_lock lock(stop_mutex_);
+  while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
+    lock.unlock();
+    try {
+      poll();
+      failing = false;
+      gave_up = false;
+    } catch (const std::exception& e) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!failing) {
+        failing = true;
+        failing_since = now;
+        if (log_) log_(fmt::format("cannot read the state store {}: {}", db_.path(), e.what()));
+      }
+      if (!gave_up && now - failing_since >= kUnreadableLimit) {
+        gave_up = true;
+        const std::string reason =
+            fmt::format("the state store {} could not be read for {} ms ({}), so no export can be proven live",
+                        db_.path(), kUnreadableLimit.count(), e.what());
+        if (log_) log_(fmt::format("{}: failing the requests of every open connection from now on", reason));
+        revoke_all(reason);
+      }
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace nbdxm
