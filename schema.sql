@@ -282,3 +282,53 @@ CREATE TRIGGER volume_operations_touch AFTER UPDATE ON volume_operations
 BEGIN
     UPDATE volume_operations SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
 END;
+
+-- @version 2
+-- Runtime state of `nbdxm serve` (the manager). Only nbdxm writes these tables; other services may read them.
+-- A recorded pid is never trusted on its own: the manager and the CLI use it only while /proc shows a process with
+-- the same start time (clock ticks after boot, /proc/PID/stat field 22) on the same boot (boot_id) and the expected
+-- command line. The rows outlive reboots and crashes harmlessly: a stale row simply fails that check.
+
+-- The running manager, at most one per store. `nbdxm export create` reads it to learn that a manager is running and
+-- which address and ports its servers use; a second manager refuses to start while this one is alive.
+CREATE TABLE export_manager (
+    id             INTEGER PRIMARY KEY CONSTRAINT single_manager CHECK (id = 1),
+    pid            INTEGER NOT NULL CONSTRAINT manager_pid_range CHECK (pid > 0),
+    start_time     INTEGER NOT NULL,
+    boot_id        TEXT NOT NULL,
+    listen_address TEXT NOT NULL,
+    port_low       INTEGER NOT NULL,
+    port_high      INTEGER NOT NULL,
+    run_dir        TEXT NOT NULL,
+    -- The device rules its servers apply, so that the CLI can explain a refused device the way the plugin sees it.
+    allow_regular_files INTEGER NOT NULL DEFAULT 0 CONSTRAINT manager_allow_regular_files_bool
+                   CHECK (allow_regular_files IN (0, 1)),
+    byid_dir       TEXT NOT NULL DEFAULT '/dev/disk/by-id',
+    max_connections INTEGER NOT NULL DEFAULT 16 CONSTRAINT manager_max_connections_range CHECK (max_connections >= 1),
+    version        TEXT NOT NULL,
+    started_at     TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    CONSTRAINT manager_port_range CHECK (port_low BETWEEN 1 AND 65535 AND port_high BETWEEN port_low AND 65535)
+) STRICT;
+
+-- The server of each export the manager has served: which process it is (NULL while none runs), where it listens,
+-- how often it had to be restarted and why it last failed (`nbdxm export show`). Goes away with its export.
+CREATE TABLE export_servers (
+    export_id       INTEGER PRIMARY KEY NOT NULL REFERENCES nbd_exports (id) ON DELETE CASCADE,
+    pid             INTEGER CONSTRAINT server_pid_range CHECK (pid IS NULL OR pid > 0),
+    start_time      INTEGER,
+    boot_id         TEXT,
+    listen_address  TEXT,
+    started_at      TEXT,
+    restart_count   INTEGER NOT NULL DEFAULT 0 CONSTRAINT restart_count_range CHECK (restart_count >= 0),
+    last_failure    TEXT,
+    last_failure_at TEXT,
+    updated_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    CONSTRAINT server_identity_complete
+    CHECK ((pid IS NULL) = (start_time IS NULL) AND (pid IS NULL) = (boot_id IS NULL))
+) STRICT;
+
+CREATE TRIGGER export_servers_touch AFTER UPDATE ON export_servers
+BEGIN
+    UPDATE export_servers SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE export_id = NEW.export_id AND updated_at IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
+END;

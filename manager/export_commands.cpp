@@ -1,6 +1,366 @@
-// Placeholder until the manager issue lands: `nbdxm export` and `nbdxm gc`.
+// `nbdxm export create|list|show|revoke` and `nbdxm gc`. The CLI talks to the manager only through the store: it
+// records or revokes exports (the manager notices within its poll interval), learns from the export_manager row
+// whether a manager runs and where its servers listen, and watches the export's status and the server processes.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <memory>
+#include <set>
+#include <thread>
+
 #include "commands.hpp"
+#include "export_server.hpp"
+#include "nbd_handshake.hpp"
+#include "nbdxm/database.hpp"
+#include "nbdxm/device_resolver.hpp"
+#include "nbdxm/error.hpp"
+#include "nbdxm/export_store.hpp"
+#include "nbdxm/port_allocator.hpp"
+#include "nbdxm/process_identity.hpp"
+#include "nbdxm/store_values.hpp"
+#include "output.hpp"
 
 namespace nbdxm::cli {
-void register_export_commands(CLI::App&, GlobalOptions&) {}
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kStatusPoll = 2ms;  // PRAGMA data_version is a shared-memory read
+
+const std::vector<std::string> kListColumns{"export_name", "port",        "status",      "job_id",     "disk_id",
+                                            "volume_uuid", "device_path", "connections", "server_pid", "created_at"};
+
+// One command's connection to a current store and the query layer over it.
+struct Store {
+  Store(const GlobalOptions& options, Database::Access access) : db(Database::open(options.db, access)), exports(db) {
+    db.require_current_schema();
+  }
+  Database db;
+  ExportStore exports;
+};
+
+std::chrono::milliseconds timeout_of(double seconds) {
+  if (!(seconds > 0)) throw Error(ExitCode::usage, fmt::format("--timeout {} is not valid; give seconds > 0", seconds));
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+// Parses 30s, 15m, 24h, 7d (or a bare number of seconds).
+std::chrono::seconds parse_duration(const std::string& text) {
+  int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
+  const std::map<std::string_view, int64_t> units{{"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
+  const auto found = units.find(unit);
+  if (ec != std::errc() || value < 0 || found == units.end()) {
+    throw Error(ExitCode::usage,
+                fmt::format("duration '{}' is not valid; give a number with s, m, h or d, e.g. 7d or 12h", text));
+  }
+  return std::chrono::seconds(value * found->second);
+}
+
+// The server facts of one export: its pid while its recorded process still runs, and its open connections.
+struct ServerFacts {
+  Json pid = nullptr;
+  Json connections = nullptr;
+};
+
+ServerFacts server_facts(const NbdExport& e, const std::map<int64_t, ExportServer>& servers,
+                         const TcpSocketTable& sockets) {
+  ServerFacts facts;
+  const auto record = servers.find(e.id);
+  if (record == servers.end() || !record->second.process || !still_running(*record->second.process)) return facts;
+  const pid_t pid = record->second.process->pid;
+  facts.pid = pid;
+  if (auto n = sockets.connections(pid, e.port)) facts.connections = *n;
+  return facts;
+}
+
+std::map<int64_t, ExportServer> servers_by_export(ExportStore& store) {
+  std::map<int64_t, ExportServer> servers;
+  for (auto& s : store.list_export_servers()) servers.emplace(s.export_id, std::move(s));
+  return servers;
+}
+
+Json optional_json(const std::optional<std::string>& value) { return value ? Json(*value) : Json(nullptr); }
+
+// ---- create -------------------------------------------------------------------------------------------------------
+
+struct CreateArgs {
+  std::string job_id;
+  std::string disk_id;
+  std::optional<std::string> name;
+  std::optional<int> port;
+  double timeout = 10;
+};
+
+// Why the server refused the export, found the way the plugin checks it (with the manager's rules).
+std::string refusal_reason(const NbdExport& e, const ManagerInstance& manager) {
+  DeviceRules rules;
+  rules.allow_regular_files = manager.allow_regular_files;
+  rules.byid_dir = manager.byid_dir;
+  try {
+    DeviceResolver(rules).open(e, true);
+  } catch (const std::exception& refusal) {
+    return refusal.what();
+  }
+  return "its server refused it (the reason is in the system log, from nbdkit)";
+}
+
+[[noreturn]] void fail_created(Store& store, const NbdExport& e, const std::string& reason, const std::string& fix) {
+  store.exports.fail_export(e.id, reason);
+  throw Error(ExitCode::unavailable, fmt::format("export {} cannot be served: {}; {}", e.export_name, reason, fix));
+}
+
+// Waits until the manager's server for the export answers an NBD handshake. On any way of not getting there the
+// export is left failed (not live: its port is free) and Error(unavailable) says why.
+NbdExport wait_until_served(Store& store, const NbdExport& created, const ManagerInstance& manager,
+                            std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  int64_t seen_version = -1;
+  std::string last_handshake_error;
+  for (;;) {
+    const int64_t version = store.db.data_version();
+    if (version != seen_version) {
+      seen_version = version;
+      const auto now = store.exports.find_export(created.export_name);
+      if (!now || now->id != created.id) {
+        throw Error(ExitCode::unavailable, fmt::format("export {} was deleted while its server was starting (its job, "
+                                                       "disk or volume was deleted)",
+                                                       created.export_name));
+      }
+      if (now->status == "failed" || now->status == "revoked") {
+        throw Error(ExitCode::unavailable,
+                    fmt::format("export {} {} while its server was starting: {}; see `nbdxm export show {}`",
+                                created.export_name, now->status == "failed" ? "failed" : "was revoked",
+                                now->status_reason.value_or("no reason recorded"), created.export_name));
+      }
+      if (now->status == "active") {
+        const auto handshake = nbd_handshake(manager.listen_address, now->port, now->export_name);
+        if (handshake.ok) return *now;
+        if (handshake.refused) {
+          fail_created(store, *now, refusal_reason(*now, manager),
+                       "fix the volume's device or mapping, then create the export again");
+        }
+        last_handshake_error = handshake.message;
+        seen_version = -1;  // ask again on the next round
+      }
+    }
+    if (!still_running(manager.process)) {
+      fail_created(store, created,
+                   fmt::format("the manager (pid {}) exited before its server was up", manager.process.pid),
+                   "start `nbdxm serve` (or `systemctl start nbdxm`) and create the export again");
+    }
+    if (Clock::now() >= deadline) {
+      fail_created(
+          store, created,
+          fmt::format("its server did not answer within {} s{}{}", std::chrono::duration<double>(timeout).count(),
+                      last_handshake_error.empty() ? "" : ": ", last_handshake_error),
+          "see the manager's log (`journalctl -u nbdxm`) and create the export again");
+    }
+    std::this_thread::sleep_for(kStatusPoll);
+  }
+}
+
+void create_command(const GlobalOptions& options, const CreateArgs& args) {
+  const auto timeout = timeout_of(args.timeout);
+  Store store(options, Database::Access::read_write);
+  const auto manager = store.exports.running_manager();
+  if (!manager) {
+    throw Error(ExitCode::unavailable,
+                fmt::format("no manager is running for store {}; start it with `nbdxm serve` (or `systemctl start "
+                            "nbdxm`) and create the export again",
+                            options.db));
+  }
+  const PortAllocator ports(PortRange{manager->port_low, manager->port_high}, manager->listen_address);
+  const NbdExport created = store.exports.create_export({args.job_id, args.disk_id, args.name, args.port}, ports);
+  const NbdExport served = wait_until_served(store, created, *manager, timeout);
+  const std::string uri = nbd_uri(manager->listen_address, served.port, served.export_name);
+  print_result(
+      options,
+      Json{{"name", served.export_name},
+           {"port", served.port},
+           {"state", served.status},
+           {"uri", uri},
+           {"job_id", served.job_id},
+           {"disk_id", served.disk_id},
+           {"volume_uuid", served.volume_uuid},
+           {"device_path", served.device_path}},
+      fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", served.export_name, served.port, served.status, uri));
+}
+
+// ---- list, show ---------------------------------------------------------------------------------------------------
+
+void list_command(const GlobalOptions& options, const ExportFilter& filter) {
+  if (filter.status) values::require_export_status(*filter.status);
+  Store store(options, Database::Access::read_only);
+  if (filter.job_id) store.exports.get_job(*filter.job_id);
+  const auto exports = store.exports.list_exports(filter);
+  const auto servers = servers_by_export(store.exports);
+  const auto sockets = TcpSocketTable::read();
+  Json rows = Json::array();
+  for (const auto& e : exports) {
+    Json row = to_json(e);
+    const auto facts = server_facts(e, servers, sockets);
+    row["connections"] = facts.connections;
+    row["server_pid"] = facts.pid;
+    rows.push_back(std::move(row));
+  }
+  print_list(options, rows, kListColumns);
+}
+
+void show_command(const GlobalOptions& options, const std::string& name) {
+  Store store(options, Database::Access::read_only);
+  const NbdExport e = store.exports.get_export(name);
+  const auto servers = servers_by_export(store.exports);
+  const auto facts = server_facts(e, servers, TcpSocketTable::read());
+  Json object = to_json(e);
+  const auto record = servers.find(e.id);
+  const ExportServer server = record == servers.end() ? ExportServer{} : record->second;
+  object["uri"] =
+      e.live() && server.listen_address ? Json(nbd_uri(*server.listen_address, e.port, e.export_name)) : Json(nullptr);
+  object["server_pid"] = facts.pid;
+  object["server_started_at"] = facts.pid.is_null() ? Json(nullptr) : optional_json(server.started_at);
+  object["connections"] = facts.connections;
+  object["restart_count"] = server.restart_count;
+  object["last_failure"] = optional_json(server.last_failure);
+  object["last_failure_at"] = optional_json(server.last_failure_at);
+  print_record(options, object);
+}
+
+// ---- revoke -------------------------------------------------------------------------------------------------------
+
+struct RevokeArgs {
+  std::optional<std::string> name;
+  std::optional<std::string> job_id;
+  std::optional<std::string> volume_uuid;
+  double timeout = 10;
+};
+
+// Waits until no server of the named exports runs. Looks again after each wait: a launch in progress when the
+// export was revoked can still yield a server, which the manager then stops.
+void wait_for_servers_gone(Store& store, const std::string& db_path, const std::set<std::string>& names,
+                           std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    std::vector<ProcessHandle> running;
+    for (const auto& found : find_servers(db_path)) {
+      if (!names.contains(found.export_name)) continue;
+      if (auto handle = ProcessHandle::open(found.process)) running.push_back(std::move(*handle));
+    }
+    if (running.empty()) return;
+    if (!store.exports.running_manager()) {
+      throw Error(ExitCode::unavailable,
+                  fmt::format("revoked: new connections are refused and open ones are cut off, but no manager is "
+                              "running to stop server pid {} (export {}); start `nbdxm serve` to free its port",
+                              running.front().identity().pid, *names.begin()));
+    }
+    for (const auto& handle : running) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (!handle.wait_exit(std::max(left, 0ms))) {
+        throw Error(ExitCode::unavailable,
+                    fmt::format("revoked, but server pid {} still runs after {} s; see the manager's log "
+                                "(`journalctl -u nbdxm`)",
+                                handle.identity().pid, std::chrono::duration<double>(timeout).count()));
+      }
+    }
+  }
+}
+
+void revoke_command(const GlobalOptions& options, const RevokeArgs& args) {
+  const int targets = (args.name ? 1 : 0) + (args.job_id ? 1 : 0) + (args.volume_uuid ? 1 : 0);
+  if (targets != 1) {
+    throw Error(ExitCode::usage, "name what to revoke: one export NAME, or --job ID, or --volume UUID");
+  }
+  const auto timeout = timeout_of(args.timeout);
+  Store store(options, Database::Access::read_write);
+  const auto revocations =
+      store.exports.revoke_exports({args.name, args.job_id, args.volume_uuid}, "revoked with `nbdxm export revoke`");
+  std::set<std::string> names;
+  Json rows = Json::array();
+  std::string text;
+  for (const auto& r : revocations) {
+    names.insert(r.target.export_name);
+    rows.push_back(Json{{"export_name", r.target.export_name},
+                        {"port", r.target.port},
+                        {"status", r.target.status},
+                        {"revoked_now", r.revoked_now},
+                        {"status_reason", optional_json(r.target.status_reason)}});
+    text += r.revoked_now ? fmt::format("revoked export {}; port {} is free\n", r.target.export_name, r.target.port)
+                          : fmt::format("export {} was already {}\n", r.target.export_name, r.target.status);
+  }
+  if (revocations.empty()) text = "no exports to revoke\n";
+  if (!names.empty()) wait_for_servers_gone(store, canonical_db_path(options.db), names, timeout);
+  print_result(options, rows, text);
+}
+
+// ---- gc -----------------------------------------------------------------------------------------------------------
+
+void gc_command(const GlobalOptions& options, const std::string& older_than, bool dry_run) {
+  const auto age = parse_duration(older_than);
+  Store store(options, Database::Access::read_write);
+  const auto removed = store.exports.collect_garbage(age, dry_run);
+  Json rows = Json::array();
+  for (const auto& e : removed) {
+    rows.push_back(Json{{"export_name", e.export_name},
+                        {"status", e.status},
+                        {"status_reason", optional_json(e.status_reason)},
+                        {"job_id", e.job_id},
+                        {"disk_id", e.disk_id},
+                        {"updated_at", e.updated_at}});
+  }
+  std::string text = removed.empty() ? "" : format_table(rows, {"export_name", "status", "job_id", "updated_at"});
+  text += fmt::format("{} {} export row{} older than {}\n", dry_run ? "would delete" : "deleted", removed.size(),
+                      removed.size() == 1 ? "" : "s", older_than);
+  print_result(options, rows, text);
+}
+
+}  // namespace
+
+void register_export_commands(CLI::App& app, GlobalOptions& options) {
+  CLI::App* group = app.add_subcommand("export", "Create, list, show and revoke the NBD exports of disks' volumes");
+  group->require_subcommand(1);
+
+  auto create = std::make_shared<CreateArgs>();
+  CLI::App* c = group->add_subcommand(
+      "create", "Export a disk's volume and wait until its server answers; prints name, port, state and URI");
+  c->add_option("--job", create->job_id, "The job (must be running)")->required();
+  c->add_option("--disk-id", create->disk_id, "The job's disk (linked to an 'oma' volume)")->required();
+  c->add_option("--name", create->name, "Export name (default migration-vol-<volume uuid>)");
+  c->add_option("--port", create->port, "Port (default: the lowest free one of the manager's range)");
+  c->add_option("--timeout", create->timeout, "Seconds to wait for the server")->capture_default_str();
+  c->callback([&options, create] { create_command(options, *create); });
+
+  auto filter = std::make_shared<ExportFilter>();
+  CLI::App* l = group->add_subcommand("list", "List exports with their device (resolved now), server and connections");
+  l->add_option("--job", filter->job_id, "Only this job's exports");
+  l->add_option("--status", filter->status, "Only exports in this status: pending, active, revoked or failed");
+  l->callback([&options, filter] { list_command(options, *filter); });
+
+  auto name = std::make_shared<std::string>();
+  CLI::App* s = group->add_subcommand("show", "Everything known about one export, with the last failure reason");
+  s->add_option("NAME", *name, "Export name")->required();
+  s->callback([&options, name] { show_command(options, *name); });
+
+  auto revoke = std::make_shared<RevokeArgs>();
+  CLI::App* r = group->add_subcommand(
+      "revoke",
+      "Stop serving exports: refuse new connections, close open ones, free the port. Idempotent; returns "
+      "when the servers are gone");
+  r->add_option("NAME", revoke->name, "Export name");
+  r->add_option("--job", revoke->job_id, "Every export of this job");
+  r->add_option("--volume", revoke->volume_uuid, "The export of this volume (UUID)");
+  r->add_option("--timeout", revoke->timeout, "Seconds to wait for the servers to stop")->capture_default_str();
+  r->callback([&options, revoke] { revoke_command(options, *revoke); });
+
+  auto older_than = std::make_shared<std::string>("7d");
+  auto dry_run = std::make_shared<bool>(false);
+  CLI::App* g = app.add_subcommand("gc", "Delete revoked and failed export rows past retention; lists what it removed");
+  g->add_option("--older-than", *older_than, "Retention, e.g. 7d, 12h, 30m, 0s")->capture_default_str();
+  g->add_flag("--dry-run", *dry_run, "Only list what would be deleted");
+  g->callback([&options, older_than, dry_run] { gc_command(options, *older_than, *dry_run); });
+}
+
 }  // namespace nbdxm::cli

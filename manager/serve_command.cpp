@@ -1,6 +1,157 @@
-// Placeholder until the manager issue lands: `nbdxm serve`.
+// `nbdxm serve`: the manager daemon. See reconciler.hpp for what it does and export_server.hpp for how servers
+// are started and recognised.
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
 #include "commands.hpp"
+#include "export_server.hpp"
+#include "nbdxm/child_process.hpp"
+#include "nbdxm/database.hpp"
+#include "nbdxm/error.hpp"
+#include "nbdxm/export_store.hpp"
+#include "nbdxm/file_descriptor.hpp"
+#include "nbdxm/process_identity.hpp"
+#include "reconciler.hpp"
+#include "serve_config.hpp"
+#include "serve_log.hpp"
 
 namespace nbdxm::cli {
-void register_serve_command(CLI::App&, GlobalOptions&) {}
+namespace {
+
+// Stop signals arrive through a signalfd, read by the loop between steps; blocked first so none is lost.
+FileDescriptor stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int signo : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, signo);
+  if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) {
+    throw Error(ExitCode::failure, fmt::format("cannot block stop signals: {}", std::strerror(errno)));
+  }
+  FileDescriptor fd(signalfd(-1, &set, SFD_CLOEXEC));
+  if (!fd.valid()) throw Error(ExitCode::failure, fmt::format("signalfd: {}", std::strerror(errno)));
+  return fd;
+}
+
+void prepare_run_dir(const std::string& run_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(run_dir, ec);
+  if (ec || !std::filesystem::is_directory(run_dir)) {
+    throw Error(ExitCode::usage, fmt::format("run directory {} cannot be created ({}); give a writable --run-dir",
+                                             run_dir, ec ? ec.message() : "not a directory"));
+  }
+  if (::access(run_dir.c_str(), W_OK) != 0) {
+    throw Error(ExitCode::usage, fmt::format("run directory {} is not writable; give a writable --run-dir", run_dir));
+  }
+}
+
+// Fails at start, with nbdkit's own words, when nbdkit or the plugin cannot be loaded; otherwise every export would
+// only fail later, one by one.
+void check_nbdkit_loads_plugin(const ServeConfig& config) {
+  const std::string log = config.run_dir + "/nbdkit-check.log";
+  std::error_code ec;
+  std::filesystem::remove(log, ec);
+  SpawnOptions options;
+  options.argv = {config.nbdkit, "--dump-plugin", config.plugin};
+  options.stdout_path = "/dev/null";
+  options.stderr_path = log;
+  int rc = 0;
+  try {
+    rc = run_to_completion(options, std::chrono::seconds(30));
+  } catch (const Error& e) {
+    throw Error(ExitCode::usage, fmt::format("{}; give the nbdkit program with --nbdkit", e.what()));
+  }
+  if (rc == 0) {
+    std::filesystem::remove(log, ec);
+    return;
+  }
+  std::ifstream in(log);
+  std::string first;
+  std::getline(in, first);
+  throw Error(ExitCode::usage,
+              fmt::format("nbdkit ({}) cannot load the plugin {}: {}; give the plugin with --plugin", config.nbdkit,
+                          config.plugin, first.empty() ? "exit status " + std::to_string(rc) : first));
+}
+
+// A manager with many exports holds a pidfd per server: lift the soft limit on open files to the hard one.
+void raise_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& config) {
+  apply_config_file(serve, config);
+  validate(config);
+  const PortRange ports = config.ports();
+  const std::string db_path = canonical_db_path(options.db);
+  Database db = Database::open(db_path, Database::Access::read_write);
+  db.require_current_schema();
+  ExportStore store(db);
+  prepare_run_dir(config.run_dir);
+  check_nbdkit_loads_plugin(config);
+
+  FileDescriptor signals = stop_signals();
+  // Servers fork away from their launcher; as the child subreaper the manager inherits them and can collect their
+  // exit status. They keep running when the manager exits.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  raise_file_limit();
+
+  const auto self = identify_process(getpid());
+  if (!self) throw Error(ExitCode::failure, "cannot read this process's own /proc entry");
+  ManagerInstance me;
+  me.process = *self;
+  me.listen_address = config.listen;
+  me.port_low = ports.low;
+  me.port_high = ports.high;
+  me.run_dir = config.run_dir;
+  me.allow_regular_files = config.allow_regular_files;
+  me.byid_dir = config.byid_dir;
+  me.max_connections = config.max_connections;
+  me.version = NBDXM_VERSION;
+  store.register_manager(me);
+  log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,
+            db_path, config.listen, ports.str(), config.run_dir, config.nbdkit, config.plugin);
+
+  const ServerSettings settings{config.nbdkit,   config.plugin,         db_path,
+                                config.listen,   config.run_dir,        config.allow_regular_files,
+                                config.byid_dir, config.max_connections};
+  try {
+    Reconciler reconciler(settings, store);
+    reconciler.run(signals.get());
+  } catch (...) {
+    try {
+      store.unregister_manager(*self);
+    } catch (const std::exception&) {
+      // The first error is the one to report; a stale row is recognised as stale anyway.
+    }
+    throw;
+  }
+  sd_notify(0, "STOPPING=1");
+  store.unregister_manager(*self);
+  log_event("stopped; running export servers keep serving and the next manager adopts them");
+}
+
+}  // namespace
+
+void register_serve_command(CLI::App& app, GlobalOptions& options) {
+  auto config = std::make_shared<ServeConfig>();
+  CLI::App* serve = app.add_subcommand(
+      "serve",
+      "Run the manager: one nbdkit server per live export, kept in step with the store. Options are also read from "
+      "the configuration file (default /etc/nbdxm/nbdxm.conf; keys are the long options without dashes).");
+  add_serve_options(*serve, *config);
+  serve->callback([serve, &options, config] { run_serve(*serve, options, *config); });
+}
+
 }  // namespace nbdxm::cli

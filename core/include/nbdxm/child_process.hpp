@@ -16,6 +16,8 @@ struct SpawnOptions {
   std::optional<std::string> stdout_path;  // appended to; default: inherited
   std::optional<std::string> stderr_path;  // appended to; default: inherited
   bool new_session = false;                // setsid(): not in the parent's process group or terminal session
+  std::vector<std::string> unset_env;      // names removed from the environment the child gets
+  bool close_other_fds = false;            // close every fd above 2 in the child, inheritable or not
 };
 
 class ChildProcess {
@@ -29,6 +31,8 @@ class ChildProcess {
   ~ChildProcess();
 
   pid_t pid() const { return pid_; }
+  // A pidfd for the child, readable (poll(2)) once it has exited; owned by this object; -1 once released.
+  int exit_fd();
   bool running();  // reaps the child if it has exited
   // Waits for the child to exit and returns its wait status (as from waitpid), or nullopt on timeout.
   std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
@@ -39,8 +43,10 @@ class ChildProcess {
 
  private:
   explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  void close_exit_fd();
   pid_t pid_ = -1;
   std::optional<int> status_;
+  int exit_fd_ = -1;
 };
 
 // Runs a program to completion and returns its exit code (128+signal if killed); output goes to the given paths.

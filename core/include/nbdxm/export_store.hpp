@@ -2,6 +2,7 @@
 // ExportStore: the single query layer over the state store. Every read and write of jobs, disks, device mappings
 // and exports by nbdxm goes through here; the schema's constraints and triggers are the real guard, and this layer
 // turns their refusals into one-line Errors in the user's terms (exit code 4) with the store unchanged.
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,29 @@ struct ExportFilter {
   std::optional<std::string> job_id;
   std::optional<std::string> status;
 };
+
+// A new export of a disk's volume (`nbdxm export create`).
+struct NewExport {
+  std::string job_id;
+  std::string disk_id;
+  std::optional<std::string> name;  // default: migration-vol-<volume uuid>
+  std::optional<int> port;          // default: the allocator's lowest free port
+};
+
+// Which exports `nbdxm export revoke` means: exactly one of the three.
+struct RevokeTarget {
+  std::optional<std::string> export_name;
+  std::optional<std::string> job_id;
+  std::optional<std::string> volume_uuid;
+};
+
+// One export a revoke named, as it is afterwards, and whether this revoke is what ended it.
+struct Revocation {
+  NbdExport target;
+  bool revoked_now = false;
+};
+
+class PortAllocator;
 
 class ExportStore {
  public:
@@ -69,6 +93,38 @@ class ExportStore {
   std::optional<NbdExport> find_export(const std::string& export_name);
   NbdExport get_export(const std::string& export_name);  // throws not_found
   std::vector<NbdExport> list_exports(const ExportFilter& filter = {});
+
+  // Export lifecycle, for `nbdxm export` and the manager (exports_lifecycle.cpp).
+  // Records a pending export of the disk's volume. Checks, name and port are decided in one write transaction, so
+  // parallel creators never get the same port or name. A revoked or failed export of the same name is reused (its
+  // row is reset), so re-exporting a volume yields the name clients already know while names stay unique.
+  NbdExport create_export(const NewExport& request, const PortAllocator& ports);
+  std::vector<NbdExport> live_exports();  // pending and active
+  // Revokes the target's live exports with `reason`; returns every export the target names (already revoked or
+  // failed ones too). not_found when the named export, job or volume does not exist.
+  std::vector<Revocation> revoke_exports(const RevokeTarget& target, const std::string& reason);
+  // live -> failed with the reason; false (and no change) when the export is gone or no longer live.
+  bool fail_export(int64_t export_id, const std::string& reason);
+  // Revoked and failed exports last changed more than `older_than` ago; deleted unless dry_run.
+  std::vector<NbdExport> collect_garbage(std::chrono::seconds older_than, bool dry_run);
+
+  // The manager's runtime records (schema version 2, export_servers.cpp).
+  std::vector<ExportServer> list_export_servers();
+  std::optional<ExportServer> find_export_server(int64_t export_id);
+  // The export's server runs and listens: records the process, and turns a pending export active (the manager
+  // does this only after matching the listening socket to the process). `restarted` counts a restart. False when
+  // the export no longer exists.
+  bool record_server_running(int64_t export_id, const ProcessIdentity& process, const std::string& listen_address,
+                             bool restarted);
+  // The export's server `process` is gone (nullopt: none had started); `failure` says why when it was not stopped
+  // on purpose. A newer server recorded for the export is left alone.
+  void record_server_gone(int64_t export_id, const std::optional<ProcessIdentity>& process,
+                          const std::optional<std::string>& failure);
+  // Records `self` as the store's manager; Error(conflict) naming the other one while another manager is alive.
+  void register_manager(const ManagerInstance& self);
+  void unregister_manager(const ProcessIdentity& self);
+  // The recorded manager, if its process still runs (checked in /proc: pid, start time and boot).
+  std::optional<ManagerInstance> running_manager();
 
  private:
   Database& db_;

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include "nbdxm/process_identity.hpp"
+
 namespace nbdxm {
 
 struct Job {
@@ -68,6 +70,32 @@ struct NbdExport {
   std::string updated_at;
 
   bool live() const { return status == "pending" || status == "active"; }
+};
+
+// The manager's record of an export's server (table export_servers, schema version 2).
+struct ExportServer {
+  int64_t export_id = 0;
+  std::optional<ProcessIdentity> process;  // the server process, while one runs; verify before trusting it
+  std::optional<std::string> listen_address;
+  std::optional<std::string> started_at;
+  int64_t restart_count = 0;  // restarts after the server exited unexpectedly or could not start
+  std::optional<std::string> last_failure;
+  std::optional<std::string> last_failure_at;
+  std::string updated_at;
+};
+
+// The running manager, `nbdxm serve` (table export_manager, schema version 2).
+struct ManagerInstance {
+  ProcessIdentity process;
+  std::string listen_address;
+  int port_low = 0;
+  int port_high = 0;
+  std::string run_dir;
+  bool allow_regular_files = false;
+  std::string byid_dir;
+  int max_connections = 16;
+  std::string version;
+  std::string started_at;
 };
 
 }  // namespace nbdxm

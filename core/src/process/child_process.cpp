@@ -6,9 +6,15 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+// glibc 2.36's <sys/pidfd.h> lacks the C++ linkage guard.
+extern "C" {
+#include <sys/pidfd.h>
+}
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <thread>
 
 #include "nbdxm/error.hpp"
@@ -27,6 +33,8 @@ class SpawnFileActions {
   void redirect(int fd, const std::optional<std::string>& path) {
     if (path) posix_spawn_file_actions_addopen(&actions_, fd, path->c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   }
+  // A long-lived child (a daemon) must not keep the parent's other files, such as a test runner's pipes, open.
+  void close_from(int lowest) { posix_spawn_file_actions_addclosefrom_np(&actions_, lowest); }
   posix_spawn_file_actions_t* get() { return &actions_; }
 
  private:
@@ -70,7 +78,13 @@ ChildProcess ChildProcess::spawn(const SpawnOptions& options) {
   if (options.argv.empty()) throw Error(ExitCode::failure, "spawn: no program given");
   std::vector<std::string> argv = options.argv;
   std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const auto name = entry.substr(0, entry.find('='));
+    if (std::find(options.unset_env.begin(), options.unset_env.end(), name) == options.unset_env.end()) {
+      env.emplace_back(entry);
+    }
+  }
   env.insert(env.end(), options.extra_env.begin(), options.extra_env.end());
   auto argv_c = c_strings(argv);
   auto env_c = c_strings(env);
@@ -78,6 +92,7 @@ ChildProcess ChildProcess::spawn(const SpawnOptions& options) {
   SpawnFileActions actions;
   actions.redirect(STDOUT_FILENO, options.stdout_path);
   actions.redirect(STDERR_FILENO, options.stderr_path);
+  if (options.close_other_fds) actions.close_from(STDERR_FILENO + 1);
   SpawnAttributes attributes(options.new_session);
   pid_t pid = -1;
   const int rc = posix_spawnp(&pid, argv_c[0], actions.get(), attributes.get(), argv_c.data(), env_c.data());
@@ -87,22 +102,39 @@ ChildProcess ChildProcess::spawn(const SpawnOptions& options) {
   return ChildProcess(pid);
 }
 
-ChildProcess::ChildProcess(ChildProcess&& other) noexcept : pid_(other.pid_), status_(other.status_) {
+ChildProcess::ChildProcess(ChildProcess&& other) noexcept
+    : pid_(other.pid_), status_(other.status_), exit_fd_(other.exit_fd_) {
   other.pid_ = -1;
+  other.exit_fd_ = -1;
 }
 
 ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
   if (this != &other) {
     if (pid_ > 0 && !status_) stop();
+    close_exit_fd();
     pid_ = other.pid_;
     status_ = other.status_;
+    exit_fd_ = other.exit_fd_;
     other.pid_ = -1;
+    other.exit_fd_ = -1;
   }
   return *this;
 }
 
 ChildProcess::~ChildProcess() {
   if (pid_ > 0 && !status_) stop();
+  close_exit_fd();
+}
+
+int ChildProcess::exit_fd() {
+  // Safe from pid reuse: an unreaped child's pid cannot be given to another process.
+  if (exit_fd_ < 0 && pid_ > 0 && !status_) exit_fd_ = pidfd_open(pid_, 0);
+  return exit_fd_;
+}
+
+void ChildProcess::close_exit_fd() {
+  if (exit_fd_ >= 0) ::close(exit_fd_);
+  exit_fd_ = -1;
 }
 
 bool ChildProcess::running() {
@@ -145,6 +177,7 @@ int ChildProcess::stop(std::chrono::milliseconds grace) {
 pid_t ChildProcess::release() {
   const pid_t pid = pid_;
   pid_ = -1;
+  close_exit_fd();
   return pid;
 }
 

@@ -1,0 +1,42 @@
+#pragma once
+// PortAllocator: picks the port for a new export. The store says which ports live exports hold; the kernel says
+// which of the rest some other program holds (a trial bind on the servers' listen address). The caller runs this
+// inside the write transaction that records the export, so two creators can never pick the same port, and the
+// partial unique index on live ports backs that up.
+#include <optional>
+#include <set>
+#include <string>
+
+namespace nbdxm {
+
+struct PortRange {
+  int low = 10810;
+  int high = 10999;
+
+  // Parses "LO-HI" (1 <= LO <= HI <= 65535); throws Error(usage) naming the value and the expected form.
+  static PortRange parse(const std::string& text);
+  std::string str() const;
+  bool contains(int port) const { return port >= low && port <= high; }
+  int size() const { return high - low + 1; }
+};
+
+class PortAllocator {
+ public:
+  PortAllocator(PortRange range, std::string listen_address)
+      : range_(range), listen_address_(std::move(listen_address)) {}
+
+  const PortRange& range() const { return range_; }
+  const std::string& listen_address() const { return listen_address_; }
+
+  // The lowest port of the range that is not in `held` and can be bound now; throws Error(conflict) naming the
+  // range when there is none.
+  int lowest_free(const std::set<int>& held) const;
+  // Whether a server could listen on `port` at the listen address now (same socket options as nbdkit).
+  bool bindable(int port) const;
+
+ private:
+  PortRange range_;
+  std::string listen_address_;
+};
+
+}  // namespace nbdxm

@@ -1,0 +1,177 @@
+// The manager's runtime records (schema version 2): export_servers and export_manager.
+#include <fmt/format.h>
+
+#include <SQLiteCpp/Statement.h>
+
+#include "nbdxm/error.hpp"
+#include "nbdxm/export_store.hpp"
+#include "nbdxm/process_identity.hpp"
+
+namespace nbdxm {
+namespace {
+
+constexpr const char* kServerColumns =
+    "export_id, pid, start_time, boot_id, listen_address, started_at, restart_count, last_failure, last_failure_at, "
+    "updated_at";
+
+std::optional<std::string> optional_text(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  return c.getString();
+}
+
+ExportServer read_server(SQLite::Statement& q) {
+  ExportServer s;
+  s.export_id = q.getColumn(0).getInt64();
+  if (!q.getColumn(1).isNull()) {
+    s.process = ProcessIdentity{q.getColumn(1).getInt(), static_cast<uint64_t>(q.getColumn(2).getInt64()),
+                                q.getColumn(3).getString()};
+  }
+  s.listen_address = optional_text(q.getColumn(4));
+  s.started_at = optional_text(q.getColumn(5));
+  s.restart_count = q.getColumn(6).getInt64();
+  s.last_failure = optional_text(q.getColumn(7));
+  s.last_failure_at = optional_text(q.getColumn(8));
+  s.updated_at = q.getColumn(9).getString();
+  return s;
+}
+
+bool export_exists(SQLite::Database& db, int64_t export_id) {
+  SQLite::Statement q(db, "SELECT 1 FROM nbd_exports WHERE id = ?");
+  q.bind(1, export_id);
+  return q.executeStep();
+}
+
+std::optional<ManagerInstance> read_manager(SQLite::Database& db) {
+  SQLite::Statement q(db,
+                      "SELECT pid, start_time, boot_id, listen_address, port_low, port_high, run_dir, "
+                      "allow_regular_files, byid_dir, max_connections, version, started_at FROM export_manager "
+                      "WHERE id = 1");
+  if (!q.executeStep()) return std::nullopt;
+  ManagerInstance m;
+  m.process = ProcessIdentity{q.getColumn(0).getInt(), static_cast<uint64_t>(q.getColumn(1).getInt64()),
+                              q.getColumn(2).getString()};
+  m.listen_address = q.getColumn(3).getString();
+  m.port_low = q.getColumn(4).getInt();
+  m.port_high = q.getColumn(5).getInt();
+  m.run_dir = q.getColumn(6).getString();
+  m.allow_regular_files = q.getColumn(7).getInt() != 0;
+  m.byid_dir = q.getColumn(8).getString();
+  m.max_connections = q.getColumn(9).getInt();
+  m.version = q.getColumn(10).getString();
+  m.started_at = q.getColumn(11).getString();
+  return m;
+}
+
+}  // namespace
+
+std::vector<ExportServer> ExportStore::list_export_servers() {
+  SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_servers ORDER BY export_id", kServerColumns));
+  std::vector<ExportServer> result;
+  while (q.executeStep()) result.push_back(read_server(q));
+  return result;
+}
+
+std::optional<ExportServer> ExportStore::find_export_server(int64_t export_id) {
+  SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_servers WHERE export_id = ?", kServerColumns));
+  q.bind(1, export_id);
+  if (!q.executeStep()) return std::nullopt;
+  return read_server(q);
+}
+
+bool ExportStore::record_server_running(int64_t export_id, const ProcessIdentity& process,
+                                        const std::string& listen_address, bool restarted) {
+  WriteTransaction tx(db_);
+  if (!export_exists(db_.sql(), export_id)) return false;
+  SQLite::Statement q(db_.sql(),
+                      "INSERT INTO export_servers (export_id, pid, start_time, boot_id, listen_address, started_at, "
+                      "restart_count) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?6) "
+                      "ON CONFLICT (export_id) DO UPDATE SET pid = ?2, start_time = ?3, boot_id = ?4, "
+                      "listen_address = ?5, started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+                      "restart_count = restart_count + ?6");
+  q.bind(1, export_id);
+  q.bind(2, process.pid);
+  q.bind(3, static_cast<int64_t>(process.start_time));
+  q.bind(4, process.boot_id);
+  q.bind(5, listen_address);
+  q.bind(6, restarted ? 1 : 0);
+  q.exec();
+  SQLite::Statement activate(db_.sql(), "UPDATE nbd_exports SET status = 'active' WHERE id = ? AND status = 'pending'");
+  activate.bind(1, export_id);
+  activate.exec();
+  tx.commit();
+  return true;
+}
+
+void ExportStore::record_server_gone(int64_t export_id, const std::optional<ProcessIdentity>& process,
+                                     const std::optional<std::string>& failure) {
+  WriteTransaction tx(db_);
+  if (!export_exists(db_.sql(), export_id)) return;
+  SQLite::Statement ensure(db_.sql(), "INSERT OR IGNORE INTO export_servers (export_id) VALUES (?)");
+  ensure.bind(1, export_id);
+  ensure.exec();
+  if (process) {
+    // Only the recorded process: a newer server of the same export may already be recorded.
+    SQLite::Statement clear(db_.sql(),
+                            "UPDATE export_servers SET pid = NULL, start_time = NULL, boot_id = NULL "
+                            "WHERE export_id = ? AND pid = ? AND start_time = ? AND boot_id = ?");
+    clear.bind(1, export_id);
+    clear.bind(2, process->pid);
+    clear.bind(3, static_cast<int64_t>(process->start_time));
+    clear.bind(4, process->boot_id);
+    clear.exec();
+  }
+  if (failure) {
+    SQLite::Statement fail(db_.sql(),
+                           "UPDATE export_servers SET last_failure = ?, "
+                           "last_failure_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE export_id = ?");
+    fail.bind(1, *failure);
+    fail.bind(2, export_id);
+    fail.exec();
+  }
+  tx.commit();
+}
+
+void ExportStore::register_manager(const ManagerInstance& self) {
+  WriteTransaction tx(db_);
+  if (auto other = read_manager(db_.sql()); other && other->process != self.process && still_running(other->process)) {
+    throw Error(ExitCode::conflict,
+                fmt::format("another manager (pid {}, started {}) is already serving store {}; stop it first "
+                            "(`systemctl stop nbdxm`) or give this one another --db",
+                            other->process.pid, other->started_at, db_.path()));
+  }
+  SQLite::Statement q(db_.sql(),
+                      "INSERT OR REPLACE INTO export_manager (id, pid, start_time, boot_id, listen_address, port_low, "
+                      "port_high, run_dir, allow_regular_files, byid_dir, max_connections, version) "
+                      "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  q.bind(1, self.process.pid);
+  q.bind(2, static_cast<int64_t>(self.process.start_time));
+  q.bind(3, self.process.boot_id);
+  q.bind(4, self.listen_address);
+  q.bind(5, self.port_low);
+  q.bind(6, self.port_high);
+  q.bind(7, self.run_dir);
+  q.bind(8, self.allow_regular_files ? 1 : 0);
+  q.bind(9, self.byid_dir);
+  q.bind(10, self.max_connections);
+  q.bind(11, self.version);
+  q.exec();
+  tx.commit();
+}
+
+void ExportStore::unregister_manager(const ProcessIdentity& self) {
+  WriteTransaction tx(db_);
+  SQLite::Statement q(db_.sql(), "DELETE FROM export_manager WHERE pid = ? AND start_time = ? AND boot_id = ?");
+  q.bind(1, self.pid);
+  q.bind(2, static_cast<int64_t>(self.start_time));
+  q.bind(3, self.boot_id);
+  q.exec();
+  tx.commit();
+}
+
+std::optional<ManagerInstance> ExportStore::running_manager() {
+  auto manager = read_manager(db_.sql());
+  if (!manager || !still_running(manager->process)) return std::nullopt;
+  return manager;
+}
+
+}  // namespace nbdxm

@@ -1,0 +1,212 @@
+// The export lifecycle: creating (with name and port), revoking, failing and collecting exports.
+#include <fmt/format.h>
+
+#include <SQLiteCpp/Statement.h>
+#include <set>
+
+#include "export_rows.hpp"
+#include "nbdxm/error.hpp"
+#include "nbdxm/export_store.hpp"
+#include "nbdxm/port_allocator.hpp"
+#include "nbdxm/store_error.hpp"
+#include "nbdxm/store_values.hpp"
+
+namespace nbdxm {
+namespace {
+
+constexpr const char* kLive = "('pending', 'active')";
+
+bool job_ended(const Job& job) {
+  return job.status == "completed" || job.status == "failed" || job.status == "cancelled";
+}
+
+std::vector<NbdExport> read_exports(SQLite::Statement& q) {
+  std::vector<NbdExport> result;
+  while (q.executeStep()) result.push_back(store_rows::read_export(q));
+  return result;
+}
+
+std::optional<NbdExport> live_export_where(SQLite::Database& db, const std::string& condition, int64_t value) {
+  SQLite::Statement q(db, fmt::format("SELECT {} FROM export_devices WHERE {} = ? AND status IN {}",
+                                      store_rows::kExportColumns, condition, kLive));
+  q.bind(1, value);
+  if (!q.executeStep()) return std::nullopt;
+  return store_rows::read_export(q);
+}
+
+std::set<int> live_ports(SQLite::Database& db, const PortRange& range) {
+  SQLite::Statement q(db,
+                      fmt::format("SELECT port FROM nbd_exports WHERE status IN {} AND port BETWEEN ? AND ?", kLive));
+  q.bind(1, range.low);
+  q.bind(2, range.high);
+  std::set<int> ports;
+  while (q.executeStep()) ports.insert(q.getColumn(0).getInt());
+  return ports;
+}
+
+}  // namespace
+
+NbdExport ExportStore::create_export(const NewExport& request, const PortAllocator& ports) {
+  if (request.name) values::require_export_name(*request.name);
+  if (request.port) values::require_port(*request.port);
+  WriteTransaction tx(db_);
+  const Job job = get_job(request.job_id);
+  if (job_ended(job)) {
+    throw Error(ExitCode::conflict,
+                fmt::format("job {} has ended ({}); only a running job's disks can be exported", job.id, job.status));
+  }
+  const VmDisk disk = get_disk(request.job_id, request.disk_id);
+  if (!disk.cloudstack_volume_uuid) {
+    throw Error(ExitCode::conflict,
+                fmt::format("disk {} of job {} has no linked volume; link one with `nbdxm disk link --job {} "
+                            "--disk-id {} --volume-uuid UUID` first",
+                            disk.disk_id, job.id, job.id, disk.disk_id));
+  }
+  const DeviceMapping mapping = get_mapping(*disk.cloudstack_volume_uuid);
+  if (mapping.operation_mode != "oma") {
+    throw Error(ExitCode::conflict, fmt::format("volume {} is in {} mode (attached to another VM); only 'oma' volumes "
+                                                "can be exported",
+                                                mapping.volume_uuid, mapping.operation_mode));
+  }
+  if (auto live = live_export_where(db_.sql(), "vm_disk_id", disk.id)) {
+    throw Error(ExitCode::conflict,
+                fmt::format("disk {} of job {} already has the live export {} on port {}; use it, or revoke it first "
+                            "with `nbdxm export revoke {}`",
+                            disk.disk_id, job.id, live->export_name, live->port, live->export_name));
+  }
+
+  const std::string name = request.name.value_or("migration-vol-" + mapping.volume_uuid);
+  const auto previous = find_export(name);
+  if (previous && previous->live()) {
+    throw Error(ExitCode::conflict,
+                fmt::format("export name {} is taken by the live export of disk {} of job {}; choose another with "
+                            "--name",
+                            name, previous->disk_id, previous->job_id));
+  }
+
+  int port = 0;
+  if (request.port) {
+    port = *request.port;
+    SQLite::Statement held(db_.sql(),
+                           fmt::format("SELECT export_name FROM nbd_exports WHERE port = ? AND status IN {}", kLive));
+    held.bind(1, port);
+    if (held.executeStep()) {
+      throw Error(ExitCode::conflict, fmt::format("port {} is held by the live export {}; leave out --port to get a "
+                                                  "free one",
+                                                  port, held.getColumn(0).getString()));
+    }
+    if (!ports.bindable(port)) {
+      throw Error(ExitCode::conflict,
+                  fmt::format("port {} on {} is in use by another program; leave out --port to get a free one", port,
+                              ports.listen_address()));
+    }
+  } else {
+    port = ports.lowest_free(live_ports(db_.sql(), ports.range()));
+  }
+
+  translate_store_errors(fmt::format("cannot create export {}", name), [&] {
+    if (previous) {
+      // Reuse the revoked or failed row: names stay unique and a volume keeps the name its clients know.
+      SQLite::Statement q(db_.sql(),
+                          "UPDATE nbd_exports SET job_id = ?, vm_disk_id = ?, device_mapping_id = ?, port = ?, "
+                          "status = 'pending', status_reason = NULL, "
+                          "created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
+      q.bind(1, job.id);
+      q.bind(2, disk.id);
+      q.bind(3, mapping.id);
+      q.bind(4, port);
+      q.bind(5, previous->id);
+      q.exec();
+      SQLite::Statement forget(db_.sql(), "DELETE FROM export_servers WHERE export_id = ?");
+      forget.bind(1, previous->id);
+      forget.exec();
+    } else {
+      SQLite::Statement q(db_.sql(),
+                          "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status) "
+                          "VALUES (?, ?, ?, ?, ?, 'pending')");
+      q.bind(1, job.id);
+      q.bind(2, disk.id);
+      q.bind(3, mapping.id);
+      q.bind(4, name);
+      q.bind(5, port);
+      q.exec();
+    }
+  });
+  NbdExport created = get_export(name);
+  tx.commit();
+  return created;
+}
+
+std::vector<NbdExport> ExportStore::live_exports() {
+  SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE status IN {} ORDER BY export_id",
+                                             store_rows::kExportColumns, kLive));
+  return read_exports(q);
+}
+
+std::vector<Revocation> ExportStore::revoke_exports(const RevokeTarget& target, const std::string& reason) {
+  WriteTransaction tx(db_);
+  std::vector<NbdExport> matched;
+  if (target.export_name) {
+    matched.push_back(get_export(*target.export_name));
+  } else if (target.job_id) {
+    get_job(*target.job_id);
+    ExportFilter filter;
+    filter.job_id = target.job_id;
+    matched = list_exports(filter);
+  } else if (target.volume_uuid) {
+    values::require_volume_uuid(*target.volume_uuid);
+    get_mapping(*target.volume_uuid);
+    SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE volume_uuid = ? ORDER BY export_id",
+                                               store_rows::kExportColumns));
+    q.bind(1, *target.volume_uuid);
+    matched = read_exports(q);
+  } else {
+    throw Error(ExitCode::usage, "name the exports to revoke: an export NAME, --job ID or --volume UUID");
+  }
+  SQLite::Statement revoke(db_.sql(), fmt::format("UPDATE nbd_exports SET status = 'revoked', status_reason = ? "
+                                                  "WHERE id = ? AND status IN {}",
+                                                  kLive));
+  std::vector<Revocation> result;
+  for (const auto& e : matched) {
+    revoke.bind(1, reason);
+    revoke.bind(2, e.id);
+    revoke.exec();
+    revoke.reset();
+    result.push_back({get_export(e.export_name), e.live()});
+  }
+  tx.commit();
+  return result;
+}
+
+bool ExportStore::fail_export(int64_t export_id, const std::string& reason) {
+  WriteTransaction tx(db_);
+  SQLite::Statement q(db_.sql(), fmt::format("UPDATE nbd_exports SET status = 'failed', status_reason = ? "
+                                             "WHERE id = ? AND status IN {}",
+                                             kLive));
+  q.bind(1, reason);
+  q.bind(2, export_id);
+  const bool changed = q.exec() > 0;
+  tx.commit();
+  return changed;
+}
+
+std::vector<NbdExport> ExportStore::collect_garbage(std::chrono::seconds older_than, bool dry_run) {
+  WriteTransaction tx(db_);
+  const std::string cutoff = fmt::format("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{} seconds')", older_than.count());
+  SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE status IN ('revoked', 'failed') "
+                                             "AND updated_at < {} ORDER BY export_id",
+                                             store_rows::kExportColumns, cutoff));
+  std::vector<NbdExport> old = read_exports(q);
+  if (!dry_run) {
+    SQLite::Statement remove(db_.sql(), "DELETE FROM nbd_exports WHERE id = ?");
+    for (const auto& e : old) {
+      remove.bind(1, e.id);
+      remove.exec();
+      remove.reset();
+    }
+  }
+  tx.commit();
+  return old;
+}
+
+}  // namespace nbdxm

@@ -1,0 +1,335 @@
+#include "export_supervisor.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "nbdxm/error.hpp"
+#include "serve_log.hpp"
+
+namespace nbdxm::cli {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kPidFilePoll = 5ms;  // the pid file usually appears within a millisecond of the launcher's exit
+constexpr auto kKillWait = 2s;
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return "stopped";
+}
+
+// The last non-empty line nbdkit wrote before it forked or failed: the reason it gives.
+std::string last_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
+
+// The pid in a pid file, once nbdkit has written it completely (it can exist empty for a moment).
+std::optional<pid_t> read_pid_file(const std::string& path) {
+  std::ifstream in(path);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (content.empty() || content.back() != '\n') return std::nullopt;
+  content.pop_back();
+  if (content.empty() || !std::all_of(content.begin(), content.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  return static_cast<pid_t>(std::stol(content));
+}
+
+std::chrono::milliseconds backoff(int failures) {
+  const auto delay = 100ms * (1 << std::min(failures - 1, 6));
+  return std::min<std::chrono::milliseconds>(delay, 5s);
+}
+
+// Collects the exit status of a server that the manager, as the child subreaper, inherited from its launcher;
+// nullopt for servers of an earlier manager, which are not its children.
+std::optional<int> reap(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, WNOHANG) == pid) return status;
+  return std::nullopt;
+}
+
+}  // namespace
+
+ExportSupervisor::ExportSupervisor(ServerTarget target, const ServerSettings& settings, ExportStore& store)
+    : target_(std::move(target)), settings_(settings), store_(store) {}
+
+bool ExportSupervisor::settled() const {
+  return phase_ == Phase::running || phase_ == Phase::stopped || phase_ == Phase::failed;
+}
+
+bool ExportSupervisor::finished() const { return phase_ == Phase::stopped || phase_ == Phase::failed; }
+
+std::optional<ProcessIdentity> ExportSupervisor::server() const {
+  if (!server_) return std::nullopt;
+  return server_->identity();
+}
+
+std::string ExportSupervisor::describe() const {
+  return fmt::format("export {} (port {})", target_.export_name, target_.port);
+}
+
+void ExportSupervisor::start(Clock::time_point now) { launch(now); }
+
+void ExportSupervisor::adopt(ProcessHandle server, Clock::time_point now) {
+  server_ = std::move(server);
+  phase_ = Phase::running;
+  running_since_ = now;
+  deadline_ = Clock::time_point::max();
+}
+
+void ExportSupervisor::launch(Clock::time_point now) {
+  const std::string pid_file = server_pid_file(settings_.run_dir, target_.export_id);
+  const std::string log_file = server_log_file(settings_.run_dir, target_.export_id);
+  std::error_code ec;
+  std::filesystem::remove(pid_file, ec);
+  std::filesystem::remove(log_file, ec);
+  SpawnOptions options;
+  options.argv = server_argv(settings_, target_);
+  options.stdout_path = "/dev/null";
+  options.stderr_path = log_file;  // what nbdkit says before it forks (after that it logs to syslog)
+  options.new_session = true;      // no terminal signal (Ctrl-C) or process-group signal reaches the server
+  options.close_other_fds = true;
+  // The server must not talk to systemd as if it were the manager.
+  options.unset_env = {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"};
+  try {
+    launcher_.emplace(ChildProcess::spawn(options));
+  } catch (const Error& e) {
+    on_failure(e.what(), now);
+    return;
+  }
+  phase_ = Phase::launching;
+  deadline_ = now + kLaunchTimeout;
+}
+
+void ExportSupervisor::stop(Clock::time_point now) {
+  stop_requested_ = true;
+  switch (phase_) {
+    case Phase::idle:
+    case Phase::backoff:
+      phase_ = Phase::stopped;
+      break;
+    case Phase::running:
+      signal_server(SIGTERM, now);
+      break;
+    case Phase::launching:
+    case Phase::awaiting_pid:  // stopped as soon as the launch yields its server
+    case Phase::stopping:
+    case Phase::stopped:
+    case Phase::failed:
+      break;
+  }
+}
+
+void ExportSupervisor::release() {
+  if (launcher_) launcher_->release();
+  launcher_.reset();
+  server_.reset();
+  phase_ = Phase::stopped;
+}
+
+void ExportSupervisor::signal_server(int signo, Clock::time_point now) {
+  phase_ = Phase::stopping;
+  if (!server_ || !server_->signal(signo)) {
+    on_server_exit(now);
+    return;
+  }
+  killed_ = signo == SIGKILL;
+  deadline_ = now + (killed_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kKillWait)
+                             : std::chrono::duration_cast<std::chrono::milliseconds>(kStopGrace));
+}
+
+void ExportSupervisor::advance(Clock::time_point now) {
+  switch (phase_) {
+    case Phase::launching:
+      if (!launcher_->running()) {
+        on_launcher_exit(*launcher_->wait(0ms), now);
+      } else if (now >= deadline_) {
+        launcher_->stop(0ms);
+        launcher_.reset();
+        on_failure(fmt::format("nbdkit did not start within {} s", kLaunchTimeout.count()), now);
+      }
+      break;
+    case Phase::awaiting_pid:
+      check_pid_file(now);
+      break;
+    case Phase::running:
+      if (server_->exited()) {
+        on_server_exit(now);
+      } else if (!recorded_) {
+        record_running();
+      }
+      break;
+    case Phase::backoff:
+      if (now >= deadline_) launch(now);
+      break;
+    case Phase::stopping:
+      if (server_->exited()) {
+        on_server_exit(now);
+      } else if (now >= deadline_) {
+        if (!killed_) {
+          log_event("{}: server pid {} did not stop within {} s of SIGTERM; sending SIGKILL", describe(),
+                    server_->identity().pid, kStopGrace.count());
+          signal_server(SIGKILL, now);
+        } else {
+          log_event("{}: server pid {} survived SIGKILL; giving up on it", describe(), server_->identity().pid);
+          server_.reset();
+          phase_ = Phase::stopped;
+        }
+      }
+      break;
+    case Phase::idle:
+    case Phase::stopped:
+    case Phase::failed:
+      break;
+  }
+}
+
+void ExportSupervisor::on_launcher_exit(int status, Clock::time_point now) {
+  launcher_.reset();
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    phase_ = Phase::awaiting_pid;
+    deadline_ = now + kPidFileTimeout;
+    check_pid_file(now);
+    return;
+  }
+  std::string said = last_line(server_log_file(settings_.run_dir, target_.export_id));
+  on_failure(fmt::format("nbdkit {}{}{}", describe_status(status), said.empty() ? "" : ": ", said), now);
+}
+
+void ExportSupervisor::check_pid_file(Clock::time_point now) {
+  const std::string pid_file = server_pid_file(settings_.run_dir, target_.export_id);
+  if (auto pid = read_pid_file(pid_file)) {
+    const auto found = recognise_server(*pid, read_cmdline(*pid), settings_.db_path);
+    if (found && found->export_name == target_.export_name && found->port == target_.port &&
+        owns_listener(*pid, target_.port)) {
+      if (auto handle = ProcessHandle::open(found->process)) {
+        on_serving(std::move(*handle), now);
+        return;
+      }
+    }
+  }
+  if (now >= deadline_) {
+    on_failure(fmt::format("nbdkit started, but within {} s its pid file {} did not name a server listening on port "
+                           "{} (its log: syslog)",
+                           kPidFileTimeout.count(), pid_file, target_.port),
+               now);
+    return;
+  }
+}
+
+void ExportSupervisor::on_serving(ProcessHandle server, Clock::time_point now) {
+  server_ = std::move(server);
+  running_since_ = now;
+  deadline_ = Clock::time_point::max();
+  if (stop_requested_) {
+    signal_server(SIGTERM, now);
+    return;
+  }
+  phase_ = Phase::running;
+  log_event("{}: {} server pid {} on {}:{}", describe(), restarting_ ? "restarted" : "started", server_->identity().pid,
+            settings_.listen_address, target_.port);
+  recorded_ = false;
+  record_running();
+}
+
+void ExportSupervisor::record_running() {
+  try {
+    if (!store_.record_server_running(target_.export_id, server_->identity(), settings_.listen_address, restarting_)) {
+      // The export is gone already; the manager's next look at the store stops this server.
+      recorded_ = true;
+      return;
+    }
+    restarting_ = false;
+    recorded_ = true;
+  } catch (const std::exception& e) {
+    log_event("{}: cannot record the server in the store (will retry): {}", describe(), e.what());
+  }
+}
+
+void ExportSupervisor::on_server_exit(Clock::time_point now) {
+  const ProcessIdentity gone = server_ ? server_->identity() : ProcessIdentity{};
+  const auto status = server_ ? reap(gone.pid) : std::nullopt;
+  server_.reset();
+  if (phase_ == Phase::stopping) {
+    phase_ = Phase::stopped;
+    log_event("{}: server pid {} stopped", describe(), gone.pid);
+    try {
+      store_.record_server_gone(target_.export_id, gone, std::nullopt);
+    } catch (const std::exception& e) {
+      log_event("{}: cannot record the stop in the store: {}", describe(), e.what());
+    }
+    return;
+  }
+  if (now - running_since_ >= kStableRun) consecutive_failures_ = 0;
+  on_failure(fmt::format("server pid {} {}", gone.pid, status ? describe_status(*status) : "exited unexpectedly"), now,
+             gone);
+}
+
+void ExportSupervisor::on_failure(const std::string& reason, Clock::time_point now,
+                                  const std::optional<ProcessIdentity>& gone) {
+  ++consecutive_failures_;
+  log_event("{}: {}", describe(), reason);
+  try {
+    store_.record_server_gone(target_.export_id, gone, reason);
+  } catch (const std::exception& e) {
+    log_event("{}: cannot record the failure in the store: {}", describe(), e.what());
+  }
+  if (stop_requested_) {
+    phase_ = Phase::stopped;
+    return;
+  }
+  if (consecutive_failures_ >= kMaxFailures) {
+    const std::string why = fmt::format("its server failed {} times in a row; last: {}", consecutive_failures_, reason);
+    log_event("{}: marking the export failed: {}", describe(), why);
+    phase_ = Phase::failed;
+    try {
+      store_.fail_export(target_.export_id, why);
+    } catch (const std::exception& e) {
+      log_event("{}: cannot mark the export failed (will retry): {}", describe(), e.what());
+    }
+    return;
+  }
+  restarting_ = true;
+  phase_ = Phase::backoff;
+  deadline_ = now + backoff(consecutive_failures_);
+}
+
+void ExportSupervisor::collect_fds(std::vector<pollfd>& fds) {
+  if (phase_ == Phase::launching && launcher_) {
+    if (int fd = launcher_->exit_fd(); fd >= 0) fds.push_back({fd, POLLIN, 0});
+  }
+  if ((phase_ == Phase::running || phase_ == Phase::stopping) && server_) fds.push_back({server_->fd(), POLLIN, 0});
+}
+
+ExportSupervisor::Clock::time_point ExportSupervisor::next_deadline() const {
+  switch (phase_) {
+    case Phase::awaiting_pid:
+      return std::min(deadline_, Clock::now() + kPidFilePoll);
+    case Phase::launching:
+    case Phase::backoff:
+    case Phase::stopping:
+      return deadline_;
+    case Phase::running:
+      return recorded_ ? Clock::time_point::max() : Clock::now() + 1s;
+    case Phase::idle:
+    case Phase::stopped:
+    case Phase::failed:
+      break;
+  }
+  return Clock::time_point::max();
+}
+
+}  // namespace nbdxm::cli

@@ -1,0 +1,82 @@
+#pragma once
+// ExportSupervisor: keeps one export's nbdkit server running, without ever blocking the manager's loop.
+//
+// start -> launching (nbdkit binds, forks, the launcher exits) -> awaiting_pid (the -P pid file names a process
+// whose command line is this export's and which owns the listening socket) -> running. A server that exits or
+// cannot start is restarted on the same port after a back-off (0.1 s, doubling, at most 5 s); after kMaxFailures
+// failures in a row the export is marked failed with the reason. stop() sends SIGTERM through a pidfd to the one
+// process verified as this export's server (SIGKILL after a grace period); nothing else is ever signalled.
+#include <poll.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "export_server.hpp"
+#include "nbdxm/child_process.hpp"
+#include "nbdxm/export_store.hpp"
+#include "nbdxm/process_identity.hpp"
+
+namespace nbdxm::cli {
+
+class ExportSupervisor {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr int kMaxFailures = 5;
+  static constexpr std::chrono::seconds kLaunchTimeout{10};
+  static constexpr std::chrono::seconds kPidFileTimeout{5};
+  static constexpr std::chrono::seconds kStopGrace{5};
+  static constexpr std::chrono::seconds kStableRun{30};  // a server that ran this long starts a new failure count
+
+  enum class Phase { idle, launching, awaiting_pid, running, backoff, stopping, stopped, failed };
+
+  ExportSupervisor(ServerTarget target, const ServerSettings& settings, ExportStore& store);
+  ExportSupervisor(const ExportSupervisor&) = delete;
+  ExportSupervisor& operator=(const ExportSupervisor&) = delete;
+
+  const ServerTarget& target() const { return target_; }
+  Phase phase() const { return phase_; }
+  bool settled() const;   // running, stopped or failed: not on its way to one of these
+  bool finished() const;  // stopped or failed: no process left and nothing more to do
+  std::optional<ProcessIdentity> server() const;
+
+  void start(Clock::time_point now);
+  void adopt(ProcessHandle server, Clock::time_point now);  // a running server, verified by the caller
+  void stop(Clock::time_point now);
+  // The manager is exiting: leave the server (and a launch in progress) running for the next manager to adopt.
+  void release();
+
+  // One non-blocking step: looks at the launcher, the pid file, the server and the deadlines.
+  void advance(Clock::time_point now);
+  void collect_fds(std::vector<pollfd>& fds);
+  Clock::time_point next_deadline() const;  // Clock::time_point::max() when only an fd event can move it on
+
+ private:
+  void launch(Clock::time_point now);
+  void on_launcher_exit(int status, Clock::time_point now);
+  void check_pid_file(Clock::time_point now);
+  void on_serving(ProcessHandle server, Clock::time_point now);
+  void on_failure(const std::string& reason, Clock::time_point now,
+                  const std::optional<ProcessIdentity>& gone = std::nullopt);
+  void on_server_exit(Clock::time_point now);
+  void signal_server(int signo, Clock::time_point now);
+  void record_running();
+  std::string describe() const;
+
+  ServerTarget target_;
+  const ServerSettings& settings_;
+  ExportStore& store_;
+  Phase phase_ = Phase::idle;
+  std::optional<ChildProcess> launcher_;
+  std::optional<ProcessHandle> server_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point running_since_{};
+  int consecutive_failures_ = 0;
+  bool restarting_ = false;      // the next successful start is a restart
+  bool stop_requested_ = false;  // stop once the launch in progress has produced a server
+  bool killed_ = false;          // SIGKILL was sent
+  bool recorded_ = true;         // the running server is in the store (retried until it is)
+};
+
+}  // namespace nbdxm::cli

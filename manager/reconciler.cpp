@@ -1,0 +1,219 @@
+#include "reconciler.hpp"
+
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "serve_log.hpp"
+
+namespace nbdxm::cli {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kReadyAtLatest = 10s;  // READY=1 even if some server is still on its way (back-off)
+
+int poll_timeout_ms(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::time_point deadline) {
+  if (deadline <= now) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<int>(std::min<int64_t>(ms, 60'000));
+}
+
+int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
+}
+
+}  // namespace
+
+Reconciler::Reconciler(const ServerSettings& settings, ExportStore& store) : settings_(settings), store_(store) {}
+
+Reconciler::~Reconciler() {
+  for (auto& [id, supervisor] : supervisors_) supervisor->release();
+  for (auto& supervisor : retiring_) supervisor->release();
+}
+
+void Reconciler::run(int signal_fd) {
+  const auto started = Clock::now();
+  adopt(started);
+  const int adopted = static_cast<int>(supervisors_.size());
+  data_version_ = store_.database().data_version();
+  sync(started);
+  auto next_resync = started + kResync;
+  bool ready = false;
+  for (;;) {
+    auto now = Clock::now();
+    if (!ready && (settled() || now - started >= kReadyAtLatest)) {
+      const auto c = counts();
+      log_event("ready after {} ms: {} exports served ({} adopted), {} starting, {} failed", elapsed_ms(started),
+                c.serving, adopted, c.starting, c.failed);
+      sd_notify(0, "READY=1");
+      ready = true;
+      report_status(true);
+    }
+
+    std::vector<pollfd> fds{{signal_fd, POLLIN, 0}};
+    auto deadline = now + kStorePoll;
+    for (auto& [id, supervisor] : supervisors_) {
+      supervisor->collect_fds(fds);
+      deadline = std::min(deadline, supervisor->next_deadline());
+    }
+    for (auto& supervisor : retiring_) {
+      supervisor->collect_fds(fds);
+      deadline = std::min(deadline, supervisor->next_deadline());
+    }
+    if (::poll(fds.data(), fds.size(), poll_timeout_ms(now, deadline)) < 0 && errno != EINTR) {
+      throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      if (::read(signal_fd, &info, sizeof info) == sizeof info) {
+        log_event("received {}; stopping the manager, export servers keep running",
+                  strsignal(static_cast<int>(info.ssi_signo)));
+      }
+      return;
+    }
+
+    now = Clock::now();
+    try {
+      const int64_t version = store_.database().data_version();
+      if (version != data_version_ || now >= next_resync) {
+        data_version_ = version;
+        next_resync = now + kResync;
+        sync(now);
+      }
+      advance(now);
+    } catch (const std::exception& e) {
+      // A busy or briefly unreadable store must not take the manager (or any server) down: try again shortly.
+      log_event("store error, retrying: {}", e.what());
+      std::this_thread::sleep_for(200ms);
+    }
+    report_status(false);
+  }
+}
+
+void Reconciler::adopt(Clock::time_point now) {
+  const auto found = find_servers(settings_.db_path);
+  if (found.empty()) return;
+  const auto sockets = TcpSocketTable::read();
+  std::map<int64_t, ExportServer> recorded;
+  for (auto& server : store_.list_export_servers()) recorded.emplace(server.export_id, server);
+  std::vector<bool> used(found.size(), false);
+
+  for (const auto& e : store_.live_exports()) {
+    for (size_t i = 0; i < found.size(); ++i) {
+      const FoundServer& f = found[i];
+      if (used[i] || f.export_name != e.export_name || f.port != e.port) continue;
+      if (!sockets.listening(f.process.pid, e.port)) continue;
+      auto handle = ProcessHandle::open(f.process);
+      if (!handle) continue;
+      used[i] = true;
+      const auto record = recorded.find(e.id);
+      const bool as_recorded = record != recorded.end() && record->second.process == f.process;
+      auto supervisor =
+          std::make_unique<ExportSupervisor>(ServerTarget{e.id, e.export_name, e.port}, settings_, store_);
+      supervisor->adopt(std::move(*handle), now);
+      if (!as_recorded || e.status == "pending") {
+        store_.record_server_running(e.id, f.process, f.listen_address, false);
+      }
+      log_event("export {} (port {}): adopted server pid {} ({})", e.export_name, e.port, f.process.pid,
+                as_recorded ? "pid, start time and command line as recorded"
+                            : "found by its command line and listening socket; its start had not been recorded");
+      supervisors_[e.id] = std::move(supervisor);
+      break;
+    }
+  }
+  for (size_t i = 0; i < found.size(); ++i) {
+    if (used[i]) continue;
+    const FoundServer& f = found[i];
+    auto handle = ProcessHandle::open(f.process);
+    if (!handle) continue;
+    log_event("server pid {} (export {}, port {}) serves no live export there: stopping it", f.process.pid,
+              f.export_name, f.port);
+    auto supervisor = std::make_unique<ExportSupervisor>(ServerTarget{0, f.export_name, f.port}, settings_, store_);
+    supervisor->adopt(std::move(*handle), now);
+    retire(std::move(supervisor), now);
+  }
+}
+
+void Reconciler::sync(Clock::time_point now) {
+  std::map<int64_t, ServerTarget> desired;
+  for (const auto& e : store_.live_exports()) desired.emplace(e.id, ServerTarget{e.id, e.export_name, e.port});
+
+  for (auto it = supervisors_.begin(); it != supervisors_.end();) {
+    const auto want = desired.find(it->first);
+    if (want != desired.end() && want->second == it->second->target()) {
+      ++it;
+      continue;
+    }
+    if (it->second->server()) {
+      log_event("export {} (port {}) is {}: stopping its server pid {}", it->second->target().export_name,
+                it->second->target().port, want == desired.end() ? "no longer live" : "now on another port or name",
+                it->second->server()->pid);
+    }
+    retire(std::move(it->second), now);
+    it = supervisors_.erase(it);
+  }
+  for (const auto& [id, target] : desired) {
+    if (supervisors_.contains(id)) continue;
+    auto supervisor = std::make_unique<ExportSupervisor>(target, settings_, store_);
+    supervisor->start(now);
+    supervisors_.emplace(id, std::move(supervisor));
+  }
+}
+
+void Reconciler::advance(Clock::time_point now) {
+  for (auto& [id, supervisor] : supervisors_) supervisor->advance(now);
+  for (auto& supervisor : retiring_) supervisor->advance(now);
+  std::erase_if(retiring_, [](const auto& supervisor) { return supervisor->finished(); });
+}
+
+void Reconciler::retire(std::unique_ptr<ExportSupervisor> supervisor, Clock::time_point now) {
+  supervisor->stop(now);
+  if (!supervisor->finished()) retiring_.push_back(std::move(supervisor));
+}
+
+bool Reconciler::settled() const {
+  return std::all_of(supervisors_.begin(), supervisors_.end(),
+                     [](const auto& entry) { return entry.second->settled(); });
+}
+
+Reconciler::Counts Reconciler::counts() const {
+  Counts c;
+  for (const auto& [id, supervisor] : supervisors_) {
+    switch (supervisor->phase()) {
+      case ExportSupervisor::Phase::running:
+        ++c.serving;
+        break;
+      case ExportSupervisor::Phase::failed:
+        ++c.failed;
+        break;
+      case ExportSupervisor::Phase::stopping:
+      case ExportSupervisor::Phase::stopped:
+        ++c.stopping;
+        break;
+      default:
+        ++c.starting;
+    }
+  }
+  c.stopping += static_cast<int>(retiring_.size());
+  return c;
+}
+
+void Reconciler::report_status(bool force) {
+  const auto c = counts();
+  std::string status = fmt::format("serving {} exports on {}", c.serving, settings_.listen_address);
+  if (c.starting > 0) status += fmt::format(", {} starting", c.starting);
+  if (c.stopping > 0) status += fmt::format(", {} stopping", c.stopping);
+  if (c.failed > 0) status += fmt::format(", {} failed", c.failed);
+  if (!force && status == last_status_) return;
+  last_status_ = status;
+  sd_notifyf(0, "STATUS=%s", status.c_str());
+}
+
+}  // namespace nbdxm::cli

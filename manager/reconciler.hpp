@@ -1,0 +1,56 @@
+#pragma once
+// Reconciler: the loop of `nbdxm serve`. It keeps the running servers equal to the store's live exports: every
+// pending or active export gets exactly one server on its port, pinned to its name; every server whose export is no
+// longer live (revoked, failed, deleted by a cascade, moved to another port) is stopped. Other services write the
+// store directly, so the loop polls PRAGMA data_version (a shared-memory read) every kStorePoll and also wakes at
+// once when a server or launcher exits (pidfds). On start it first adopts the servers already running for this
+// store, found in /proc by their command line and verified by their listening socket, so none is started twice and
+// none is left orphaned, even one whose start the previous manager never recorded.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "export_server.hpp"
+#include "export_supervisor.hpp"
+#include "nbdxm/export_store.hpp"
+
+namespace nbdxm::cli {
+
+class Reconciler {
+ public:
+  static constexpr std::chrono::milliseconds kStorePoll{20};
+  static constexpr std::chrono::seconds kResync{2};  // a full look at the store even without a change
+
+  Reconciler(const ServerSettings& settings, ExportStore& store);
+  ~Reconciler();  // releases every server: they outlive the manager
+  Reconciler(const Reconciler&) = delete;
+  Reconciler& operator=(const Reconciler&) = delete;
+
+  // Adopts the running servers, starts the missing ones and serves until a signal arrives on signal_fd.
+  void run(int signal_fd);
+
+ private:
+  using Clock = ExportSupervisor::Clock;
+  struct Counts {
+    int serving = 0, starting = 0, stopping = 0, failed = 0;
+  };
+
+  void adopt(Clock::time_point now);
+  void sync(Clock::time_point now);
+  void advance(Clock::time_point now);
+  void retire(std::unique_ptr<ExportSupervisor> supervisor, Clock::time_point now);
+  bool settled() const;
+  Counts counts() const;
+  void report_status(bool force);
+
+  const ServerSettings& settings_;
+  ExportStore& store_;
+  std::map<int64_t, std::unique_ptr<ExportSupervisor>> supervisors_;  // by export id
+  std::vector<std::unique_ptr<ExportSupervisor>> retiring_;           // being stopped
+  int64_t data_version_ = -1;
+  std::string last_status_;
+};
+
+}  // namespace nbdxm::cli

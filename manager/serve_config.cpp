@@ -1,0 +1,103 @@
+#include "serve_config.hpp"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <system_error>
+
+#include "nbdxm/error.hpp"
+
+namespace nbdxm::cli {
+namespace {
+
+std::string absolute(const std::string& path) {
+  std::error_code ec;
+  auto result = std::filesystem::absolute(path, ec);
+  return ec ? path : result.lexically_normal().string();
+}
+
+// Sets an option from a configuration item, as if given on the command line.
+void apply_item(CLI::Option& option, const CLI::ConfigItem& item, const CLI::Config& formatter) {
+  option.add_result(option.get_expected_min() == 0 ? std::vector<std::string>{formatter.to_flag(item)} : item.inputs);
+  option.run_callback();
+}
+
+}  // namespace
+
+void add_serve_options(CLI::App& serve, ServeConfig& config) {
+  serve.add_option("--config", config.config_path, "Configuration file; its keys are these long options")
+      ->envname("NBDXM_CONFIG")
+      ->capture_default_str();
+  serve.add_option("--listen", config.listen, "Address the export servers listen on")->capture_default_str();
+  serve.add_option("--port-range", config.port_range, "Ports given to exports, LO-HI inclusive")->capture_default_str();
+  serve.add_option("--run-dir", config.run_dir, "Directory for the servers' pid files; must survive manager restarts")
+      ->capture_default_str();
+  serve.add_option("--nbdkit", config.nbdkit, "The nbdkit program")->capture_default_str();
+  serve.add_option("--plugin", config.plugin, "The nbdxm plugin: its short name or the path of its .so")
+      ->capture_default_str();
+  serve.add_flag("--allow-regular-files", config.allow_regular_files,
+                 "Also serve volumes that are regular files (demos and tests)");
+  serve.add_option("--byid-dir", config.byid_dir, "Where volume identity links are checked")->capture_default_str();
+  serve.add_option("--max-connections", config.max_connections, "Connections allowed per export")
+      ->capture_default_str();
+}
+
+void apply_config_file(CLI::App& serve, ServeConfig& config) {
+  const bool given = serve.get_option("--config")->count() > 0;
+  if (config.config_path.empty()) return;
+  std::error_code ec;
+  if (!std::filesystem::exists(config.config_path, ec)) {
+    if (!given) return;
+    throw Error(ExitCode::usage, fmt::format("configuration file {} does not exist; give an existing file with "
+                                             "--config, or an empty --config \"\" for none",
+                                             config.config_path));
+  }
+  CLI::ConfigTOML formatter;
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = formatter.from_file(config.config_path);
+  } catch (const CLI::Error& e) {
+    throw Error(ExitCode::usage, fmt::format("configuration file {} cannot be read: {}", config.config_path, e.what()));
+  }
+  CLI::App* top = serve.get_parent();
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section markers
+    const bool top_level = item.parents.empty();
+    if (!top_level && !(item.parents.size() == 1 && item.parents[0] == serve.get_name())) {
+      throw Error(ExitCode::usage, fmt::format("configuration file {}: unknown section [{}]; the keys of `nbdxm serve` "
+                                               "go at the top or under [serve]",
+                                               config.config_path, fmt::join(item.parents, ".")));
+    }
+    CLI::Option* option = item.name == "config" ? nullptr : serve.get_option_no_throw("--" + item.name);
+    if (option == nullptr && top_level && top != nullptr) option = top->get_option_no_throw("--" + item.name);
+    if (option == nullptr) {
+      throw Error(ExitCode::usage, fmt::format("configuration file {}: unknown key '{}'; the keys are the long options "
+                                               "of `nbdxm serve` without dashes (see `nbdxm serve --help`)",
+                                               config.config_path, item.name));
+    }
+    if (option->count() > 0) continue;  // the command line (or the environment, for --db) wins
+    try {
+      apply_item(*option, item, formatter);
+    } catch (const CLI::Error& e) {
+      throw Error(ExitCode::usage,
+                  fmt::format("configuration file {}: key '{}': {}", config.config_path, item.name, e.what()));
+    }
+  }
+}
+
+void validate(ServeConfig& config) {
+  config.ports();  // throws on a malformed range
+  if (config.max_connections < 1) {
+    throw Error(ExitCode::usage,
+                fmt::format("--max-connections {} is not valid; give 1 or more (the migration client opens 2 per "
+                            "export)",
+                            config.max_connections));
+  }
+  if (config.listen.empty()) throw Error(ExitCode::usage, "--listen is empty; give an address such as 127.0.0.1");
+  config.run_dir = absolute(config.run_dir);
+  config.byid_dir = absolute(config.byid_dir);
+  if (config.plugin.find('/') != std::string::npos) config.plugin = absolute(config.plugin);
+  if (config.nbdkit.find('/') != std::string::npos) config.nbdkit = absolute(config.nbdkit);
+}
+
+}  // namespace nbdxm::cli

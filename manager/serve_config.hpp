@@ -1,0 +1,38 @@
+#pragma once
+// The settings of `nbdxm serve`: command-line options, also read from a configuration file whose keys are the long
+// options without their dashes (`listen = "0.0.0.0"`; a `[serve]` section is accepted too). The command line wins
+// over the file; the file wins over the built-in defaults. A key the manager does not know is an error, so a typo
+// is not silently ignored.
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "nbdxm/port_allocator.hpp"
+
+namespace nbdxm::cli {
+
+struct ServeConfig {
+  static constexpr const char* kDefaultConfigPath = "/etc/nbdxm/nbdxm.conf";
+
+  std::string config_path = kDefaultConfigPath;
+  std::string listen = "127.0.0.1";
+  std::string port_range = "10810-10999";
+  std::string run_dir = "/run/nbdxm";
+  std::string nbdkit = "nbdkit";  // looked up in PATH; nbdkit's packaged program
+  std::string plugin = "nbdxm";   // nbdkit finds the installed plugin by its short name
+  bool allow_regular_files = false;
+  std::string byid_dir = "/dev/disk/by-id";
+  int max_connections = 16;
+
+  PortRange ports() const { return PortRange::parse(port_range); }
+};
+
+// Adds the options of `serve` (bound to config) to the subcommand.
+void add_serve_options(CLI::App& serve, ServeConfig& config);
+// Applies the configuration file to every option that was not given on the command line. A missing file is fine
+// when it is the default one; otherwise the file must exist. Throws Error(usage) naming the file and the key.
+void apply_config_file(CLI::App& serve, ServeConfig& config);
+// Turns relative paths into absolute ones (servers run with / as their working directory) and checks the values;
+// throws Error(usage) naming the option and the fix.
+void validate(ServeConfig& config);
+
+}  // namespace nbdxm::cli
