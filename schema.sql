@@ -47,10 +47,10 @@ CREATE TABLE device_mappings (
     volume_id                   INTEGER NOT NULL CONSTRAINT volume_id_range CHECK (volume_id >= 0),
     vm_id                       TEXT NOT NULL CONSTRAINT mapping_vm_id_format CHECK (length(vm_id) BETWEEN 1 AND 64),
     -- FIX 4: device_path is unique among 'oma' mappings only (partial index below): 'failover' rows hold
-    -- placeholder paths for volumes attached to another VM, and several may share one placeholder.
+    -- placeholder paths for volumes attached to another VM, and several may share one placeholder. Placeholders
+    -- are the volume daemon's to choose, so only an 'oma' path must be a device path (constraint below).
     device_path                 TEXT NOT NULL
-                                CONSTRAINT device_path_absolute
-                                CHECK (substr(device_path, 1, 1) = '/' AND length(device_path) BETWEEN 2 AND 255),
+                                CONSTRAINT device_path_length CHECK (length(device_path) BETWEEN 1 AND 255),
     operation_mode              TEXT NOT NULL DEFAULT 'oma'
                                 CONSTRAINT operation_mode_valid CHECK (operation_mode IN ('oma', 'failover')),
     cloudstack_device_id        INTEGER,
@@ -64,7 +64,14 @@ CREATE TABLE device_mappings (
                                 CONSTRAINT mapping_size_range CHECK (size > 0 AND size <= 1125899906842624),
     last_sync                   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     created_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    updated_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    updated_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    -- An 'oma' device path is absolute and normalized (no empty, '.' or '..' component, no trailing slash): the
+    -- uniqueness of 'oma' paths would mean nothing if /dev/vdc could be mapped again as /dev//vdc or /dev/./vdc.
+    CONSTRAINT oma_device_path_normalized
+    CHECK (operation_mode <> 'oma'
+           OR (length(device_path) >= 2 AND substr(device_path, 1, 1) = '/' AND device_path NOT GLOB '*/'
+               AND device_path NOT GLOB '*//*' AND device_path NOT GLOB '*/./*' AND device_path NOT GLOB '*/.'
+               AND device_path NOT GLOB '*/../*' AND device_path NOT GLOB '*/..'))
 ) STRICT;
 
 CREATE UNIQUE INDEX idx_device_mappings_oma_device_path ON device_mappings (device_path)
@@ -127,6 +134,9 @@ CREATE UNIQUE INDEX idx_nbd_exports_live_disk ON nbd_exports (vm_disk_id) WHERE 
 CREATE UNIQUE INDEX idx_nbd_exports_live_mapping ON nbd_exports (device_mapping_id)
     WHERE status IN ('pending', 'active');
 CREATE INDEX idx_nbd_exports_job_id ON nbd_exports (job_id);
+-- The partial indexes above only cover live exports; the cascades from vm_disks and device_mappings need these.
+CREATE INDEX idx_nbd_exports_vm_disk_id ON nbd_exports (vm_disk_id);
+CREATE INDEX idx_nbd_exports_device_mapping_id ON nbd_exports (device_mapping_id);
 CREATE INDEX idx_nbd_exports_status ON nbd_exports (status);
 
 -- Owned by the volume daemon; nbdxm only keeps its shape valid. No links to other tables.
@@ -208,14 +218,14 @@ END;
 CREATE TRIGGER vm_disks_volume_fits_insert BEFORE INSERT ON vm_disks
 WHEN NEW.cloudstack_volume_uuid IS NOT NULL
 BEGIN
-    SELECT RAISE(ABORT, 'the volume is smaller than the disk; link a volume of at least size_gb GiB')
+    SELECT RAISE(ABORT, 'the volume is smaller than the disk; link a volume at least as large as the disk')
     WHERE EXISTS (SELECT 1 FROM device_mappings WHERE volume_uuid = NEW.cloudstack_volume_uuid
                   AND size < NEW.size_gb * 1073741824);
 END;
 CREATE TRIGGER vm_disks_volume_fits_update BEFORE UPDATE OF cloudstack_volume_uuid, size_gb ON vm_disks
 WHEN NEW.cloudstack_volume_uuid IS NOT NULL
 BEGIN
-    SELECT RAISE(ABORT, 'the volume is smaller than the disk; link a volume of at least size_gb GiB')
+    SELECT RAISE(ABORT, 'the volume is smaller than the disk; link a volume at least as large as the disk')
     WHERE EXISTS (SELECT 1 FROM device_mappings WHERE volume_uuid = NEW.cloudstack_volume_uuid
                   AND size < NEW.size_gb * 1073741824);
 END;
@@ -261,26 +271,32 @@ BEGIN
     WHERE device_mapping_id = NEW.id AND status IN ('pending', 'active');
 END;
 
--- updated_at is maintained on every update, whoever writes (recursive triggers are off, so these do not loop).
+-- updated_at is maintained on every update, whoever writes. The `updated_at IS NOT` guard ends the recursion when a
+-- connection turns PRAGMA recursive_triggers on ('now' is the same throughout one statement).
 CREATE TRIGGER replication_jobs_touch AFTER UPDATE ON replication_jobs
 BEGIN
-    UPDATE replication_jobs SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
+    UPDATE replication_jobs SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id = NEW.id AND updated_at IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
 END;
 CREATE TRIGGER device_mappings_touch AFTER UPDATE ON device_mappings
 BEGIN
-    UPDATE device_mappings SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
+    UPDATE device_mappings SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id = NEW.id AND updated_at IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
 END;
 CREATE TRIGGER vm_disks_touch AFTER UPDATE ON vm_disks
 BEGIN
-    UPDATE vm_disks SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
+    UPDATE vm_disks SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id = NEW.id AND updated_at IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
 END;
 CREATE TRIGGER nbd_exports_touch AFTER UPDATE ON nbd_exports
 BEGIN
-    UPDATE nbd_exports SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
+    UPDATE nbd_exports SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id = NEW.id AND updated_at IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
 END;
 CREATE TRIGGER volume_operations_touch AFTER UPDATE ON volume_operations
 BEGIN
-    UPDATE volume_operations SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
+    UPDATE volume_operations SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id = NEW.id AND updated_at IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
 END;
 
 -- @version 2

@@ -7,6 +7,51 @@
 #include "commands.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
+#include "nbdxm/store_error.hpp"
+
+namespace {
+
+// The innermost command the command line selected ("nbdxm job add" selects add).
+const CLI::App* selected_command(const CLI::App& app) {
+  const CLI::App* command = &app;
+  while (!command->get_subcommands().empty()) command = command->get_subcommands().back();
+  return command;
+}
+
+std::string command_path(const CLI::App* command) {
+  std::string path = command->get_name();
+  for (const CLI::App* parent = command->get_parent(); parent != nullptr; parent = parent->get_parent()) {
+    path = parent->get_name() + " " + path;
+  }
+  return path;
+}
+
+std::string subcommand_names(const CLI::App* command) {
+  std::string names;
+  for (const CLI::App* sub : command->get_subcommands([](const CLI::App* sub) { return !sub->get_name().empty(); })) {
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  }
+  return names;
+}
+
+// One line naming the command, what was wrong and where its help is.
+std::string usage_message(const CLI::App& app, const CLI::ParseError& e) {
+  const CLI::App* command = selected_command(app);
+  const std::string path = command_path(command);
+  const std::string names = subcommand_names(command);
+  const bool is_group = !names.empty();
+  if (is_group && (e.get_name() == "RequiredError" || e.get_name() == "ExtrasError")) {
+    std::string what = "a command is required";
+    if (e.get_name() == "ExtrasError") {
+      const std::string message = e.what();
+      what = "unknown command " + message.substr(message.find(": ") + 2);
+    }
+    return fmt::format("{}: {}; expected one of: {} (see `{} --help`)", path, what, names, path);
+  }
+  return fmt::format("{}: {} (see `{} --help`)", path, e.what(), path);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace nbdxm;
@@ -40,14 +85,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "nbdxm: {} (see `nbdxm --help`)\n", e.what());
+    fmt::print(stderr, "{}\n", usage_message(app, e));
     return static_cast<int>(ExitCode::usage);
   } catch (const Error& e) {
     fmt::print(stderr, "nbdxm: {}\n", e.what());
     return e.exit_code();
   } catch (const SQLite::Exception& e) {
-    fmt::print(stderr, "nbdxm: state store error: {}\n", e.what());
-    return static_cast<int>(ExitCode::failure);
+    const Error error = store_error(e);  // never the raw SQLite message for a refusal
+    fmt::print(stderr, "nbdxm: {}\n", error.what());
+    return error.exit_code();
   } catch (const std::exception& e) {
     fmt::print(stderr, "nbdxm: {}\n", e.what());
     return static_cast<int>(ExitCode::failure);

@@ -30,6 +30,36 @@ struct NewDisk {
   std::optional<int64_t> unit_number;
 };
 
+// What a write removed or changed besides its own row (the schema's cascades and cleanup triggers), so that the
+// caller can say so.
+struct JobStatusChange {
+  Job job;
+  std::vector<NbdExport> revoked_exports;  // live exports the job's end revoked
+};
+
+struct DiskLink {
+  VmDisk disk;
+  std::vector<NbdExport> revoked_exports;  // live exports of the previously linked volume
+};
+
+struct DeletedJob {
+  Job job;
+  std::vector<VmDisk> disks;       // deleted with the job
+  std::vector<NbdExport> exports;  // deleted with the job; device mappings are kept
+};
+
+struct DeletedMapping {
+  DeviceMapping mapping;
+  std::vector<VmDisk> unlinked_disks;  // now without a volume
+  std::vector<NbdExport> exports;      // deleted with the mapping
+};
+
+// One problem `ExportStore::check` found: the rule it breaks (a short identifier) and one line saying where.
+struct StoreProblem {
+  std::string rule;
+  std::string message;
+};
+
 struct ExportFilter {
   std::optional<std::string> job_id;
   std::optional<std::string> status;
@@ -63,25 +93,35 @@ class ExportStore {
   explicit ExportStore(Database& db) : db_(db) {}
   Database& database() { return db_; }
 
-  // Jobs.
+  // Jobs. Every method validates its arguments first (Error usage), names what is missing (Error not_found) and
+  // refuses what would break an invariant (Error conflict) before or instead of letting the schema refuse it.
   Job add_job(const std::string& id, const std::string& vm_id, const std::string& vm_name);
   std::vector<Job> list_jobs();
+  std::optional<Job> find_job(const std::string& id);
   Job get_job(const std::string& id);  // throws not_found
-  Job set_job_status(const std::string& id, const std::string& status);
-  void delete_job(const std::string& id);
+  JobStatusChange set_job_status(const std::string& id, const std::string& status);
+  DeletedJob delete_job(const std::string& id);
 
   // Device mappings, by volume UUID.
   DeviceMapping add_mapping(const NewMapping& mapping);
   DeviceMapping set_mapping_path(const std::string& volume_uuid, const std::string& device_path);
   std::vector<DeviceMapping> list_mappings();
+  std::optional<DeviceMapping> find_mapping(const std::string& volume_uuid);
   DeviceMapping get_mapping(const std::string& volume_uuid);  // throws not_found
-  void delete_mapping(const std::string& volume_uuid);
+  DeletedMapping delete_mapping(const std::string& volume_uuid);
 
   // VM disks, by (job, disk id).
   VmDisk add_disk(const NewDisk& disk);
-  std::vector<VmDisk> list_disks(const std::optional<std::string>& job_id = std::nullopt);
+  std::vector<VmDisk> list_disks(const std::optional<std::string>& job_id = std::nullopt);  // not_found: no such job
+  std::optional<VmDisk> find_disk(const std::string& job_id, const std::string& disk_id);
   VmDisk get_disk(const std::string& job_id, const std::string& disk_id);  // throws not_found
-  VmDisk link_disk(const std::string& job_id, const std::string& disk_id, const std::string& volume_uuid);
+  // Records the attached volume for a disk (also sets cloudstack_volume_id from the mapping).
+  DiskLink link_disk(const std::string& job_id, const std::string& disk_id, const std::string& volume_uuid);
+
+  // Integrity: SQLite's own checks, every invariant re-checked by query (finds what was written with foreign keys
+  // off, triggers dropped or check constraints ignored), the schema objects compared with this binary's schema,
+  // and every 'oma' mapping's device present and distinct. Empty when the store is sound. Read-only.
+  std::vector<StoreProblem> check();
 
   // Exports: the low-level row writes. Port allocation and naming (the manager) build on these.
   NbdExport add_export(const std::string& job_id, const std::string& disk_id, const std::string& export_name, int port,

@@ -1,0 +1,328 @@
+// `nbdxm check`: finds what the schema should have made impossible. The store may have been written with foreign
+// keys off, with a trigger dropped, or with check constraints ignored, so nothing here trusts the schema: every
+// invariant is re-checked by query, and the schema objects themselves are compared with this binary's schema.
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <SQLiteCpp/Statement.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "nbdxm/export_store.hpp"
+#include "store_rules.hpp"
+
+namespace nbdxm {
+namespace {
+
+// A query whose every row is one problem, given as its single text column.
+struct InvariantQuery {
+  const char* rule;
+  const char* sql;
+};
+
+constexpr const char* kLive = "('pending', 'active')";
+
+// Invariants 1 to 4 and 7 (references, job agreement, live exports' devices, uniqueness, cleanup of ended jobs).
+// `{live}` is replaced by the live export statuses.
+constexpr InvariantQuery kInvariantQueries[] = {
+    {"reference",
+     "SELECT printf('disk %s (vm_disks.id %d) belongs to job %s, which does not exist', d.disk_id, d.id, d.job_id) "
+     "FROM vm_disks d WHERE NOT EXISTS (SELECT 1 FROM replication_jobs j WHERE j.id = d.job_id)"},
+    {"reference",
+     "SELECT printf('disk %s of job %s is linked to volume %s, which has no device mapping', d.disk_id, d.job_id, "
+     "d.cloudstack_volume_uuid) FROM vm_disks d WHERE d.cloudstack_volume_uuid IS NOT NULL "
+     "AND NOT EXISTS (SELECT 1 FROM device_mappings m WHERE m.volume_uuid = d.cloudstack_volume_uuid)"},
+    {"reference",
+     "SELECT printf('export %s belongs to job %s, which does not exist', e.export_name, e.job_id) "
+     "FROM nbd_exports e WHERE NOT EXISTS (SELECT 1 FROM replication_jobs j WHERE j.id = e.job_id)"},
+    {"reference",
+     "SELECT printf('export %s refers to vm_disks.id %d, which does not exist', e.export_name, e.vm_disk_id) "
+     "FROM nbd_exports e WHERE NOT EXISTS (SELECT 1 FROM vm_disks d WHERE d.id = e.vm_disk_id)"},
+    {"reference",
+     "SELECT printf('export %s refers to device mapping %s, which does not exist', e.export_name, "
+     "e.device_mapping_id) FROM nbd_exports e "
+     "WHERE NOT EXISTS (SELECT 1 FROM device_mappings m WHERE m.id = e.device_mapping_id)"},
+    {"export_job",
+     "SELECT printf('export %s belongs to job %s, but its disk %s belongs to job %s', e.export_name, e.job_id, "
+     "d.disk_id, d.job_id) FROM nbd_exports e JOIN vm_disks d ON d.id = e.vm_disk_id WHERE e.job_id IS NOT d.job_id"},
+    {"live_export_device",
+     "SELECT printf('live export %s is of disk %s of job %s, which has no linked volume', e.export_name, d.disk_id, "
+     "d.job_id) FROM nbd_exports e JOIN vm_disks d ON d.id = e.vm_disk_id "
+     "WHERE e.status IN {live} AND d.cloudstack_volume_uuid IS NULL"},
+    {"live_export_device",
+     "SELECT printf('live export %s serves volume %s, but its disk %s of job %s is linked to volume %s', "
+     "e.export_name, m.volume_uuid, d.disk_id, d.job_id, d.cloudstack_volume_uuid) FROM nbd_exports e "
+     "JOIN vm_disks d ON d.id = e.vm_disk_id JOIN device_mappings m ON m.id = e.device_mapping_id "
+     "WHERE e.status IN {live} AND d.cloudstack_volume_uuid IS NOT NULL AND d.cloudstack_volume_uuid <> m.volume_uuid"},
+    {"live_export_device",
+     "SELECT printf('live export %s serves volume %s, which is in %s mode (attached to another VM)', e.export_name, "
+     "m.volume_uuid, m.operation_mode) FROM nbd_exports e JOIN device_mappings m ON m.id = e.device_mapping_id "
+     "WHERE e.status IN {live} AND m.operation_mode <> 'oma'"},
+    {"live_export_job",
+     "SELECT printf('live export %s belongs to job %s, which has ended (%s)', e.export_name, j.id, j.status) "
+     "FROM nbd_exports e JOIN replication_jobs j ON j.id = e.job_id "
+     "WHERE e.status IN {live} AND j.status IN ('completed', 'failed', 'cancelled')"},
+    {"volume_size",
+     "SELECT printf('disk %s of job %s (%d GiB) is linked to volume %s of only %d bytes', d.disk_id, d.job_id, "
+     "d.size_gb, m.volume_uuid, m.size) FROM vm_disks d JOIN device_mappings m ON m.volume_uuid = "
+     "d.cloudstack_volume_uuid WHERE m.size < d.size_gb * 1073741824"},
+    {"unique",
+     "SELECT printf('port %d is used by %d live exports: %s', port, count(*), group_concat(export_name, ', ')) "
+     "FROM nbd_exports WHERE status IN {live} GROUP BY port HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('vm_disks.id %d has %d live exports: %s', vm_disk_id, count(*), group_concat(export_name, ', ')) "
+     "FROM nbd_exports WHERE status IN {live} GROUP BY vm_disk_id HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('device mapping %s has %d live exports: %s', device_mapping_id, count(*), "
+     "group_concat(export_name, ', ')) FROM nbd_exports WHERE status IN {live} "
+     "GROUP BY device_mapping_id HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('volume %s backs %d disks: %s', cloudstack_volume_uuid, count(*), "
+     "group_concat(disk_id || ' of job ' || job_id, ', ')) FROM vm_disks WHERE cloudstack_volume_uuid IS NOT NULL "
+     "GROUP BY cloudstack_volume_uuid HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('job %s has %d disks with disk id %s', job_id, count(*), disk_id) FROM vm_disks "
+     "GROUP BY job_id, disk_id HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('device path %s is mapped to %d oma volumes: %s', device_path, count(*), "
+     "group_concat(volume_uuid, ', ')) FROM device_mappings WHERE operation_mode = 'oma' "
+     "GROUP BY device_path HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('volume %s has %d device mappings', volume_uuid, count(*)) FROM device_mappings "
+     "GROUP BY volume_uuid HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('export name %s is used by %d exports', export_name, count(*)) FROM nbd_exports "
+     "GROUP BY export_name HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('job id %s is used by %d jobs', id, count(*)) FROM replication_jobs GROUP BY id "
+     "HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('device mapping id %s is used by %d mappings', id, count(*)) FROM device_mappings GROUP BY id "
+     "HAVING count(*) > 1"},
+    {"unique",
+     "SELECT printf('volume operation id %s is used by %d operations', id, count(*)) FROM volume_operations "
+     "GROUP BY id HAVING count(*) > 1"},
+};
+
+// The foreign keys the reference queries above already report, by (child table, parent table).
+const std::set<std::pair<std::string, std::string>> kReportedForeignKeys{
+    {"vm_disks", "replication_jobs"}, {"vm_disks", "device_mappings"},    {"nbd_exports", "replication_jobs"},
+    {"nbd_exports", "vm_disks"},      {"nbd_exports", "device_mappings"},
+};
+
+// Invariant 5, re-checked row by row: each named CHECK constraint of schema.sql with its condition as written
+// there. A row breaks it when the condition is false (NULL passes, as in a CHECK constraint).
+struct ValueRule {
+  const char* constraint;
+  const char* table;
+  const char* column;
+  const char* condition;
+};
+
+constexpr ValueRule kValueRules[] = {
+    {"job_id_format", "replication_jobs", "id", "length(id) BETWEEN 1 AND 191"},
+    {"job_status_valid", "replication_jobs", "status",
+     "status IN ('pending', 'replicating', 'completed', 'failed', 'cancelled')"},
+    {"mapping_id_format", "device_mappings", "id", "length(id) BETWEEN 1 AND 64"},
+    {"volume_uuid_canonical", "device_mappings", "volume_uuid",
+     "volume_uuid GLOB '[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]-"
+     "[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-"
+     "[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]'"},
+    {"volume_id_range", "device_mappings", "volume_id", "volume_id >= 0"},
+    {"mapping_vm_id_format", "device_mappings", "vm_id", "length(vm_id) BETWEEN 1 AND 64"},
+    {"device_path_length", "device_mappings", "device_path", "length(device_path) BETWEEN 1 AND 255"},
+    {"oma_device_path_normalized", "device_mappings", "device_path",
+     "operation_mode <> 'oma' OR (length(device_path) >= 2 AND substr(device_path, 1, 1) = '/' "
+     "AND device_path NOT GLOB '*/' AND device_path NOT GLOB '*//*' AND device_path NOT GLOB '*/./*' "
+     "AND device_path NOT GLOB '*/.' AND device_path NOT GLOB '*/../*' AND device_path NOT GLOB '*/..')"},
+    {"operation_mode_valid", "device_mappings", "operation_mode", "operation_mode IN ('oma', 'failover')"},
+    {"requires_device_correlation_bool", "device_mappings", "requires_device_correlation",
+     "requires_device_correlation IN (0, 1)"},
+    {"mapping_size_range", "device_mappings", "size", "size > 0 AND size <= 1125899906842624"},
+    {"disk_id_format", "vm_disks", "disk_id", "length(disk_id) BETWEEN 1 AND 191"},
+    {"disk_size_range", "vm_disks", "size_gb", "size_gb > 0 AND size_gb <= 1048576"},
+    {"unit_number_range", "vm_disks", "unit_number", "unit_number IS NULL OR unit_number >= 0"},
+    {"sync_status_valid", "vm_disks", "sync_status",
+     "sync_status IN ('pending', 'syncing', 'completed', 'failed', 'cancelled')"},
+    {"sync_progress_range", "vm_disks", "sync_progress_percent", "sync_progress_percent BETWEEN 0 AND 100"},
+    {"bytes_synced_range", "vm_disks", "bytes_synced", "bytes_synced >= 0"},
+    {"export_name_format", "nbd_exports", "export_name",
+     "length(export_name) BETWEEN 1 AND 191 AND export_name GLOB '[A-Za-z0-9]*' "
+     "AND export_name NOT GLOB '*[^A-Za-z0-9._-]*'"},
+    {"port_range", "nbd_exports", "port", "port BETWEEN 1 AND 65535"},
+    {"export_status_valid", "nbd_exports", "status", "status IN ('pending', 'active', 'revoked', 'failed')"},
+    {"operation_id_format", "volume_operations", "id", "length(id) BETWEEN 1 AND 64"},
+    {"operation_type_valid", "volume_operations", "type",
+     "type IN ('create', 'attach', 'detach', 'delete', 'cleanup')"},
+    {"operation_status_valid", "volume_operations", "status",
+     "status IN ('pending', 'executing', 'completed', 'failed', 'cancelled')"},
+    {"operation_request_json", "volume_operations", "request", "json_valid(request)"},
+    {"operation_response_json", "volume_operations", "response", "response IS NULL OR json_valid(response)"},
+};
+
+// How a row of each table is named in a problem.
+std::string row_name_sql(std::string_view table) {
+  if (table == "replication_jobs") return "printf('job %s', id)";
+  if (table == "device_mappings") return "printf('device mapping %s (volume %s)', id, volume_uuid)";
+  if (table == "vm_disks") return "printf('disk %s of job %s', disk_id, job_id)";
+  if (table == "nbd_exports") return "printf('export %s', export_name)";
+  return "printf('volume operation %s', id)";
+}
+
+// One line per problem, whatever the stored text holds.
+std::string one_line(std::string text) {
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return text;
+}
+
+class Checker {
+ public:
+  explicit Checker(Database& db) : db_(db.sql()) {}
+
+  std::vector<StoreProblem> run() {
+    check_value_rules();  // first: the integrity check defers to its row-by-row findings
+    std::vector<StoreProblem> value_problems = std::move(problems_);
+    problems_.clear();
+    check_sqlite_integrity();
+    check_schema_objects();
+    check_foreign_keys();
+    check_invariants();
+    problems_.insert(problems_.end(), value_problems.begin(), value_problems.end());
+    check_devices();
+    return std::move(problems_);
+  }
+
+ private:
+  void add(std::string rule, std::string message) { problems_.push_back({std::move(rule), one_line(message)}); }
+
+  void add_rows(const std::string& rule, const std::string& sql) {
+    SQLite::Statement q(db_, sql);
+    while (q.executeStep()) add(rule, q.getColumn(0).getString());
+  }
+
+  void check_sqlite_integrity() {
+    SQLite::Statement q(db_, "PRAGMA integrity_check");
+    while (q.executeStep()) {
+      const std::string line = q.getColumn(0).getString();
+      if (line == "ok") continue;
+      // Row-by-row value rules already said which row breaks which constraint of this table.
+      const std::string_view check_prefix = "CHECK constraint failed in ";
+      if (line.starts_with(check_prefix) && tables_with_value_problems_.count(line.substr(check_prefix.size()))) {
+        continue;
+      }
+      add("integrity", fmt::format("SQLite integrity check: {}", line));
+    }
+  }
+
+  // Every table, index, trigger and view of this binary's schema must be in the store exactly as written there.
+  void check_schema_objects() {
+    Database reference = Database::create(":memory:");
+    reference.init();
+    const auto expected = schema_objects(reference.sql());
+    const auto actual = schema_objects(db_);
+    for (const auto& [key, sql] : expected) {
+      const auto found = actual.find(key);
+      if (found == actual.end()) {
+        add("schema", fmt::format("{} {} is missing from the store's schema; the rules it enforces are not enforced",
+                                  key.first, key.second));
+      } else if (found->second != sql) {
+        add("schema", fmt::format("{} {} differs from the schema of this nbdxm", key.first, key.second));
+      }
+    }
+  }
+
+  static std::map<std::pair<std::string, std::string>, std::string> schema_objects(SQLite::Database& db) {
+    std::map<std::pair<std::string, std::string>, std::string> objects;
+    SQLite::Statement q(db, "SELECT type, name, coalesce(sql, '') FROM sqlite_schema");
+    while (q.executeStep()) {
+      objects[{q.getColumn(0).getString(), q.getColumn(1).getString()}] = q.getColumn(2).getString();
+    }
+    return objects;
+  }
+
+  void check_foreign_keys() {
+    SQLite::Statement q(db_, "PRAGMA foreign_key_check");
+    while (q.executeStep()) {
+      const std::string table = q.getColumn(0).getString();
+      const std::string parent = q.getColumn(2).getString();
+      if (kReportedForeignKeys.count({table, parent})) continue;
+      add("reference",
+          fmt::format("{} row {} refers to a {} row that does not exist", table, q.getColumn(1).getInt64(), parent));
+    }
+  }
+
+  void check_invariants() {
+    for (const auto& query : kInvariantQueries) {
+      std::string sql = query.sql;
+      for (size_t at = sql.find("{live}"); at != std::string::npos; at = sql.find("{live}")) {
+        sql.replace(at, 6, kLive);
+      }
+      add_rows(query.rule, sql);
+    }
+  }
+
+  void check_value_rules() {
+    for (const auto& rule : kValueRules) {
+      const std::string sentence(rules::check_constraint_sentence(rule.constraint).value_or(rule.constraint));
+      const size_t before = problems_.size();
+      add_rows("value", fmt::format("SELECT {} || ' has {} ' || quote({}) || '; ' || {} FROM {} WHERE NOT ({})",
+                                    row_name_sql(rule.table), rule.column, rule.column, quoted(sentence), rule.table,
+                                    rule.condition));
+      if (problems_.size() > before) tables_with_value_problems_.insert(rule.table);
+    }
+  }
+
+  static std::string quoted(const std::string& text) {
+    std::string result = "'";
+    for (char c : text) {
+      result += c;
+      if (c == '\'') result += '\'';
+    }
+    return result + "'";
+  }
+
+  // Each 'oma' mapping names a device of this machine: it must exist, and no two may be the same device.
+  void check_devices() {
+    SQLite::Statement q(db_,
+                        "SELECT volume_uuid, device_path FROM device_mappings WHERE operation_mode = 'oma' "
+                        "ORDER BY volume_uuid");
+    std::map<std::pair<dev_t, ino_t>, std::pair<std::string, std::string>> seen;  // identity -> (volume, path)
+    while (q.executeStep()) {
+      const std::string volume = q.getColumn(0).getString();
+      const std::string path = q.getColumn(1).getString();
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0) {
+        add("device", fmt::format("device {} of volume {} does not exist ({})", path, volume, std::strerror(errno)));
+        continue;
+      }
+      if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode)) {
+        add("device", fmt::format("device {} of volume {} is neither a block device nor a regular file", path, volume));
+        continue;
+      }
+      // A block device is identified by its device number, a file (a file-backed test volume) by its inode.
+      const auto identity =
+          S_ISBLK(st.st_mode) ? std::pair<dev_t, ino_t>{st.st_rdev, 0} : std::pair<dev_t, ino_t>{st.st_dev, st.st_ino};
+      const auto [it, inserted] = seen.emplace(identity, std::pair{volume, path});
+      if (!inserted) {
+        add("device", fmt::format("volumes {} ({}) and {} ({}) are mapped to the same device", it->second.first,
+                                  it->second.second, volume, path));
+      }
+    }
+  }
+
+  SQLite::Database& db_;
+  std::vector<StoreProblem> problems_;
+  std::set<std::string, std::less<>> tables_with_value_problems_;
+};
+
+}  // namespace
+
+std::vector<StoreProblem> ExportStore::check() { return Checker(db_).run(); }
+
+}  // namespace nbdxm

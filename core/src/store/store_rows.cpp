@@ -1,0 +1,68 @@
+#include "store_rows.hpp"
+
+#include <SQLiteCpp/Column.h>
+
+namespace nbdxm::rows {
+namespace {
+
+std::optional<int64_t> optional_int(const SQLite::Column& column) {
+  if (column.isNull()) return std::nullopt;
+  return column.getInt64();
+}
+
+}  // namespace
+
+Job read_job(SQLite::Statement& q) {
+  Job job;
+  job.id = q.getColumn(0).getString();
+  job.source_vm_id = q.getColumn(1).getString();
+  job.source_vm_name = q.getColumn(2).getString();
+  job.status = q.getColumn(3).getString();
+  job.created_at = q.getColumn(4).getString();
+  job.updated_at = q.getColumn(5).getString();
+  return job;
+}
+
+DeviceMapping read_mapping(SQLite::Statement& q) {
+  DeviceMapping m;
+  m.id = q.getColumn(0).getString();
+  m.volume_uuid = q.getColumn(1).getString();
+  m.volume_id = q.getColumn(2).getInt64();
+  m.vm_id = q.getColumn(3).getString();
+  m.device_path = q.getColumn(4).getString();
+  m.operation_mode = q.getColumn(5).getString();
+  m.cloudstack_device_id = optional_int(q.getColumn(6));
+  m.requires_device_correlation = q.getColumn(7).getInt() != 0;
+  m.cloudstack_state = q.getColumn(8).getString();
+  m.linux_state = q.getColumn(9).getString();
+  m.size = q.getColumn(10).getInt64();
+  m.last_sync = q.getColumn(11).getString();
+  m.created_at = q.getColumn(12).getString();
+  m.updated_at = q.getColumn(13).getString();
+  return m;
+}
+
+VmDisk read_disk(SQLite::Statement& q) {
+  VmDisk d;
+  d.id = q.getColumn(0).getInt64();
+  d.job_id = q.getColumn(1).getString();
+  d.disk_id = q.getColumn(2).getString();
+  d.vm_dk_path = q.getColumn(3).getString();
+  d.size_gb = q.getColumn(4).getInt64();
+  d.unit_number = optional_int(q.getColumn(5));
+  if (!q.getColumn(6).isNull()) d.cloudstack_volume_uuid = q.getColumn(6).getString();
+  d.cloudstack_volume_id = optional_int(q.getColumn(7));
+  d.sync_status = q.getColumn(8).getString();
+  d.sync_progress_percent = q.getColumn(9).getDouble();
+  d.bytes_synced = q.getColumn(10).getInt64();
+  d.created_at = q.getColumn(11).getString();
+  d.updated_at = q.getColumn(12).getString();
+  return d;
+}
+
+std::vector<NbdExport> live_only(std::vector<NbdExport> exports) {
+  std::erase_if(exports, [](const NbdExport& e) { return !e.live(); });
+  return exports;
+}
+
+}  // namespace nbdxm::rows

@@ -1,0 +1,152 @@
+#include "store_test_support.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <SQLiteCpp/Statement.h>
+#include <filesystem>
+#include <stdexcept>
+
+namespace nbdxm::test {
+namespace {
+
+Database create_store(const std::string& path) {
+  Database db = Database::create(path);
+  db.init();
+  return db;
+}
+
+std::string row_text(SQLite::Statement& q) {
+  std::string text;
+  for (int i = 0; i < q.getColumnCount(); ++i) {
+    const auto column = q.getColumn(i);
+    text += fmt::format("|{}:{}", column.getType(), column.isNull() ? "NULL" : column.getString());
+  }
+  return text;
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  // Canonical, so that paths made from it are normalized absolute paths (what an 'oma' device path must be).
+  const auto base = std::filesystem::weakly_canonical(std::filesystem::temp_directory_path());
+  std::string pattern = (base / "nbdxm-test-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string dump(SQLite::Database& db) {
+  std::string text = fmt::format("user_version {}\n", db.execAndGet("PRAGMA user_version").getInt());
+  std::vector<std::string> tables;
+  SQLite::Statement objects(db, "SELECT type, name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name");
+  while (objects.executeStep()) {
+    text += fmt::format("{} {}: {}\n", objects.getColumn(0).getString(), objects.getColumn(1).getString(),
+                        objects.getColumn(2).getString());
+    if (objects.getColumn(0).getString() == "table") tables.push_back(objects.getColumn(1).getString());
+  }
+  for (const auto& table : tables) {
+    SQLite::Statement rows(db, fmt::format("SELECT * FROM \"{}\" ORDER BY rowid", table));
+    while (rows.executeStep()) text += table + row_text(rows) + "\n";
+  }
+  return text;
+}
+
+std::string dump_file(const std::string& path) {
+  SQLite::Database db(path, SQLite::OPEN_READONLY);
+  return dump(db);
+}
+
+void create_volume_file(const std::string& path, int64_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0 || ::ftruncate(fd, size) != 0) throw std::runtime_error("cannot create volume file " + path);
+  ::close(fd);
+}
+
+NewMapping new_mapping(const std::string& volume_uuid, const std::string& device_path, int64_t size,
+                       const std::string& mode) {
+  NewMapping mapping;
+  mapping.volume_uuid = volume_uuid;
+  mapping.volume_id = 100;
+  mapping.vm_id = mode == "oma" ? "appliance-1" : "vm-9";
+  mapping.device_path = device_path;
+  mapping.size = size;
+  mapping.operation_mode = mode;
+  return mapping;
+}
+
+NewDisk new_disk(const std::string& job_id, const std::string& disk_id, int64_t size_gb) {
+  NewDisk disk;
+  disk.job_id = job_id;
+  disk.disk_id = disk_id;
+  disk.vm_dk_path = fmt::format("[datastore1] {}/{}.vmdk", job_id, disk_id);
+  disk.size_gb = size_gb;
+  return disk;
+}
+
+std::string expect_refused(Database& db, const std::string& sql) {
+  const std::string before = dump(db.sql());
+  std::string message;
+  try {
+    db.sql().exec(sql);
+    ADD_FAILURE() << "the store accepted: " << sql;
+  } catch (const SQLite::Exception& e) {
+    message = e.what();
+  }
+  EXPECT_EQ(before, dump(db.sql())) << "a refused write changed the store: " << sql;
+  return message;
+}
+
+void exec_without_trigger(Database& db, const std::string& trigger, const std::string& sql) {
+  const std::string definition =
+      db.sql()
+          .execAndGet(fmt::format("SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = '{}'", trigger))
+          .getString();
+  db.sql().exec(fmt::format("DROP TRIGGER {}", trigger));
+  db.sql().exec(sql);
+  db.sql().exec(definition);
+}
+
+void add_standard_rows(ExportStore& store, const TempDir& dir) {
+  // Setting up is not what is tested: skip the fsync of each commit, then give the test the store's usual setting.
+  SQLite::Database& sql = store.database().sql();
+  sql.exec("PRAGMA synchronous = OFF");
+  store.add_job("j1", "vm-1", "web01");
+  store.set_job_status("j1", "replicating");
+  store.add_job("j2", "vm-2", "db01");
+  const std::vector<std::pair<std::string, int64_t>> oma{{kVolume1, 10}, {kVolume2, 20}, {kVolume3, 30}};
+  const char* names[] = {"vdb", "vdc", "vdd"};
+  for (size_t i = 0; i < oma.size(); ++i) {
+    const std::string device = dir.file(names[i]);
+    create_volume_file(device, oma[i].second * kGiB);
+    NewMapping mapping = new_mapping(oma[i].first, device, oma[i].second * kGiB);
+    mapping.volume_id = 100 + static_cast<int64_t>(i);
+    store.add_mapping(mapping);
+  }
+  NewMapping failover = new_mapping(kVolume4, "remote", 40 * kGiB, "failover");
+  failover.volume_id = 103;
+  failover.requires_device_correlation = false;
+  store.add_mapping(failover);
+  NewDisk d1 = new_disk("j1", "d1", 5);
+  d1.unit_number = 0;
+  store.add_disk(d1);
+  store.add_disk(new_disk("j1", "d2", 10));
+  store.add_disk(new_disk("j2", "d3", 20));
+  store.link_disk("j1", "d1", kVolume1);
+  store.link_disk("j2", "d3", kVolume2);
+  store.add_export("j1", "d1", "e1-old", 10809, "pending");
+  store.set_export_status("e1-old", "revoked", std::string("replaced"));
+  store.add_export("j1", "d1", "e1", 10809, "active");
+  store.add_export("j2", "d3", "e3", 10810, "pending");
+  sql.exec("PRAGMA synchronous = FULL");
+}
+
+StoreTest::StoreTest() : path_(dir_.file("state.db")), db_(create_store(path_)), store_(db_) {}
+
+}  // namespace nbdxm::test

@@ -1,0 +1,74 @@
+#pragma once
+// Shared by the state store tests (tests/core/store_*) and the CLI store tests (tests/manager/cli_store_*): a
+// private temporary directory, a full dump of a store for before/after comparisons, and a small standard store.
+#include <gtest/gtest.h>
+
+#include <SQLiteCpp/Database.h>
+#include <string>
+#include <vector>
+
+#include "nbdxm/database.hpp"
+#include "nbdxm/export_store.hpp"
+
+namespace nbdxm::test {
+
+// A new directory of its own (safe under ctest -j), removed with everything in it when the test ends.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Everything a store holds, as text: user_version, every schema object with its SQL, and every row of every table
+// in rowid order with each value's type. Two equal dumps mean an unchanged store.
+std::string dump(SQLite::Database& db);
+std::string dump_file(const std::string& path);  // through a connection of its own
+
+// Creates a file of the given size (sparse) to stand in for a volume's device.
+void create_volume_file(const std::string& path, int64_t size);
+
+NewMapping new_mapping(const std::string& volume_uuid, const std::string& device_path, int64_t size,
+                       const std::string& mode = "oma");
+NewDisk new_disk(const std::string& job_id, const std::string& disk_id, int64_t size_gb);
+
+// Runs sql (raw, on a connection with foreign keys on) and expects the store to refuse it. Returns SQLite's
+// message, so that the test can check it was refused by the intended rule; fails the test if the sql was accepted
+// or changed anything (full dump compared).
+std::string expect_refused(Database& db, const std::string& sql);
+
+// Runs sql with one trigger of the schema dropped, then puts the trigger back exactly as it was: how a problem
+// gets past a trigger (another tool, an older schema, a mistake) so that `check` has something to find.
+void exec_without_trigger(Database& db, const std::string& trigger, const std::string& sql);
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+// UUIDs of the standard store's volumes.
+inline const std::string kVolume1 = "b3bb9310-1b59-4f62-97e8-cefffdfe3804";  // 10 GiB, oma, backs disk d1 of j1
+inline const std::string kVolume2 = "7d1c2e9a-0c4b-4d7e-9a51-3f2e1b0c9d8a";  // 20 GiB, oma, backs disk d3 of j2
+inline const std::string kVolume3 = "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f";  // 30 GiB, oma, not linked
+inline const std::string kVolume4 = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d";  // 40 GiB, failover, not linked
+
+// The standard store: jobs j1 (replicating) and j2 (pending); volumes 1 to 3 'oma' on files dir/vdb..dir/vdd,
+// volume 4 'failover' on a placeholder; disks d1 (5 GiB, volume 1) and d2 (10 GiB, unlinked) of j1 and d3
+// (20 GiB, volume 2) of j2; live exports e1 (active, port 10809, d1) and e3 (pending, port 10810, d3), and a revoked
+// export e1-old of d1 on port 10809.
+void add_standard_rows(ExportStore& store, const TempDir& dir);
+
+// A test with its own directory and an initialised store file in it.
+class StoreTest : public ::testing::Test {
+ protected:
+  StoreTest();
+  TempDir dir_;
+  std::string path_;
+  Database db_;
+  ExportStore store_;
+};
+
+}  // namespace nbdxm::test
