@@ -1,0 +1,70 @@
+#pragma once
+// A test fixture with a store, volumes (files or loop devices) and helpers shared by the plugin's test files.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "plugin_harness.hpp"
+
+namespace nbdxm::test {
+
+enum class Backing { file, loop };
+
+inline std::string backing_name(const ::testing::TestParamInfo<Backing>& info) {
+  return info.param == Backing::file ? "File" : "LoopDevice";
+}
+
+// A volume: a sparse file, served either as it is or through a loop device.
+class Volume {
+ public:
+  Volume(const TempDir& dir, const std::string& name, Backing backing, int64_t size = kGiB)
+      : backing_file_(dir.file(name + ".img")) {
+    make_file(backing_file_, size);
+    if (backing == Backing::loop) loop_ = std::make_unique<LoopDevice>(backing_file_);
+  }
+  const std::string& device() const { return loop_ ? loop_->path() : backing_file_; }
+  const std::string& backing_file() const { return backing_file_; }
+
+ private:
+  std::string backing_file_;
+  std::unique_ptr<LoopDevice> loop_;
+};
+
+class PluginTest : public ::testing::Test {
+ protected:
+  TempDir dir_;
+  TestStore store_{dir_.file("state.db")};
+
+  std::unique_ptr<NbdkitServer> serve(std::vector<std::string> params = {"allow-regular-files=true"},
+                                      std::vector<std::string> nbdkit_options = {}) {
+    return std::make_unique<NbdkitServer>(dir_, store_.path(), std::move(params), std::move(nbdkit_options));
+  }
+};
+
+class BackedPluginTest : public PluginTest, public ::testing::WithParamInterface<Backing> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backing::loop) {
+      if (auto reason = LoopDevice::unavailable_reason()) GTEST_SKIP() << *reason;
+    }
+  }
+  std::unique_ptr<Volume> volume(const std::string& name, int64_t size = kGiB) {
+    return std::make_unique<Volume>(dir_, name, GetParam(), size);
+  }
+};
+
+// Polls `condition` until it holds or `limit` passes; returns whether it held.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+}  // namespace nbdxm::test

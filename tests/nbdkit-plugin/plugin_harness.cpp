@@ -1,0 +1,353 @@
+#include "plugin_harness.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace nbdxm::test {
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::runtime_error nbd_failure(const char* what) {
+  return std::runtime_error(fmt::format("{}: {}", what, nbd_get_error() ? nbd_get_error() : "(no message)"));
+}
+
+int nbd_errno_or(int fallback) {
+  const int err = nbd_get_errno();
+  return err != 0 ? err : fallback;
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  std::string templ = "/tmp/nbdxm-plugin-test-XXXXXX";
+  if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = templ;
+  ::chmod(path_.c_str(), 0755);  // the unprivileged nbdkit of the permission tests walks through it
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void make_file(const std::string& path, int64_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0 || ::ftruncate(fd, size) != 0) throw std::runtime_error("cannot create " + path);
+  ::close(fd);
+}
+
+int64_t file_size(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat " + path);
+  return st.st_size;
+}
+
+std::string read_at(const std::string& path, uint64_t offset, size_t length) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("cannot open " + path);
+  std::string data(length, '\0');
+  const ssize_t r = ::pread(fd, data.data(), length, static_cast<off_t>(offset));
+  ::close(fd);
+  if (r != static_cast<ssize_t>(length)) throw std::runtime_error("short read from " + path);
+  return data;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> data_regions(const std::string& path) {
+  std::vector<std::pair<uint64_t, uint64_t>> regions;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("cannot open " + path);
+  const off_t end = ::lseek(fd, 0, SEEK_END);
+  off_t pos = 0;
+  while (pos < end) {
+    const off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole is left
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) hole = end;
+    regions.emplace_back(data, hole - data);
+    pos = hole;
+  }
+  ::close(fd);
+  return regions;
+}
+
+::testing::AssertionResult holds_exactly(const std::string& path,
+                                         const std::vector<std::pair<uint64_t, std::string>>& writes) {
+  for (const auto& [offset, bytes] : writes) {
+    if (read_at(path, offset, bytes.size()) != bytes) {
+      return ::testing::AssertionFailure() << path << " lacks the " << bytes.size() << " bytes written at " << offset;
+    }
+  }
+  // Every region that holds data must read as zeroes overlaid with the writes that touch it.
+  for (const auto& [start, length] : data_regions(path)) {
+    std::string expected(length, '\0');
+    for (const auto& [offset, bytes] : writes) {
+      const uint64_t from = std::max(offset, start);
+      const uint64_t to = std::min(offset + bytes.size(), start + length);
+      if (from < to) expected.replace(from - start, to - from, bytes, from - offset, to - from);
+    }
+    const std::string actual = read_at(path, start, length);
+    if (actual != expected) {
+      const auto at = std::mismatch(actual.begin(), actual.end(), expected.begin()).first - actual.begin();
+      return ::testing::AssertionFailure() << path << " has data nobody wrote at offset " << start + at;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::string pattern(size_t length, char seed) {
+  std::string s(length, '\0');
+  for (size_t i = 0; i < length; ++i) s[i] = static_cast<char>('A' + (seed + i * 7 + i / 4096) % 26);
+  return s;
+}
+
+int run(const std::vector<std::string>& argv, std::string* output) {
+  TempDir dir;
+  SpawnOptions options;
+  options.argv = argv;
+  options.stdout_path = dir.file("output");
+  options.stderr_path = dir.file("output");
+  options.extra_env = NbdkitServer::environment();
+  options.unset_env = NbdkitServer::unset_environment();
+  const int code = run_to_completion(options, std::chrono::seconds(120));
+  if (output) *output = slurp(dir.file("output"));
+  return code;
+}
+
+std::optional<std::string> LoopDevice::unavailable_reason() {
+  if (::geteuid() != 0) return "loop devices need root";
+  if (::access("/dev/loop-control", R_OK | W_OK) != 0) return "/dev/loop-control is not available";
+  TempDir dir;
+  make_file(dir.file("probe"), kMiB);
+  std::string output;
+  if (run({"losetup", "-f", "--show", dir.file("probe")}, &output) != 0) return "losetup failed: " + trim(output);
+  run({"losetup", "-d", trim(output)});
+  return std::nullopt;
+}
+
+LoopDevice::LoopDevice(const std::string& backing_file) {
+  std::string output;
+  if (run({"losetup", "-f", "--show", backing_file}, &output) != 0) {
+    throw std::runtime_error("losetup failed: " + trim(output));
+  }
+  path_ = trim(output);
+}
+
+LoopDevice::~LoopDevice() {
+  if (!path_.empty()) run({"losetup", "-d", path_});
+}
+
+TestStore::TestStore(const std::string& path) : path_(path), db_(Database::create(path)), store_(db_) { db_.init(); }
+
+NbdExport TestStore::add(const Spec& spec) {
+  const int n = next_++;
+  const std::string job = "job-" + spec.name;
+  const std::string uuid = fmt::format("{:08x}-1b59-4f62-97e8-{:012x}", 0xb3bb0000 + n, n);
+  store_.add_job(job, fmt::format("vm-{}", n), fmt::format("vm {}", n));
+  NewMapping mapping;
+  mapping.volume_uuid = uuid;
+  mapping.volume_id = n;
+  mapping.vm_id = fmt::format("vm-{}", n);
+  mapping.device_path = spec.device_path;
+  mapping.size = spec.size;
+  mapping.requires_device_correlation = spec.correlation;
+  store_.add_mapping(mapping);
+  NewDisk disk;
+  disk.job_id = job;
+  disk.disk_id = "disk-0";
+  disk.vm_dk_path = fmt::format("[datastore1] vm-{}/vm-{}.vmdk", n, n);
+  disk.size_gb = std::max<int64_t>(1, spec.size / kGiB);
+  store_.add_disk(disk);
+  store_.link_disk(job, "disk-0", uuid);
+  const bool live = spec.status == "pending" || spec.status == "active";
+  store_.add_export(job, "disk-0", spec.name, 20000 + n, live ? spec.status : "pending");
+  if (!live) store_.set_export_status(spec.name, spec.status, "set by the test");
+  return store_.get_export(spec.name);
+}
+
+std::vector<std::string> NbdkitServer::environment() {
+  std::vector<std::string> env;
+#ifdef NBDXM_SANITIZER_PRELOAD
+  // The plugin is built with ASan+UBSan but nbdkit is not: the sanitizer runtime must be loaded first.
+  // Leak checking stays off in nbdkit (it cannot work after nbdkit drops privileges, and nbdkit's own allocations
+  // are not ours); the plugin's code is leak-checked in the unit tests, which run in this process.
+  env.push_back("LD_PRELOAD=" NBDXM_SANITIZER_PRELOAD);
+  env.push_back("ASAN_OPTIONS=detect_leaks=0:abort_on_error=0");
+  env.push_back("UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1");
+#endif
+  return env;
+}
+
+const std::vector<std::string>& NbdkitServer::unset_environment() {
+  static const std::vector<std::string> names = {"LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS"};
+  return names;
+}
+
+NbdkitServer::NbdkitServer(const TempDir& dir, const std::string& db, std::vector<std::string> plugin_params,
+                           std::vector<std::string> nbdkit_options) {
+  static int counter = 0;
+  const int n = ++counter;
+  socket_ = dir.file(fmt::format("nbd{}.sock", n));
+  pidfile_ = dir.file(fmt::format("nbdkit{}.pid", n));
+  log_ = dir.file(fmt::format("nbdkit{}.log", n));
+  SpawnOptions options;
+  options.argv = {"nbdkit", "-f", "--exit-with-parent", "-U", socket_, "-P", pidfile_};
+  options.argv.insert(options.argv.end(), nbdkit_options.begin(), nbdkit_options.end());
+  options.argv.push_back(NBDXM_PLUGIN);
+  options.argv.push_back("db=" + db);
+  options.argv.insert(options.argv.end(), plugin_params.begin(), plugin_params.end());
+  options.stderr_path = log_;
+  options.stdout_path = log_;
+  options.extra_env = environment();
+  options.unset_env = unset_environment();
+  process_ = std::make_unique<ChildProcess>(ChildProcess::spawn(options));
+  // nbdkit writes its pid file once it listens.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (true) {
+    struct stat st {};
+    if (::stat(pidfile_.c_str(), &st) == 0 && st.st_size > 0) break;
+    if (!process_->running()) throw std::runtime_error("nbdkit exited at start: " + log());
+    if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("nbdkit did not start: " + log());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+NbdkitServer::~NbdkitServer() {
+  stop();
+  // A sanitizer report inside the server is a failure of the test that ran it.
+  const std::string text = log();
+  for (const char* sign : {"AddressSanitizer", "runtime error:", "LeakSanitizer"}) {
+    if (text.find(sign) != std::string::npos) ADD_FAILURE() << "sanitizer report in nbdkit's log:\n" << text;
+  }
+}
+
+std::string NbdkitServer::uri(const std::string& export_name) const {
+  return fmt::format("nbd+unix:///{}?socket={}", export_name, socket_);
+}
+
+std::string NbdkitServer::log() const { return slurp(log_); }
+
+void NbdkitServer::stop() {
+  if (process_) process_->stop(std::chrono::seconds(20));
+}
+
+NbdClient::NbdClient(const std::string& socket, const std::string& export_name, bool strict) {
+  h_ = nbd_create();
+  if (h_ == nullptr) throw nbd_failure("nbd_create");
+  if (!strict) nbd_set_strict_mode(h_, 0);
+  if (nbd_set_export_name(h_, export_name.c_str()) == -1 || nbd_connect_unix(h_, socket.c_str()) == -1) {
+    auto failure = nbd_failure("connect");
+    nbd_close(h_);
+    h_ = nullptr;
+    throw failure;
+  }
+}
+
+NbdClient::~NbdClient() {
+  if (h_) nbd_close(h_);
+}
+
+std::optional<std::string> NbdClient::connect_error(const std::string& socket, const std::string& export_name) {
+  try {
+    NbdClient client(socket, export_name);
+    return std::nullopt;
+  } catch (const std::runtime_error& e) {
+    return std::string(e.what());
+  }
+}
+
+int64_t NbdClient::size() {
+  const int64_t size = nbd_get_size(h_);
+  if (size < 0) throw nbd_failure("get_size");
+  return size;
+}
+
+void NbdClient::write(const std::string& data, uint64_t offset, uint32_t flags) {
+  if (nbd_pwrite(h_, data.data(), data.size(), offset, flags) == -1) throw nbd_failure("pwrite");
+}
+
+std::string NbdClient::read(size_t length, uint64_t offset) {
+  std::string data(length, '\0');
+  if (nbd_pread(h_, data.data(), length, offset, 0) == -1) throw nbd_failure("pread");
+  return data;
+}
+
+int NbdClient::try_write(const std::string& data, uint64_t offset, uint32_t flags) {
+  return nbd_pwrite(h_, data.data(), data.size(), offset, flags) == -1 ? nbd_errno_or(EIO) : 0;
+}
+
+int NbdClient::try_read(size_t length, uint64_t offset) {
+  std::string data(length, '\0');
+  return nbd_pread(h_, data.data(), length, offset, 0) == -1 ? nbd_errno_or(EIO) : 0;
+}
+
+int NbdClient::try_zero(uint64_t count, uint64_t offset, uint32_t flags) {
+  return nbd_zero(h_, count, offset, flags) == -1 ? nbd_errno_or(EIO) : 0;
+}
+
+int NbdClient::try_trim(uint64_t count, uint64_t offset, uint32_t flags) {
+  return nbd_trim(h_, count, offset, flags) == -1 ? nbd_errno_or(EIO) : 0;
+}
+
+int NbdClient::try_flush() { return nbd_flush(h_, 0) == -1 ? nbd_errno_or(EIO) : 0; }
+
+void NbdClient::disconnect() {
+  if (!h_) return;
+  nbd_shutdown(h_, 0);
+  nbd_close(h_);
+  h_ = nullptr;
+}
+
+OpenWatch::OpenWatch(const std::vector<std::string>& paths) {
+  fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd_ < 0) throw std::runtime_error("inotify_init1 failed");
+  for (const auto& path : paths) {
+    if (inotify_add_watch(fd_, path.c_str(), IN_OPEN) < 0) {
+      throw std::runtime_error(fmt::format("cannot watch {}: {}", path, strerror(errno)));
+    }
+  }
+}
+
+OpenWatch::~OpenWatch() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int OpenWatch::opens() {
+  alignas(inotify_event) char buffer[4096];
+  while (true) {
+    const ssize_t r = ::read(fd_, buffer, sizeof buffer);
+    if (r <= 0) break;
+    for (ssize_t at = 0; at < r;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
+      if (event->mask & IN_OPEN) ++count_;
+      at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+    }
+  }
+  return count_;
+}
+
+}  // namespace nbdxm::test

@@ -1,0 +1,282 @@
+// The plugin's core classes on their own, without nbdkit: DeviceResolver, BlockBackend, ExportWatcher and
+// ExportConnector against real files, loop devices and a real store.
+#include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include "nbdxm/block_backend.hpp"
+#include "nbdxm/device_resolver.hpp"
+#include "nbdxm/error.hpp"
+#include "nbdxm/export_connector.hpp"
+#include "nbdxm/export_watcher.hpp"
+#include "plugin_harness.hpp"
+
+namespace nbdxm::test {
+namespace {
+
+NbdExport export_of(const std::string& path, int64_t size, bool correlation = false) {
+  NbdExport e;
+  e.id = 1;
+  e.export_name = "migration-vol-test";
+  e.status = "active";
+  e.volume_uuid = "b3bb9310-1b59-4f62-97e8-cefffdfe3804";
+  e.device_path = path;
+  e.size = size;
+  e.requires_device_correlation = correlation;
+  return e;
+}
+
+std::string refusal(const DeviceResolver& resolver, const NbdExport& e) {
+  try {
+    resolver.open(e, false);
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(DeviceResolver, IdentityLinkIsVirtioAndTheFirst20HexDigitsOfTheUuid) {
+  DeviceResolver resolver(DeviceRules{false, "/dev/disk/by-id"});
+  EXPECT_EQ(resolver.identity_link("b3bb9310-1b59-4f62-97e8-cefffdfe3804"),
+            "/dev/disk/by-id/virtio-b3bb93101b594f6297e8");
+}
+
+TEST(DeviceResolver, OpensARegularFileOnlyWhenAllowedAndOfTheMappingsSize) {
+  TempDir dir;
+  make_file(dir.file("disk"), kMiB);
+  const DeviceResolver strict(DeviceRules{false, dir.path()});
+  EXPECT_NE(refusal(strict, export_of(dir.file("disk"), kMiB)).find("is a regular file, not a block device"),
+            std::string::npos);
+
+  const DeviceResolver allowing(DeviceRules{true, dir.path()});
+  OpenedDevice device = allowing.open(export_of(dir.file("disk"), kMiB), false);
+  EXPECT_TRUE(device.fd.valid());
+  EXPECT_EQ(device.kind, DeviceKind::regular_file);
+  EXPECT_EQ(device.size, kMiB);
+
+  EXPECT_NE(refusal(allowing, export_of(dir.file("disk"), kMiB + 512)).find("has 1048576 bytes but the mapping"),
+            std::string::npos);
+  EXPECT_NE(refusal(allowing, export_of(dir.file("missing"), kMiB)).find("does not exist"), std::string::npos);
+  EXPECT_NE(refusal(allowing, export_of(dir.path(), kMiB)).find("is a directory, not a block device"),
+            std::string::npos);
+}
+
+TEST(DeviceResolver, RequiresTheIdentityLinkToLeadToTheSameFile) {
+  TempDir dir;
+  make_file(dir.file("disk"), kMiB);
+  make_file(dir.file("other"), kMiB);
+  const DeviceResolver resolver(DeviceRules{true, dir.path()});
+  const NbdExport e = export_of(dir.file("disk"), kMiB, true);
+  EXPECT_NE(refusal(resolver, e).find("identity link " + dir.path() + "/virtio-b3bb93101b594f6297e8 of volume"),
+            std::string::npos);
+  std::filesystem::create_symlink(dir.file("other"), dir.file("virtio-b3bb93101b594f6297e8"));
+  EXPECT_NE(refusal(resolver, e).find("leads to " + dir.file("other") + ", not to " + dir.file("disk")),
+            std::string::npos);
+  std::filesystem::remove(dir.file("virtio-b3bb93101b594f6297e8"));
+  std::filesystem::create_symlink(dir.file("disk"), dir.file("virtio-b3bb93101b594f6297e8"));
+  EXPECT_TRUE(resolver.open(e, false).fd.valid());
+}
+
+class FileBackend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    make_file(path_, kMiB);
+    backend_ = std::make_unique<BlockBackend>(
+        DeviceResolver(DeviceRules{true, dir_.path()}).open(export_of(path_, kMiB), false));
+  }
+  TempDir dir_;
+  std::string path_ = dir_.file("disk");
+  std::unique_ptr<BlockBackend> backend_;
+};
+
+TEST_F(FileBackend, WritesLandAndNothingBeyondTheEndIsWrittenOrGrown) {
+  const std::string data = pattern(4096, 1);
+  ASSERT_EQ(backend_->write(data.data(), 4096, kMiB - 4096, false), 0);
+  EXPECT_EQ(backend_->write(data.data(), 4096, kMiB - 2048, false), ENOSPC);
+  EXPECT_EQ(backend_->write(data.data(), 4096, kMiB, false), ENOSPC);
+  EXPECT_EQ(backend_->zero(4096, kMiB, ZeroFlags{}), ENOSPC);
+  EXPECT_EQ(backend_->trim(4096, kMiB - 2048, false), ENOSPC);
+  EXPECT_EQ(file_size(path_), kMiB);
+  EXPECT_TRUE(holds_exactly(path_, {{kMiB - 4096, data}}));
+  EXPECT_EQ(backend_->sync_if_written(), 0);
+}
+
+TEST_F(FileBackend, ZeroPunchesAHoleWhenAllowedAndExtentsReportIt) {
+  ASSERT_TRUE(backend_->can_extents());
+  const std::string data = pattern(256 * 1024, 2);
+  ASSERT_EQ(backend_->write(data.data(), static_cast<uint32_t>(data.size()), 0, false), 0);
+  ASSERT_EQ(backend_->zero(64 * 1024, 64 * 1024, ZeroFlags{true, false, true}), 0);
+  EXPECT_EQ(read_at(path_, 64 * 1024, 64 * 1024), std::string(64 * 1024, '\0'));
+  EXPECT_EQ(read_at(path_, 0, 64 * 1024), data.substr(0, 64 * 1024));
+
+  std::vector<std::tuple<uint64_t, uint64_t, bool>> extents;
+  ASSERT_EQ(backend_->extents(kMiB, 0, false,
+                              [&](uint64_t offset, uint64_t length, bool hole) {
+                                extents.emplace_back(offset, length, hole);
+                                return 0;
+                              }),
+            0);
+  const std::vector<std::tuple<uint64_t, uint64_t, bool>> expected = {{0, 64 * 1024, false},
+                                                                      {64 * 1024, 64 * 1024, true},
+                                                                      {128 * 1024, 128 * 1024, false},
+                                                                      {256 * 1024, kMiB - 256 * 1024, true}};
+  EXPECT_EQ(extents, expected);
+}
+
+TEST_F(FileBackend, ZeroWithoutTrimKeepsTheSpaceAllocated) {
+  const std::string data = pattern(64 * 1024, 3);
+  ASSERT_EQ(backend_->write(data.data(), 64 * 1024, 0, false), 0);
+  ASSERT_EQ(backend_->zero(64 * 1024, 0, ZeroFlags{false, true, false}), 0);
+  EXPECT_EQ(read_at(path_, 0, 64 * 1024), std::string(64 * 1024, '\0'));
+  ASSERT_FALSE(data_regions(path_).empty());
+  EXPECT_EQ(data_regions(path_).front().first, 0u);
+}
+
+class LoopBackend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto reason = LoopDevice::unavailable_reason()) GTEST_SKIP() << *reason;
+    make_file(dir_.file("backing"), 8 * kMiB);
+    loop_ = std::make_unique<LoopDevice>(dir_.file("backing"));
+    backend_ = std::make_unique<BlockBackend>(
+        DeviceResolver(DeviceRules{false, dir_.path()}).open(export_of(loop_->path(), 8 * kMiB), false));
+  }
+  TempDir dir_;
+  std::unique_ptr<LoopDevice> loop_;
+  std::unique_ptr<BlockBackend> backend_;
+};
+
+TEST_F(LoopBackend, AdvertisesTheLogicalSectorAsMinimumAndNoExtents) {
+  EXPECT_EQ(backend_->kind(), DeviceKind::block_device);
+  EXPECT_EQ(backend_->block_sizes().minimum, 512u);
+  EXPECT_EQ(backend_->block_sizes().preferred, 4096u);
+  EXPECT_FALSE(backend_->can_extents());
+}
+
+TEST_F(LoopBackend, UnalignedOrSlowZeroesFallBackInsteadOfFailing) {
+  EXPECT_EQ(backend_->zero(100, 1000, ZeroFlags{}), EOPNOTSUPP);
+  EXPECT_EQ(backend_->zero(4096, 0, ZeroFlags{false, false, true}), EOPNOTSUPP);  // fast but no hole allowed
+  const std::string data = pattern(8192, 4);
+  ASSERT_EQ(backend_->write(data.data(), 8192, 0, true), 0);
+  ASSERT_EQ(backend_->zero(4096, 4096, ZeroFlags{}), 0);  // BLKZEROOUT
+  std::string back(8192, 'x');
+  ASSERT_EQ(backend_->read(back.data(), 8192, 0), 0);
+  EXPECT_EQ(back.substr(0, 4096), data.substr(0, 4096));
+  EXPECT_EQ(back.substr(4096), std::string(4096, '\0'));
+}
+
+class WatchedStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    make_file(dir_.file("a"), kGiB);
+    make_file(dir_.file("b"), kGiB);
+    store_.add({"export-a", dir_.file("a")});
+    store_.add({"export-b", dir_.file("b")});
+    watcher_ = std::make_unique<ExportWatcher>(Database::open(store_.path(), Database::Access::read_only),
+                                               [this](const std::string& line) { log_.push_back(line); });
+  }
+  TempDir dir_;
+  TestStore store_{dir_.file("state.db")};
+  std::vector<std::string> log_;
+  std::unique_ptr<ExportWatcher> watcher_;
+};
+
+TEST_F(WatchedStore, RevokesOnlyTheWatchesOfTheChangedExport) {
+  auto a = watcher_->admit("export-a");
+  auto b = watcher_->admit("export-b");
+  ASSERT_TRUE(a.found && b.found);
+  watcher_->poll();
+  EXPECT_FALSE(a.watch->revoked());
+
+  store_.store().set_export_status("export-a", "revoked", "job cancelled");
+  watcher_->poll();
+  EXPECT_TRUE(a.watch->revoked());
+  EXPECT_EQ(a.watch->reason(), "export export-a became revoked (job cancelled)");
+  EXPECT_FALSE(b.watch->revoked());
+  ASSERT_EQ(log_.size(), 1u);
+}
+
+TEST_F(WatchedStore, RevokesOnARemapAndOnACascadeDelete) {
+  auto a = watcher_->admit("export-a");
+  auto b = watcher_->admit("export-b");
+  make_file(dir_.file("a2"), kGiB);
+  store_.store().set_mapping_path(a.found->volume_uuid, dir_.file("a2"));
+  watcher_->poll();
+  EXPECT_TRUE(a.watch->revoked());
+  EXPECT_NE(a.watch->reason().find("moved from " + dir_.file("a") + " to " + dir_.file("a2")), std::string::npos);
+
+  store_.store().delete_mapping(b.found->volume_uuid);
+  watcher_->poll();
+  EXPECT_TRUE(b.watch->revoked());
+  EXPECT_EQ(b.watch->reason(), "export export-b was deleted from the store");
+}
+
+TEST_F(WatchedStore, ForgetsAWatchWhenItsConnectionEnds) {
+  {
+    auto a = watcher_->admit("export-a");
+    EXPECT_EQ(watcher_->watch_count(), 1u);
+  }
+  EXPECT_EQ(watcher_->watch_count(), 0u);
+  EXPECT_FALSE(watcher_->admit("no-such-export").found);
+  EXPECT_EQ(watcher_->watch_count(), 0u);
+}
+
+TEST_F(WatchedStore, TheThreadNoticesAChangeWithoutAnyoneAsking) {
+  auto a = watcher_->admit("export-a");
+  watcher_->start();
+  store_.store().set_export_status("export-a", "failed", "device error");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!a.watch->revoked() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  watcher_->stop();
+  EXPECT_TRUE(a.watch->revoked());
+}
+
+TEST(ExportConnector, ARevokedConnectionNoLongerReachesTheDevice) {
+  TempDir dir;
+  make_file(dir.file("a"), kGiB);
+  TestStore store(dir.file("state.db"));
+  store.add({"export-a", dir.file("a")});
+  ServeOptions options;
+  options.db_path = store.path();
+  options.device_rules = DeviceRules{true, dir.path()};
+  ExportConnector connector(options, Database::open(store.path(), Database::Access::read_only), nullptr);
+  auto connection = connector.connect("export-a", false);
+  const std::string data = pattern(4096, 5);
+  ASSERT_EQ(connection->write(data.data(), 4096, 0, false), 0);
+
+  store.store().set_export_status("export-a", "revoked", "test");
+  connector.watcher().poll();
+  EXPECT_EQ(connection->write(data.data(), 4096, 8192, false), ESHUTDOWN);
+  EXPECT_EQ(connection->zero(4096, 0, ZeroFlags{}), ESHUTDOWN);
+  std::string back(4096, '\0');
+  EXPECT_EQ(connection->read(back.data(), 4096, 0), ESHUTDOWN);
+  EXPECT_EQ(connection->finish(), 0);
+  EXPECT_TRUE(holds_exactly(dir.file("a"), {{0, data}}));
+}
+
+TEST(ExportConnector, AdmitsOnlyActiveAndPinnedExports) {
+  TempDir dir;
+  make_file(dir.file("a"), kGiB);
+  make_file(dir.file("b"), kGiB);
+  TestStore store(dir.file("state.db"));
+  store.add({"export-a", dir.file("a")});
+  store.add({"export-b", dir.file("b"), kGiB, false, "pending"});
+  ServeOptions options;
+  options.db_path = store.path();
+  options.pinned_export = "export-a";
+  options.device_rules = DeviceRules{true, dir.path()};
+  ExportConnector connector(options, Database::open(store.path(), Database::Access::read_only), nullptr);
+  EXPECT_EQ(connector.default_export(), "export-a");
+  EXPECT_EQ(connector.connect("", false)->served().export_name, "export-a");
+  EXPECT_THROW(connector.connect("export-b", false), Error);
+  ASSERT_EQ(connector.served_exports().size(), 1u);
+  EXPECT_EQ(printable_export_name("bad\nname"), "bad?name");
+}
+
+}  // namespace
+}  // namespace nbdxm::test
