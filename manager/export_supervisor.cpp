@@ -18,6 +18,7 @@ using namespace std::chrono_literals;
 
 constexpr auto kPidFilePoll = 5ms;  // the pid file usually appears within a millisecond of the launcher's exit
 constexpr auto kKillWait = 2s;
+constexpr auto kCutInterval = 100ms;
 
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
@@ -122,7 +123,7 @@ void ExportSupervisor::stop(Clock::time_point now) {
       phase_ = Phase::stopped;
       break;
     case Phase::running:
-      signal_server(SIGTERM, now);
+      terminate_server(now);
       break;
     case Phase::launching:
     case Phase::awaiting_pid:  // stopped as soon as the launch yields its server
@@ -140,15 +141,35 @@ void ExportSupervisor::release() {
   phase_ = Phase::stopped;
 }
 
-void ExportSupervisor::signal_server(int signo, Clock::time_point now) {
+void ExportSupervisor::terminate_server(Clock::time_point now) {
   phase_ = Phase::stopping;
-  if (!server_ || !server_->signal(signo)) {
+  if (!server_ || !server_->signal(SIGTERM)) {
     on_server_exit(now);
     return;
   }
-  killed_ = signo == SIGKILL;
-  deadline_ = now + (killed_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kKillWait)
-                             : std::chrono::duration_cast<std::chrono::milliseconds>(kStopGrace));
+  can_cut_ = cut_connections();
+  next_cut_ = now + kCutInterval;
+  deadline_ = now + (can_cut_ ? std::chrono::milliseconds(kStopGrace) : kUncutGrace);
+}
+
+bool ExportSupervisor::cut_connections() {
+  const auto cut = server_->shutdown_connections(target_.port);
+  if (!cut) return false;
+  if (*cut > 0)
+    log_event("{}: closed {} client connection(s) of server pid {}", describe(), *cut, server_->identity().pid);
+  return true;
+}
+
+void ExportSupervisor::kill_server(const std::string& why, Clock::time_point now) {
+  log_event("{}: server pid {} {}; syncing what it has open and sending SIGKILL", describe(), server_->identity().pid,
+            why);
+  server_->sync_open_files();
+  if (!server_->signal(SIGKILL)) {
+    on_server_exit(now);
+    return;
+  }
+  killed_ = true;
+  deadline_ = now + kKillWait;
 }
 
 void ExportSupervisor::advance(Clock::time_point now) {
@@ -178,16 +199,20 @@ void ExportSupervisor::advance(Clock::time_point now) {
     case Phase::stopping:
       if (server_->exited()) {
         on_server_exit(now);
-      } else if (now >= deadline_) {
-        if (!killed_) {
-          log_event("{}: server pid {} did not stop within {} s of SIGTERM; sending SIGKILL", describe(),
-                    server_->identity().pid, kStopGrace.count());
-          signal_server(SIGKILL, now);
-        } else {
+      } else if (killed_) {
+        if (now >= deadline_) {
           log_event("{}: server pid {} survived SIGKILL; giving up on it", describe(), server_->identity().pid);
           server_.reset();
           phase_ = Phase::stopped;
         }
+      } else if (now >= deadline_) {
+        kill_server(can_cut_ ? fmt::format("did not exit within {} s of SIGTERM", kStopGrace.count())
+                             : "has client connections the manager may not close (no ptrace access)",
+                    now);
+      } else if (can_cut_ && now >= next_cut_) {
+        // A client accepted just before SIGTERM took effect is cut too.
+        can_cut_ = cut_connections();
+        next_cut_ = now + kCutInterval;
       }
       break;
     case Phase::idle:
@@ -235,7 +260,7 @@ void ExportSupervisor::on_serving(ProcessHandle server, Clock::time_point now) {
   running_since_ = now;
   deadline_ = Clock::time_point::max();
   if (stop_requested_) {
-    signal_server(SIGTERM, now);
+    terminate_server(now);
     return;
   }
   phase_ = Phase::running;
@@ -318,9 +343,10 @@ ExportSupervisor::Clock::time_point ExportSupervisor::next_deadline() const {
   switch (phase_) {
     case Phase::awaiting_pid:
       return std::min(deadline_, Clock::now() + kPidFilePoll);
+    case Phase::stopping:
+      return killed_ || !can_cut_ ? deadline_ : std::min(deadline_, next_cut_);
     case Phase::launching:
     case Phase::backoff:
-    case Phase::stopping:
       return deadline_;
     case Phase::running:
       return recorded_ ? Clock::time_point::max() : Clock::now() + 1s;

@@ -4,8 +4,16 @@
 // start -> launching (nbdkit binds, forks, the launcher exits) -> awaiting_pid (the -P pid file names a process
 // whose command line is this export's and which owns the listening socket) -> running. A server that exits or
 // cannot start is restarted on the same port after a back-off (0.1 s, doubling, at most 5 s); after kMaxFailures
-// failures in a row the export is marked failed with the reason. stop() sends SIGTERM through a pidfd to the one
-// process verified as this export's server (SIGKILL after a grace period); nothing else is ever signalled.
+// failures in a row the export is marked failed with the reason.
+//
+// stop() acts only on the one process verified as this export's server, through a pidfd. SIGTERM alone is not
+// enough: nbdkit 1.32 then stops accepting but waits for its clients to disconnect, and an idle client (the
+// migration client holds one connection for a whole job) never does. So the manager also shuts down the server's
+// client connections (duplicating its sockets with pidfd_getfd): nbdkit sees its clients leave, closes them its own
+// way (the plugin syncs what was written) and exits. Where the kernel denies that (no ptrace access, e.g. Yama for
+// a server adopted from an earlier manager), the manager waits kUncutGrace (the plugin refuses requests of a revoked
+// export within 100 ms), syncs the files and devices the server has open, and sends SIGKILL. A server that does
+// not exit within kStopGrace gets the same.
 #include <poll.h>
 
 #include <chrono>
@@ -27,6 +35,7 @@ class ExportSupervisor {
   static constexpr std::chrono::seconds kLaunchTimeout{10};
   static constexpr std::chrono::seconds kPidFileTimeout{5};
   static constexpr std::chrono::seconds kStopGrace{5};
+  static constexpr std::chrono::milliseconds kUncutGrace{300};
   static constexpr std::chrono::seconds kStableRun{30};  // a server that ran this long starts a new failure count
 
   enum class Phase { idle, launching, awaiting_pid, running, backoff, stopping, stopped, failed };
@@ -60,7 +69,9 @@ class ExportSupervisor {
   void on_failure(const std::string& reason, Clock::time_point now,
                   const std::optional<ProcessIdentity>& gone = std::nullopt);
   void on_server_exit(Clock::time_point now);
-  void signal_server(int signo, Clock::time_point now);
+  void terminate_server(Clock::time_point now);
+  void kill_server(const std::string& why, Clock::time_point now);
+  bool cut_connections();
   void record_running();
   std::string describe() const;
 
@@ -76,7 +87,9 @@ class ExportSupervisor {
   bool restarting_ = false;      // the next successful start is a restart
   bool stop_requested_ = false;  // stop once the launch in progress has produced a server
   bool killed_ = false;          // SIGKILL was sent
-  bool recorded_ = true;         // the running server is in the store (retried until it is)
+  bool can_cut_ = true;          // the kernel lets the manager shut down the server's connections
+  Clock::time_point next_cut_{};
+  bool recorded_ = true;  // the running server is in the store (retried until it is)
 };
 
 }  // namespace nbdxm::cli

@@ -20,8 +20,11 @@ HandshakeResult nbd_handshake(const std::string& address, int port, const std::s
   if (nbd_set_export_name(h.get(), export_name.c_str()) == -1) return {false, false, nbd_get_error()};
   if (nbd_connect_tcp(h.get(), address.c_str(), std::to_string(port).c_str()) == -1) {
     const std::string message = nbd_get_error();
-    // libnbd says so when the server replied to NBD_OPT_GO with an error: it refused this export.
-    return {false, message.find("server replied with error") != std::string::npos, message};
+    // The server answered the handshake but refused this export (the plugin refuses at open; libnbd reports the
+    // server's error reply to NBD_OPT_GO, or "has no export named" for NBD_REP_ERR_UNKNOWN).
+    const bool refused = message.find("server replied with error") != std::string::npos ||
+                         message.find("has no export named") != std::string::npos;
+    return {false, refused, message};
   }
   nbd_shutdown(h.get(), 0);
   return {true, false, {}};

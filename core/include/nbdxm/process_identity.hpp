@@ -45,6 +45,8 @@ class TcpSocketTable {
   // Established connections on local `port` among the process's open files; nullopt when its files cannot be read
   // (another user's process and no privilege).
   std::optional<int> connections(pid_t pid, int port) const;
+  // Inodes of the established connections on local `port` (any process).
+  std::vector<uint64_t> connection_inodes(int port) const;
 
  private:
   struct Socket {
@@ -76,6 +78,13 @@ class ProcessHandle {
   bool exited() const;
   bool wait_exit(std::chrono::milliseconds timeout) const;
   bool signal(int signo) const;  // false when the process has already exited
+  // Shuts down both directions of the process's established TCP connections on local `port`, through duplicates
+  // of its sockets (pidfd_getfd), so that the process sees its clients leave and closes them its own way. Returns
+  // how many, or nullopt when the kernel does not allow it (it needs ptrace access to the process).
+  std::optional<int> shutdown_connections(int port) const;
+  // fdatasync of every regular file and block device the process has open (through /proc/PID/fd): what it wrote
+  // is on stable storage even if it is then killed.
+  void sync_open_files() const;
 
  private:
   ProcessHandle(int fd, ProcessIdentity identity) : fd_(fd), identity_(std::move(identity)) {}

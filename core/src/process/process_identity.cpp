@@ -1,8 +1,11 @@
 #include "nbdxm/process_identity.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 // glibc 2.36's <sys/pidfd.h> lacks the C++ linkage guard.
 extern "C" {
@@ -14,6 +17,7 @@ extern "C" {
 #include <charconv>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -37,14 +41,15 @@ std::optional<T> parse_number(std::string_view text, int base = 10) {
   return value;
 }
 
-// Inodes of the sockets among a process's open files; nullopt when its fd directory cannot be read.
-std::optional<std::set<uint64_t>> socket_inodes(pid_t pid) {
+// The socket inodes among a process's open files, by fd number; nullopt when its fd directory cannot be read.
+std::optional<std::map<uint64_t, int>> socket_fds(pid_t pid) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return std::nullopt;
-  std::set<uint64_t> inodes;
+  std::map<uint64_t, int> sockets;
   while (const dirent* entry = readdir(d)) {
-    if (entry->d_name[0] == '.') continue;
+    const auto fd = parse_number<int>(entry->d_name);
+    if (!fd) continue;
     char target[64];
     const std::string link = dir + "/" + entry->d_name;
     const ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
@@ -53,10 +58,18 @@ std::optional<std::set<uint64_t>> socket_inodes(pid_t pid) {
     constexpr std::string_view prefix = "socket:[";
     if (!t.starts_with(prefix) || !t.ends_with("]")) continue;
     if (auto inode = parse_number<uint64_t>(t.substr(prefix.size(), t.size() - prefix.size() - 1))) {
-      inodes.insert(*inode);
+      sockets.emplace(*inode, *fd);
     }
   }
   closedir(d);
+  return sockets;
+}
+
+std::optional<std::set<uint64_t>> socket_inodes(pid_t pid) {
+  auto sockets = socket_fds(pid);
+  if (!sockets) return std::nullopt;
+  std::set<uint64_t> inodes;
+  for (const auto& [inode, fd] : *sockets) inodes.insert(inode);
   return inodes;
 }
 
@@ -170,6 +183,15 @@ std::optional<int> TcpSocketTable::connections(pid_t pid, int port) const {
   }));
 }
 
+std::vector<uint64_t> TcpSocketTable::connection_inodes(int port) const {
+  constexpr int kEstablished = 1;
+  std::vector<uint64_t> inodes;
+  for (const auto& s : sockets_) {
+    if (s.state == kEstablished && s.local_port == port) inodes.push_back(s.inode);
+  }
+  return inodes;
+}
+
 bool owns_listener(pid_t pid, int port) { return TcpSocketTable::read().listening(pid, port); }
 
 std::optional<ProcessHandle> ProcessHandle::open(const ProcessIdentity& identity) {
@@ -214,5 +236,44 @@ bool ProcessHandle::wait_exit(std::chrono::milliseconds timeout) const {
 }
 
 bool ProcessHandle::signal(int signo) const { return pidfd_send_signal(fd_, signo, nullptr, 0) == 0; }
+
+std::optional<int> ProcessHandle::shutdown_connections(int port) const {
+  const auto sockets = socket_fds(identity_.pid);
+  if (!sockets) return std::nullopt;
+  int count = 0;
+  for (uint64_t inode : TcpSocketTable::read().connection_inodes(port)) {
+    const auto found = sockets->find(inode);
+    if (found == sockets->end()) continue;
+    const int copy = pidfd_getfd(fd_, found->second, 0);
+    if (copy < 0) {
+      if (errno == EBADF) continue;  // closed meanwhile
+      return std::nullopt;           // EPERM (no ptrace access, or a seccomp filter) or ENOSYS
+    }
+    // The socket is shared with the process: shutting it down here ends the connection there too.
+    ::shutdown(copy, SHUT_RDWR);
+    ::close(copy);
+    ++count;
+  }
+  return count;
+}
+
+void ProcessHandle::sync_open_files() const {
+  const std::string dir = "/proc/" + std::to_string(identity_.pid) + "/fd";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (const dirent* entry = readdir(d)) {
+    if (entry->d_name[0] == '.') continue;
+    const std::string path = dir + "/" + entry->d_name;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) continue;
+    // Reopening through /proc reaches the very file or device the process has open; any descriptor of it will do
+    // for fdatasync.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) continue;
+    ::fdatasync(fd);
+    ::close(fd);
+  }
+  closedir(d);
+}
 
 }  // namespace nbdxm

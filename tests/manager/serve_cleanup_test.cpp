@@ -1,0 +1,123 @@
+// Automatic cleanup with no command from anyone: jobs that end or are deleted, mappings that move, exports written
+// to the store directly by other services.
+#include <gtest/gtest.h>
+
+#include <SQLiteCpp/Statement.h>
+
+#include "manager_harness.hpp"
+
+namespace nbdxm::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ServeCleanupTest : public ManagerTest {
+ protected:
+  bool served(const std::string& name) {
+    for (const auto& s : servers_of(db_path_)) {
+      if (s.export_name == name) return true;
+    }
+    return false;
+  }
+};
+
+// The bound for cleanup: servers of an ended or deleted job are gone within 1 s.
+constexpr auto kCleanupBound = 1s;
+
+TEST_F(ServeCleanupTest, AJobThatCompletesHasItsServersStoppedWithin1sAndOtherJobsAreUntouched) {
+  manager_.start();
+  const auto ending1 = add_volume("job-ending", "disk-1");
+  const auto ending2 = add_volume("job-ending", "disk-2");
+  const auto other = add_volume("job-other", "disk-1");
+  for (const auto* v : {&ending1, &ending2, &other}) ASSERT_EQ(create(*v).code, 0);
+  const NbdExport o = export_of(other);
+  const ProcessIdentity other_server = *server_of(o);
+  TcpClient client(o.port, o.export_name);
+  client.write(pattern(4096, 1), 0);
+  TcpClient ending_client(export_of(ending1).port, export_of(ending1).export_name);
+
+  store_.set_job_status("job-ending", "completed");  // as the job service does, straight into the store
+  EXPECT_TRUE(
+      wait_until([&] { return !served(export_of(ending1).export_name) && !served(export_of(ending2).export_name); },
+                 kCleanupBound));
+  EXPECT_EQ(export_of(ending1).status, "revoked");
+  EXPECT_NE(ending_client.try_write(pattern(4096, 2), 0), 0);
+  EXPECT_EQ(server_of(o), other_server);
+  client.write(pattern(4096, 3), 4096);
+  EXPECT_EQ(client.read(8192, 0), pattern(4096, 1) + pattern(4096, 3));
+}
+
+TEST_F(ServeCleanupTest, AJobThatIsDeletedHasItsServersStoppedWithin1sAndOtherJobsAreUntouched) {
+  manager_.start();
+  const auto deleted = add_volume("job-deleted", "disk-1");
+  const auto other = add_volume("job-other", "disk-1");
+  ASSERT_EQ(create(deleted).code, 0);
+  ASSERT_EQ(create(other).code, 0);
+  const std::string deleted_name = export_of(deleted).export_name;
+  const NbdExport o = export_of(other);
+  const ProcessIdentity other_server = *server_of(o);
+  TcpClient client(o.port, o.export_name);
+
+  store_.delete_job("job-deleted");  // cascades: the export row is gone
+  EXPECT_TRUE(wait_until([&] { return !served(deleted_name); }, kCleanupBound));
+  EXPECT_EQ(store_.find_export(deleted_name), std::nullopt);
+  EXPECT_EQ(server_of(o), other_server);
+  client.write(pattern(4096, 4), 0);
+  EXPECT_EQ(client.read(4096, 0), pattern(4096, 4));
+}
+
+TEST_F(ServeCleanupTest, AMovedMappingCutsOpenConnectionsAndNewOnesReachTheNewPathWithoutARestart) {
+  manager_.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);
+  const NbdExport e = export_of(volume);
+  const ProcessIdentity server = *server_of(e);
+  TcpClient before(e.port, e.export_name);
+  before.write(pattern(4096, 1), 0);
+
+  // The volume daemon re-attached the volume: same volume, another device path.
+  const std::string moved = dir_.file("moved.img");
+  create_volume_file(moved, kGiB);
+  store_.set_mapping_path(volume.uuid, moved);
+  // The plugin notices within its bound; until then a write may still reach the old device, never after.
+  EXPECT_TRUE(wait_until([&] { return before.try_write(pattern(4096, 2), 8192) != 0; }, 1s));
+  EXPECT_NE(before.try_write(pattern(4096, 4), 16384), 0);
+  TcpClient after(e.port, e.export_name);
+  after.write(pattern(4096, 3), 0);
+  after.disconnect();
+  EXPECT_EQ(read_file(moved, 0, 4096), pattern(4096, 3));
+  EXPECT_EQ(read_file(volume.path, 0, 4096), pattern(4096, 1));
+  EXPECT_EQ(read_file(volume.path, 16384, 4096), std::string(4096, '\0'));
+  EXPECT_EQ(read_file(moved, 16384, 4096), std::string(4096, '\0'));
+  EXPECT_EQ(server_of(e), server);  // no signal, no restart
+}
+
+TEST_F(ServeCleanupTest, ExportsWrittenDirectlyToTheStoreAreServedAndStopped) {
+  manager_.start();
+  add_volume("job-1", "disk-1");
+  const int port = ports_.low() + 5;
+  {
+    // Another appliance service writes the store with its own connection and plain SQL.
+    SQLite::Database other(db_path_, SQLite::OPEN_READWRITE);
+    other.exec("PRAGMA foreign_keys = ON");
+    SQLite::Statement insert(
+        other,
+        "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port) "
+        "SELECT d.job_id, d.id, m.id, 'written-directly', ? FROM vm_disks d "
+        "JOIN device_mappings m ON m.volume_uuid = d.cloudstack_volume_uuid WHERE d.disk_id = 'disk-1'");
+    insert.bind(1, port);
+    ASSERT_EQ(insert.exec(), 1);
+  }
+  ASSERT_TRUE(wait_until([&] { return store_.get_export("written-directly").status == "active"; }, 5s))
+      << manager_.log();
+  EXPECT_EQ(TcpClient::connect_error(port, "written-directly"), std::nullopt);
+  {
+    SQLite::Database other(db_path_, SQLite::OPEN_READWRITE);
+    other.exec("UPDATE nbd_exports SET status = 'revoked' WHERE export_name = 'written-directly'");
+  }
+  EXPECT_TRUE(wait_until([&] { return !served("written-directly"); }, kCleanupBound));
+  EXPECT_TRUE(port_bindable(port));
+}
+
+}  // namespace
+}  // namespace nbdxm::test

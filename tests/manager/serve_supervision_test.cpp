@@ -1,0 +1,245 @@
+// `nbdxm serve` keeping servers alive: restarts with back-off, failure with a reason, adoption after a manager
+// restart or crash, one manager per store, configuration file, systemd notifications.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "manager_harness.hpp"
+
+namespace nbdxm::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ServeSupervisionTest : public ManagerTest {
+ protected:
+  std::vector<ServerProcess> servers_for(const std::string& name) {
+    std::vector<ServerProcess> result;
+    for (auto& s : servers_of(db_path_)) {
+      if (s.export_name == name) result.push_back(s);
+    }
+    return result;
+  }
+};
+
+TEST_F(ServeSupervisionTest, AKilledServerIsRestartedOnTheSamePort) {
+  manager_.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);
+  const NbdExport e = export_of(volume);
+  const pid_t first = server_of(e)->pid;
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+
+  ASSERT_TRUE(wait_until([&] { return server_of(e) && server_of(e)->pid != first; }, 10s)) << manager_.log();
+  EXPECT_EQ(export_of(volume).port, e.port);
+  EXPECT_EQ(export_of(volume).status, "active");
+  EXPECT_TRUE(owns_listener(server_of(e)->pid, e.port));
+  EXPECT_EQ(servers_for(e.export_name).size(), 1u);
+  TcpClient client(e.port, e.export_name);
+  client.write(pattern(4096, 5), 0);
+  EXPECT_EQ(store_.find_export_server(e.id)->restart_count, 1);
+}
+
+TEST_F(ServeSupervisionTest, AManagerKilledDuringAWriteLeavesTheWriteIntactAndTheNextOneAdoptsTheServer) {
+  manager_.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);
+  const NbdExport e = export_of(volume);
+  const ProcessIdentity server = *server_of(e);
+
+  constexpr int kBlocks = 64;
+  std::atomic<int> written{0};
+  std::atomic<int> errors{0};
+  std::thread writer([&] {
+    TcpClient client(e.port, e.export_name);
+    for (int i = 0; i < kBlocks; ++i) {
+      if (client.try_write(pattern(kMiB, static_cast<uint32_t>(i)), static_cast<uint64_t>(i) * kMiB) != 0) ++errors;
+      ++written;
+      std::this_thread::sleep_for(5ms);
+    }
+    client.disconnect();
+  });
+  ASSERT_TRUE(wait_until([&] { return written >= 8; }, 30s));
+  manager_.kill();
+  writer.join();
+  EXPECT_EQ(errors, 0);
+  for (int i = 0; i < kBlocks; ++i) {
+    ASSERT_EQ(read_file(volume.path, static_cast<uint64_t>(i) * kMiB, kMiB), pattern(kMiB, static_cast<uint32_t>(i)))
+        << "block " << i;
+  }
+
+  manager_.start();
+  EXPECT_NE(manager_.log().find(fmt::format("adopted server pid {}", server.pid)), std::string::npos) << manager_.log();
+  const auto running = servers_for(e.export_name);
+  ASSERT_EQ(running.size(), 1u);
+  EXPECT_EQ(running[0].process, server);
+  EXPECT_EQ(server_of(e), server);
+  EXPECT_EQ(TcpClient::connect_error(e.port, e.export_name), std::nullopt);
+}
+
+TEST_F(ServeSupervisionTest, AServerWhoseStartWasNeverRecordedIsAdoptedNotDuplicated) {
+  manager_.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);
+  const NbdExport e = export_of(volume);
+  const ProcessIdentity server = *server_of(e);
+  manager_.kill();
+  // As if the manager had died between starting the server and recording it.
+  db_.sql().exec("DELETE FROM export_servers");
+
+  manager_.start();
+  EXPECT_NE(manager_.log().find("its start had not been recorded"), std::string::npos) << manager_.log();
+  const auto running = servers_for(e.export_name);
+  ASSERT_EQ(running.size(), 1u);
+  EXPECT_EQ(running[0].process, server);
+  EXPECT_EQ(server_of(e), server);  // recorded now
+}
+
+TEST_F(ServeSupervisionTest, OnStartServersWithoutALiveExportAreStoppedAndMissingOnesStarted) {
+  manager_.start();
+  const auto revoked = add_volume("job-1", "disk-1");
+  const auto kept = add_volume("job-1", "disk-2");
+  ASSERT_EQ(create(revoked).code, 0);
+  ASSERT_EQ(create(kept).code, 0);
+  const ProcessIdentity kept_server = *server_of(export_of(kept));
+  manager_.stop();
+
+  // While no manager runs, another service revokes one export and records a new one directly in the store.
+  store_.set_export_status(export_of(revoked).export_name, "revoked", std::string("volume detached"));
+  const auto added = add_volume("job-1", "disk-3");
+  store_.add_export("job-1", "disk-3", "added-directly", ports_.low() + 20, "pending");
+
+  manager_.start();
+  EXPECT_TRUE(wait_until([&] { return servers_for(export_of(revoked).export_name).empty(); }, 5s));
+  EXPECT_TRUE(wait_until([&] { return export_of(added).status == "active"; }, 5s)) << manager_.log();
+  EXPECT_EQ(TcpClient::connect_error(ports_.low() + 20, "added-directly"), std::nullopt);
+  EXPECT_EQ(server_of(export_of(kept)), kept_server);  // untouched
+}
+
+TEST_F(ServeSupervisionTest, AServerThatKeepsFailingMarksTheExportFailedWithTheReason) {
+  // An nbdkit that loads the plugin (the manager checks that at start) but cannot start a server.
+  const std::string bin = dir_.file("bin");
+  std::filesystem::create_directories(bin);
+  {
+    std::ofstream script(bin + "/nbdkit");
+    script << "#!/bin/sh\n"
+              "if [ \"$1\" = --dump-plugin ]; then exec nbdkit \"$@\"; fi\n"
+              "echo 'nbdkit: simulated start failure' >&2\n"
+              "exit 1\n";
+  }
+  std::filesystem::permissions(bin + "/nbdkit", std::filesystem::perms::owner_all);
+  Manager failing(db_path_, dir_.path(), ports_.range(), {"--nbdkit", bin + "/nbdkit"});
+  failing.start();
+
+  const auto volume = add_volume("job-1", "disk-1");
+  const CliResult created = create(volume, {"--timeout", "60"});
+  EXPECT_EQ(created.code, 6);
+  EXPECT_NE(created.err.find("simulated start failure"), std::string::npos) << created.err;
+  const NbdExport e = export_of(volume);
+  EXPECT_EQ(e.status, "failed");
+  EXPECT_NE(e.status_reason.value_or("").find("failed 5 times in a row"), std::string::npos) << *e.status_reason;
+  EXPECT_TRUE(store_.live_exports().empty());
+  EXPECT_TRUE(port_bindable(e.port));
+  const CliResult shown = nbdxm({"export", "show", e.export_name});
+  EXPECT_NE(shown.out.find("simulated start failure"), std::string::npos) << shown.out;
+}
+
+TEST_F(ServeSupervisionTest, StoppingTheManagerKeepsServersAndTheirClients) {
+  manager_.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);
+  const NbdExport e = export_of(volume);
+  const ProcessIdentity server = *server_of(e);
+  TcpClient client(e.port, e.export_name);
+  client.write(pattern(4096, 1), 0);
+  manager_.stop();
+  EXPECT_EQ(manager_.wait_exit(1s).value_or(-1), 0);
+  client.write(pattern(4096, 2), 4096);
+  EXPECT_EQ(client.read(4096, 0), pattern(4096, 1));
+  EXPECT_TRUE(still_running(server));
+  // With no manager, nothing new is exported.
+  const auto other = add_volume("job-1", "disk-2");
+  EXPECT_EQ(create(other).code, 6);
+}
+
+TEST_F(ServeSupervisionTest, ASecondManagerOnTheSameStoreIsRefused) {
+  manager_.start();
+  Manager second(db_path_, dir_.file("second"), ports_.range());
+  second.launch();
+  const auto status = second.wait_exit(30s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(WEXITSTATUS(*status), 4);
+  EXPECT_NE(second.log().find(fmt::format("another manager (pid {}", manager_.pid())), std::string::npos)
+      << second.log();
+  EXPECT_TRUE(manager_.running());
+}
+
+TEST_F(ServeSupervisionTest, TheConfigurationFileGivesTheSettingsAndRejectsUnknownKeys) {
+  const std::string config = dir_.file("nbdxm.conf");
+  {
+    std::ofstream out(config);
+    out << "# test configuration\n"
+        << fmt::format("port-range = \"{}-{}\"\n", ports_.low() + 10, ports_.low() + 12) << "max-connections = 1\n";
+  }
+  Manager configured(db_path_, dir_.path(), "", {"--config", config});
+  configured.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);
+  const NbdExport e = export_of(volume);
+  EXPECT_EQ(e.port, ports_.low() + 10);
+  TcpClient first(e.port, e.export_name);
+  EXPECT_NE(TcpClient::connect_error(e.port, e.export_name), std::nullopt);  // max-connections = 1
+  first.disconnect();
+  configured.stop();
+
+  {
+    std::ofstream out(config, std::ios::app);
+    out << "max-conections = 2\n";
+  }
+  Manager typo(db_path_, dir_.file("typo"), "", {"--config", config});
+  typo.launch();
+  const auto status = typo.wait_exit(30s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(WEXITSTATUS(*status), 2);
+  EXPECT_NE(typo.log().find("unknown key 'max-conections'"), std::string::npos) << typo.log();
+}
+
+TEST_F(ServeSupervisionTest, ItReportsReadinessAndStatusToSystemd) {
+  const std::string path = dir_.file("notify.sock");
+  FileDescriptor sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::bind(sock.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  std::string received;
+  auto receive_until = [&](const std::string& wanted) {
+    return wait_until(
+        [&] {
+          char buffer[4096];
+          ssize_t n;
+          while ((n = ::recv(sock.get(), buffer, sizeof buffer, MSG_DONTWAIT)) > 0) {
+            received.append(buffer, static_cast<size_t>(n)).push_back('\n');
+          }
+          return received.find(wanted) != std::string::npos;
+        },
+        10s);
+  };
+
+  manager_.add_env("NOTIFY_SOCKET=" + path);
+  manager_.start();
+  EXPECT_TRUE(receive_until("READY=1")) << received;
+  EXPECT_TRUE(receive_until("STATUS=serving 0 exports on 127.0.0.1")) << received;
+  const auto volume = add_volume("job-1", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);
+  EXPECT_TRUE(receive_until("STATUS=serving 1 exports on 127.0.0.1")) << received;
+  manager_.stop();
+  EXPECT_TRUE(receive_until("STOPPING=1")) << received;
+}
+
+}  // namespace
+}  // namespace nbdxm::test
