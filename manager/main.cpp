@@ -41,11 +41,10 @@ std::string usage_message(const CLI::App& app, const CLI::ParseError& e) {
   const std::string names = subcommand_names(command);
   const bool is_group = !names.empty();
   if (is_group && (e.get_name() == "RequiredError" || e.get_name() == "ExtrasError")) {
-    std::string what = "a command is required";
-    if (e.get_name() == "ExtrasError") {
-      const std::string message = e.what();
-      what = "unknown command " + message.substr(message.find(": ") + 2);
-    }
+    // CLI11 keeps what it could not place; with a group selected, that is a mistyped command.
+    const std::vector<std::string> unknown = app.remaining(true);
+    const std::string what =
+        unknown.empty() ? "a command is required" : fmt::format("unknown command {}", unknown.front());
     return fmt::format("{}: {}; expected one of: {} (see `{} --help`)", path, what, names, path);
   }
   return fmt::format("{}: {} (see `{} --help`)", path, e.what(), path);

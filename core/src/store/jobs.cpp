@@ -26,7 +26,7 @@ Job ExportStore::get_job(const std::string& id) {
 
 std::vector<Job> ExportStore::list_jobs() {
   SQLite::Statement q(db_.sql(),
-                      fmt::format("SELECT {} FROM replication_jobs ORDER BY created_at, id", rows::kJobColumns));
+                      fmt::format("SELECT {} FROM replication_jobs ORDER BY created_at, rowid", rows::kJobColumns));
   std::vector<Job> jobs;
   while (q.executeStep()) jobs.push_back(rows::read_job(q));
   return jobs;

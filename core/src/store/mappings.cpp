@@ -62,8 +62,8 @@ DeviceMapping ExportStore::get_mapping(const std::string& volume_uuid) {
 }
 
 std::vector<DeviceMapping> ExportStore::list_mappings() {
-  SQLite::Statement q(
-      db_.sql(), fmt::format("SELECT {} FROM device_mappings ORDER BY created_at, volume_uuid", rows::kMappingColumns));
+  SQLite::Statement q(db_.sql(),
+                      fmt::format("SELECT {} FROM device_mappings ORDER BY created_at, rowid", rows::kMappingColumns));
   std::vector<DeviceMapping> mappings;
   while (q.executeStep()) mappings.push_back(rows::read_mapping(q));
   return mappings;
