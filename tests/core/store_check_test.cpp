@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "store_test_support.hpp"
 
@@ -15,6 +16,7 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::StartsWith;
 using ::testing::UnorderedElementsAre;
 
@@ -185,6 +187,44 @@ TEST_F(CheckTest, FindsMissingAndAlteredTriggers) {
   EXPECT_THAT(problems(), UnorderedElementsAre(StartsWith("schema: trigger vm_disks_touch is missing"),
                                                "schema: trigger replication_jobs_end_revokes_exports differs from "
                                                "the schema of this nbdxm"));
+}
+
+TEST_F(CheckTest, FindsAnIndexThatDisagreesWithItsTable) {
+  // writable_schema lets a tool redefine an index without rebuilding it: its entries no longer match the rows.
+  db_.sql().exec("PRAGMA writable_schema = ON");
+  db_.sql().exec(
+      "UPDATE sqlite_schema SET sql = 'CREATE INDEX idx_replication_jobs_status ON replication_jobs "
+      "(source_vm_name)' WHERE name = 'idx_replication_jobs_status'");
+  db_.sql().exec("PRAGMA writable_schema = OFF");
+  Database reopened = Database::open(path_, Database::Access::read_only);
+  ExportStore store(reopened);
+  std::vector<std::string> lines;
+  for (const auto& problem : store.check()) lines.push_back(problem.rule + ": " + problem.message);
+  EXPECT_THAT(lines, UnorderedElementsAre("integrity: SQLite integrity check: row 1 missing from index "
+                                          "idx_replication_jobs_status",
+                                          "integrity: SQLite integrity check: row 2 missing from index "
+                                          "idx_replication_jobs_status",
+                                          "schema: index idx_replication_jobs_status differs from the schema of this "
+                                          "nbdxm"));
+}
+
+TEST_F(CheckTest, ReportsADamagedFileInsteadOfStopping) {
+  // Garbage over the table of disks: SQLite cannot read it, and says so through check.
+  const int64_t root_page =
+      db_.sql().execAndGet("SELECT rootpage FROM sqlite_schema WHERE name = 'vm_disks'").getInt64();
+  const int64_t page_size = db_.sql().execAndGet("PRAGMA page_size").getInt64();
+  db_.sql().exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  {
+    std::fstream file(path_, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp((root_page - 1) * page_size);
+    const std::string garbage(static_cast<size_t>(page_size), '\xa5');
+    file.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  Database reopened = Database::open(path_, Database::Access::read_only);
+  ExportStore store(reopened);
+  const auto found = store.check();
+  ASSERT_THAT(found, Not(IsEmpty()));
+  for (const auto& problem : found) EXPECT_EQ(problem.rule, "integrity") << problem.message;
 }
 
 TEST_F(CheckTest, FindsMissingDevice) {

@@ -189,21 +189,39 @@ class Checker {
     check_value_rules();  // first: the integrity check defers to its row-by-row findings
     std::vector<StoreProblem> value_problems = std::move(problems_);
     problems_.clear();
-    check_sqlite_integrity();
-    check_schema_objects();
-    check_foreign_keys();
+    guarded("the file's integrity", [&] { check_sqlite_integrity(); });
+    guarded("the schema", [&] { check_schema_objects(); });
+    guarded("the foreign keys", [&] { check_foreign_keys(); });
     check_invariants();
     problems_.insert(problems_.end(), value_problems.begin(), value_problems.end());
-    check_devices();
+    guarded("the devices", [&] { check_devices(); });
     return std::move(problems_);
   }
 
  private:
-  void add(std::string rule, std::string message) { problems_.push_back({std::move(rule), one_line(message)}); }
+  void add(std::string rule, std::string message) {
+    StoreProblem problem{std::move(rule), one_line(std::move(message))};
+    const bool seen = std::any_of(problems_.begin(), problems_.end(), [&](const StoreProblem& p) {
+      return p.rule == problem.rule && p.message == problem.message;
+    });
+    if (!seen) problems_.push_back(std::move(problem));  // a damaged table fails several checks the same way
+  }
+
+  // A damaged store can make a check itself fail: that is one more problem to report, not a reason to stop.
+  template <class Step>
+  void guarded(std::string_view what, Step&& step) {
+    try {
+      step();
+    } catch (const SQLite::Exception& e) {
+      add("integrity", fmt::format("could not check {}: {}", what, e.what()));
+    }
+  }
 
   void add_rows(const std::string& rule, const std::string& sql) {
-    SQLite::Statement q(db_, sql);
-    while (q.executeStep()) add(rule, q.getColumn(0).getString());
+    guarded(fmt::format("rule {}", rule), [&] {
+      SQLite::Statement q(db_, sql);
+      while (q.executeStep()) add(rule, q.getColumn(0).getString());
+    });
   }
 
   void check_sqlite_integrity() {
