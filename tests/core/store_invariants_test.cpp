@@ -239,6 +239,7 @@ TEST_F(InvariantTest, VolumeHasOneMappingAndExportNamesAreUnique) {
 struct RefusedValue {
   const char* sql;
   const char* constraint;
+  friend void PrintTo(const RefusedValue& value, std::ostream* out) { *out << value.sql; }
 };
 
 class ValueTest : public InvariantTest, public ::testing::WithParamInterface<RefusedValue> {};
@@ -316,7 +317,14 @@ INSTANTIATE_TEST_SUITE_P(
         RefusedValue{"INSERT INTO volume_operations (id, type, status, volume_id) VALUES ('op1', 'attach', 'ok', 'v')",
                      "operation_status_valid"},
         RefusedValue{"INSERT INTO volume_operations (id, type, volume_id, request) VALUES ('op1', 'attach', 'v', '{')",
-                     "operation_request_json"}));
+                     "operation_request_json"}),
+    [](const ::testing::TestParamInfo<RefusedValue>& param_info) {
+      std::string name = std::to_string(param_info.index) + "_";
+      for (const char* c = param_info.param.constraint; *c != '\0'; ++c) {
+        name += std::isalnum(static_cast<unsigned char>(*c)) ? *c : '_';
+      }
+      return name;
+    });
 
 TEST_F(InvariantTest, ValuesAtTheEdgesOfTheirRangesAreAccepted) {
   db_.sql().exec("UPDATE nbd_exports SET export_name = printf('%.191c', 'a') WHERE export_name = 'e1-old'");
