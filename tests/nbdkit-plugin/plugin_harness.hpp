@@ -42,6 +42,9 @@ std::vector<std::pair<uint64_t, uint64_t>> data_regions(const std::string& path)
 // The bytes of `path` are zero everywhere except at the given (offset, bytes) writes, which match exactly.
 ::testing::AssertionResult holds_exactly(const std::string& path,
                                          const std::vector<std::pair<uint64_t, std::string>>& writes);
+// Two files of the same size hold the same bytes. Reads only where either holds data (holes read as zeroes), so
+// comparing sparse 1 GiB images costs what their data costs.
+::testing::AssertionResult same_content(const std::string& a, const std::string& b);
 std::string pattern(size_t length, char seed);
 // Runs a program to completion; its output is kept in `output` (stdout and stderr together).
 int run(const std::vector<std::string>& argv, std::string* output = nullptr);

@@ -26,8 +26,8 @@ std::string make_source_image(const TempDir& dir) {
 
 class PluginInterop : public BackedPluginTest {
  protected:
-  // Copies the export into a local file with nbdcopy and compares it with `source` byte for byte (cmp: stronger
-  // than a checksum, and much faster than hashing 1 GiB twice).
+  // Copies the export into a local file with nbdcopy and compares it with `source` byte for byte (stronger than
+  // comparing checksums, and it reads only the data, not 1 GiB of holes).
   ::testing::AssertionResult export_equals(const NbdkitServer& server, const std::string& export_name,
                                            const std::string& source) {
     const std::string copy = dir_.file(export_name + ".copy");
@@ -36,8 +36,7 @@ class PluginInterop : public BackedPluginTest {
     if (run({"nbdcopy", server.uri(export_name), copy}, &output) != 0) {
       return ::testing::AssertionFailure() << "nbdcopy failed: " << output;
     }
-    if (run({"cmp", source, copy}, &output) != 0) return ::testing::AssertionFailure() << output;
-    return ::testing::AssertionSuccess();
+    return same_content(source, copy);
   }
 };
 
@@ -62,8 +61,6 @@ TEST_P(PluginInterop, QemuImgConvertAndNbdcopyRoundTripsCompareEqual) {
 
   ASSERT_EQ(run({"nbdcopy", "--flush", "-C", "4", source, server->uri("export-b")}, &output), 0) << output;
   EXPECT_TRUE(export_equals(*server, "export-b", source));
-  ASSERT_EQ(run({"nbdcopy", "-C", "1", server->uri("export-b"), server->uri("export-a")}, &output), 0) << output;
-  EXPECT_TRUE(export_equals(*server, "export-a", source));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backings, PluginInterop, ::testing::Values(Backing::file, Backing::loop), backing_name);
