@@ -1,5 +1,6 @@
 // Revocation from the store while connections are open, remaps followed by the next connection, and a server
 // running as an unprivileged user against a store written by root.
+#include <fmt/format.h>
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <pwd.h>
@@ -175,21 +176,40 @@ INSTANTIATE_TEST_SUITE_P(
 
 // The plugin runs as an unprivileged user (nbdkit -u/-g) against a store that root writes. The rule: the store's
 // folder and file belong to the service user; the -wal and -shm files persist, and a root writer gives any it
-// creates to the store file's owner (Database), so the service user can always open the store read-only.
-TEST_F(PluginTest, AnUnprivilegedServerFollowsAStoreWrittenByRoot) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run nbdkit as another user";
-  const passwd* nobody = ::getpwnam("nobody");
-  const group* nogroup = ::getgrnam("nogroup");
-  if (!nobody || !nogroup) GTEST_SKIP() << "no user nobody or group nogroup";
-  Volume a(dir_, "a", Backing::file);
-  ASSERT_EQ(::chown(a.device().c_str(), nobody->pw_uid, nogroup->gr_gid), 0);
-  store_.add({"export-a", a.device()});
-  for (const char* suffix : {"", "-wal", "-shm"}) {
-    ASSERT_EQ(::chown((store_.path() + suffix).c_str(), nobody->pw_uid, nogroup->gr_gid), 0) << suffix;
+// creates to the store file's owner (Database), so the service user can always open the store read-only. A store
+// left to root but readable by all (0644, side files present) works too: SQLite then reads the -shm read-only.
+class AsAnotherUser : public PluginTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to run nbdkit as another user";
+    nobody_ = ::getpwnam("nobody");
+    nogroup_ = ::getgrnam("nogroup");
+    if (!nobody_ || !nogroup_) GTEST_SKIP() << "no user nobody or group nogroup";
   }
-  ASSERT_EQ(::chown(dir_.path().c_str(), nobody->pw_uid, nogroup->gr_gid), 0);
+  const passwd* nobody_ = nullptr;
+  const group* nogroup_ = nullptr;
+};
 
-  auto server = serve({"allow-regular-files=true"}, {"-u", "nobody", "-g", "nogroup"});
+class PluginAsAnotherUser : public AsAnotherUser, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(PluginAsAnotherUser, FollowsAStoreWrittenByRoot) {
+  const bool store_owned_by_service_user = GetParam();
+  Volume a(dir_, "a", Backing::file);
+  ASSERT_EQ(::chown(a.device().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
+  store_.add({"export-a", a.device()});
+  const uid_t owner = store_owned_by_service_user ? nobody_->pw_uid : 0;
+  if (store_owned_by_service_user) {
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      ASSERT_EQ(::chown((store_.path() + suffix).c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0) << suffix;
+    }
+    ASSERT_EQ(::chown(dir_.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
+  }
+
+  TempDir run_dir;  // nbdkit writes its pid file after dropping privileges
+  ASSERT_EQ(::chown(run_dir.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
+  auto server =
+      std::make_unique<NbdkitServer>(run_dir, store_.path(), std::vector<std::string>{"allow-regular-files=true"},
+                                     std::vector<std::string>{"-u", "nobody", "-g", "nogroup"});
   NbdClient client(server->socket(), "export-a");
   client.write(pattern(4096, 1), 0);
   make_file(dir_.file("b"), kGiB);
@@ -200,9 +220,28 @@ TEST_F(PluginTest, AnUnprivilegedServerFollowsAStoreWrittenByRoot) {
   for (const char* suffix : {"", "-wal", "-shm"}) {
     struct stat st {};
     ASSERT_EQ(::stat((store_.path() + suffix).c_str(), &st), 0);
-    EXPECT_EQ(st.st_uid, nobody->pw_uid) << "store file" << suffix << " changed owner";
+    EXPECT_EQ(st.st_uid, owner) << "store file" << suffix << " changed owner";
   }
 }
+
+TEST_F(AsAnotherUser, RefusesToStartWhenTheServiceUserCannotReadTheStore) {
+  for (const char* suffix : {"", "-wal", "-shm"}) ASSERT_EQ(::chmod((store_.path() + suffix).c_str(), 0600), 0);
+  TempDir run_dir;
+  ASSERT_EQ(::chown(run_dir.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
+  std::string output;
+  EXPECT_NE(run({"nbdkit", "-f", "-U", run_dir.file("sock"), "-u", "nobody", "-g", "nogroup", NBDXM_PLUGIN,
+                 "db=" + store_.path()},
+                &output),
+            0);
+  EXPECT_NE(output.find(fmt::format("nbdkit runs as uid {} and opens the store read-only", nobody_->pw_uid)),
+            std::string::npos)
+      << output;
+}
+
+INSTANTIATE_TEST_SUITE_P(StoreOwners, PluginAsAnotherUser, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& owner) {
+                           return owner.param ? "StoreOwnedByTheServiceUser" : "StoreLeftToRootReadableByAll";
+                         });
 
 }  // namespace
 }  // namespace nbdxm::test
