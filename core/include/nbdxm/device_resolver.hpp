@@ -37,7 +37,9 @@ class DeviceResolver {
 
   // Verifies the export's device and opens it (read-only when asked). On refusal throws Error with one line that
   // names the export, the device and the reason; nothing was opened then. Block device sizes are read from sysfs
-  // so that a device of the wrong size is not opened either.
+  // so that a device of the wrong size is not opened either (without sysfs the size is checked right after the
+  // open, and the device closed again on a mismatch). After opening, the opened object is checked to be the one
+  // that was verified, and its size is read again from the device itself.
   OpenedDevice open(const NbdExport& served, bool read_only) const;
 
   // <byid-dir>/virtio-<first 20 hex digits of the volume UUID without hyphens>: the link udev creates from the
