@@ -67,22 +67,31 @@ struct ServerFacts {
   Json connections = nullptr;
 };
 
-ServerFacts server_facts(const NbdExport& e, const std::map<int64_t, ExportServer>& servers,
-                         const TcpSocketTable& sockets) {
-  ServerFacts facts;
-  const auto record = servers.find(e.id);
-  if (record == servers.end() || !record->second.process || !still_running(*record->second.process)) return facts;
-  const pid_t pid = record->second.process->pid;
-  facts.pid = pid;
-  if (auto n = sockets.connections(pid, e.port)) facts.connections = *n;
-  return facts;
-}
+// Looks servers up for many exports: the TCP socket table is read once, and only if some server runs.
+class ServerFactsReader {
+ public:
+  explicit ServerFactsReader(ExportStore& store) {
+    for (auto& s : store.list_export_servers()) servers_.emplace(s.export_id, std::move(s));
+  }
+  ServerFacts facts(const NbdExport& e) {
+    ServerFacts facts;
+    const auto record = servers_.find(e.id);
+    if (record == servers_.end() || !record->second.process || !still_running(*record->second.process)) return facts;
+    const pid_t pid = record->second.process->pid;
+    facts.pid = pid;
+    if (!sockets_) sockets_ = TcpSocketTable::read();
+    if (auto n = sockets_->connections(pid, e.port)) facts.connections = *n;
+    return facts;
+  }
+  ExportServer record(int64_t export_id) const {
+    const auto found = servers_.find(export_id);
+    return found == servers_.end() ? ExportServer{} : found->second;
+  }
 
-std::map<int64_t, ExportServer> servers_by_export(ExportStore& store) {
-  std::map<int64_t, ExportServer> servers;
-  for (auto& s : store.list_export_servers()) servers.emplace(s.export_id, std::move(s));
-  return servers;
-}
+ private:
+  std::map<int64_t, ExportServer> servers_;
+  std::optional<TcpSocketTable> sockets_;
+};
 
 Json optional_json(const std::optional<std::string>& value) { return value ? Json(*value) : Json(nullptr); }
 
@@ -198,15 +207,29 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   Store store(options, Database::Access::read_only);
   if (filter.job_id) store.exports.get_job(*filter.job_id);
   const auto exports = store.exports.list_exports(filter);
-  const auto servers = servers_by_export(store.exports);
-  const auto sockets = TcpSocketTable::read();
+  ServerFactsReader servers(store.exports);
   Json rows = Json::array();
   for (const auto& e : exports) {
-    Json row = to_json(e);
-    const auto facts = server_facts(e, servers, sockets);
-    row["connections"] = facts.connections;
-    row["server_pid"] = facts.pid;
-    rows.push_back(std::move(row));
+    const auto facts = servers.facts(e);
+    if (options.json) {
+      Json row = to_json(e);
+      row["connections"] = facts.connections;
+      row["server_pid"] = facts.pid;
+      rows.push_back(std::move(row));
+    } else {
+      // The table's columns only: with thousands of exports (revoked ones accumulate until `nbdxm gc`), building
+      // every column costs more than the rest of the command.
+      rows.push_back(Json{{"export_name", e.export_name},
+                          {"port", e.port},
+                          {"status", e.status},
+                          {"job_id", e.job_id},
+                          {"disk_id", e.disk_id},
+                          {"volume_uuid", e.volume_uuid},
+                          {"device_path", e.device_path},
+                          {"connections", facts.connections},
+                          {"server_pid", facts.pid},
+                          {"created_at", e.created_at}});
+    }
   }
   print_list(options, rows, kListColumns);
 }
@@ -214,11 +237,10 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
 void show_command(const GlobalOptions& options, const std::string& name) {
   Store store(options, Database::Access::read_only);
   const NbdExport e = store.exports.get_export(name);
-  const auto servers = servers_by_export(store.exports);
-  const auto facts = server_facts(e, servers, TcpSocketTable::read());
+  ServerFactsReader servers(store.exports);
+  const auto facts = servers.facts(e);
   Json object = to_json(e);
-  const auto record = servers.find(e.id);
-  const ExportServer server = record == servers.end() ? ExportServer{} : record->second;
+  const ExportServer server = servers.record(e.id);
   object["uri"] =
       e.live() && server.listen_address ? Json(nbd_uri(*server.listen_address, e.port, e.export_name)) : Json(nullptr);
   object["server_pid"] = facts.pid;

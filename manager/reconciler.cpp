@@ -38,7 +38,7 @@ Reconciler::~Reconciler() {
   for (auto& supervisor : retiring_) supervisor->release();
 }
 
-void Reconciler::run(int signal_fd) {
+int Reconciler::run(int signal_fd) {
   const auto started = Clock::now();
   adopt(started);
   const int adopted = static_cast<int>(supervisors_.size());
@@ -73,10 +73,10 @@ void Reconciler::run(int signal_fd) {
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info{};
       if (::read(signal_fd, &info, sizeof info) == sizeof info) {
-        log_event("received {}; stopping the manager, export servers keep running",
-                  strsignal(static_cast<int>(info.ssi_signo)));
+        log_event("received {}; stopping the manager", strsignal(static_cast<int>(info.ssi_signo)));
       }
-      return;
+      return static_cast<int>(std::count_if(supervisors_.begin(), supervisors_.end(),
+                                            [](const auto& entry) { return entry.second->server().has_value(); }));
     }
 
     now = Clock::now();

@@ -28,8 +28,9 @@ class Reconciler {
   Reconciler(const Reconciler&) = delete;
   Reconciler& operator=(const Reconciler&) = delete;
 
-  // Adopts the running servers, starts the missing ones and serves until a signal arrives on signal_fd.
-  void run(int signal_fd);
+  // Adopts the running servers, starts the missing ones and serves until a signal arrives on signal_fd. Returns
+  // how many servers are left running (for the next manager to adopt).
+  int run(int signal_fd);
 
  private:
   using Clock = ExportSupervisor::Clock;

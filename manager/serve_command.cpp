@@ -126,9 +126,10 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   const ServerSettings settings{config.nbdkit,   config.plugin,         db_path,
                                 config.listen,   config.run_dir,        config.allow_regular_files,
                                 config.byid_dir, config.max_connections};
+  int left_running = 0;
   try {
     Reconciler reconciler(settings, store);
-    reconciler.run(signals.get());
+    left_running = reconciler.run(signals.get());
   } catch (...) {
     try {
       store.unregister_manager(*self);
@@ -139,7 +140,8 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   }
   sd_notify(0, "STOPPING=1");
   store.unregister_manager(*self);
-  log_event("stopped; running export servers keep serving and the next manager adopts them");
+  log_event("stopped; {} export server{} keep{} serving, for the next manager to adopt", left_running,
+            left_running == 1 ? "" : "s", left_running == 1 ? "s" : "");
 }
 
 }  // namespace
