@@ -15,7 +15,6 @@ extern "C" {
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <fstream>
 #include <iterator>
 #include <map>
 #include <set>
@@ -25,12 +24,23 @@ extern "C" {
 namespace nbdxm {
 namespace {
 
+// Reads a /proc file with plain read(2): a process can exit while its files are read (ESRCH), which is an answer
+// (no such process), not an exception.
 std::optional<std::string> read_small_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return std::nullopt;
-  return content;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string content;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n > 0) {
+      content.append(buffer, static_cast<size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      ::close(fd);
+      if (n < 0) return std::nullopt;
+      return content;
+    }
+  }
 }
 
 template <typename T>
@@ -144,7 +154,7 @@ std::vector<pid_t> list_processes() {
 TcpSocketTable TcpSocketTable::read() {
   TcpSocketTable table;
   for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(path);
+    std::istringstream in(read_small_file(path).value_or(""));
     std::string line;
     std::getline(in, line);  // header
     while (std::getline(in, line)) {
