@@ -208,30 +208,28 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   if (filter.job_id) store.exports.get_job(*filter.job_id);
   const auto exports = store.exports.list_exports(filter);
   ServerFactsReader servers(store.exports);
-  Json rows = Json::array();
-  for (const auto& e : exports) {
-    const auto facts = servers.facts(e);
-    if (options.json) {
+  if (options.json) {
+    Json rows = Json::array();
+    for (const auto& e : exports) {
+      const auto facts = servers.facts(e);
       Json row = to_json(e);
       row["connections"] = facts.connections;
       row["server_pid"] = facts.pid;
       rows.push_back(std::move(row));
-    } else {
-      // The table's columns only: with thousands of exports (revoked ones accumulate until `nbdxm gc`), building
-      // every column costs more than the rest of the command.
-      rows.push_back(Json{{"export_name", e.export_name},
-                          {"port", e.port},
-                          {"status", e.status},
-                          {"job_id", e.job_id},
-                          {"disk_id", e.disk_id},
-                          {"volume_uuid", e.volume_uuid},
-                          {"device_path", e.device_path},
-                          {"connections", facts.connections},
-                          {"server_pid", facts.pid},
-                          {"created_at", e.created_at}});
     }
+    print_list(options, rows, kListColumns);
+    return;
   }
-  print_list(options, rows, kListColumns);
+  // Text cells straight from the rows: with thousands of exports (revoked ones accumulate until `nbdxm gc`),
+  // building JSON objects only to print them would cost more than the rest of the command.
+  std::vector<std::vector<std::string>> cells;
+  cells.reserve(exports.size());
+  for (const auto& e : exports) {
+    const auto facts = servers.facts(e);
+    cells.push_back({e.export_name, std::to_string(e.port), e.status, e.job_id, e.disk_id, e.volume_uuid, e.device_path,
+                     text_value(facts.connections), text_value(facts.pid), e.created_at});
+  }
+  fmt::print("{}", format_table(cells, kListColumns));
 }
 
 void show_command(const GlobalOptions& options, const std::string& name) {

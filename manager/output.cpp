@@ -92,25 +92,31 @@ std::string text_value(const Json& value) {
 }
 
 std::string format_table(const Json& rows, const std::vector<std::string>& columns) {
-  std::vector<size_t> widths;
-  for (const auto& column : columns) widths.push_back(column.size());
   std::vector<std::vector<std::string>> cells;
+  cells.reserve(rows.size());
   for (const auto& row : rows) {
     auto& line = cells.emplace_back();
-    for (size_t i = 0; i < columns.size(); ++i) {
-      line.push_back(cell(row, columns[i]));
-      widths[i] = std::max(widths[i], line.back().size());
-    }
+    for (const auto& column : columns) line.push_back(cell(row, column));
   }
-  auto format_line = [&](const std::vector<std::string>& values) {
-    std::string line;
+  return format_table(cells, columns);
+}
+
+std::string format_table(const std::vector<std::vector<std::string>>& cells, const std::vector<std::string>& columns) {
+  std::vector<size_t> widths;
+  for (const auto& column : columns) widths.push_back(column.size());
+  for (const auto& line : cells) {
+    for (size_t i = 0; i < columns.size() && i < line.size(); ++i) widths[i] = std::max(widths[i], line[i].size());
+  }
+  std::string text;
+  auto append_line = [&](const std::vector<std::string>& values) {
     for (size_t i = 0; i < values.size(); ++i) {
-      line += i + 1 == values.size() ? values[i] : pad(values[i], widths[i] + 2);
+      text += values[i];
+      if (i + 1 < values.size()) text.append(widths[i] + 2 - values[i].size(), ' ');
     }
-    return line + "\n";
+    text += '\n';
   };
-  std::string text = format_line(columns);
-  for (const auto& line : cells) text += format_line(line);
+  append_line(columns);
+  for (const auto& line : cells) append_line(line);
   return text;
 }
 

@@ -31,6 +31,9 @@ Json to_json(const std::vector<Record>& records) {
 std::string text_value(const Json& value);
 // A table of the given columns (their names as headings) with one line per object of rows; always has the heading.
 std::string format_table(const Json& rows, const std::vector<std::string>& columns);
+// The same table from text cells (one vector per row, in the order of columns, values as text_value gives them):
+// for long lists, where building JSON objects only to print them costs more than the rest of the command.
+std::string format_table(const std::vector<std::vector<std::string>>& cells, const std::vector<std::string>& columns);
 // One "key  value" line per member, values aligned.
 std::string format_record(const Json& object);
 
