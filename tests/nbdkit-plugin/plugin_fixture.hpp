@@ -22,7 +22,7 @@ class Volume {
  public:
   Volume(const TempDir& dir, const std::string& name, Backing backing, int64_t size = kGiB)
       : backing_file_(dir.file(name + ".img")) {
-    make_file(backing_file_, size);
+    create_volume_file(backing_file_, size);
     if (backing == Backing::loop) loop_ = std::make_unique<LoopDevice>(backing_file_);
   }
   const std::string& device() const { return loop_ ? loop_->path() : backing_file_; }

@@ -43,24 +43,6 @@ int nbd_errno_or(int fallback) {
 
 }  // namespace
 
-TempDir::TempDir() {
-  std::string templ = "/tmp/nbdxm-plugin-test-XXXXXX";
-  if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = templ;
-  ::chmod(path_.c_str(), 0755);  // the unprivileged nbdkit of the permission tests walks through it
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
-void make_file(const std::string& path, int64_t size) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0 || ::ftruncate(fd, size) != 0) throw std::runtime_error("cannot create " + path);
-  ::close(fd);
-}
-
 int64_t file_size(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat " + path);
@@ -159,7 +141,7 @@ std::optional<std::string> LoopDevice::unavailable_reason() {
   if (::geteuid() != 0) return "loop devices need root";
   if (::access("/dev/loop-control", R_OK | W_OK) != 0) return "/dev/loop-control is not available";
   TempDir dir;
-  make_file(dir.file("probe"), kMiB);
+  create_volume_file(dir.file("probe"), kMiB);
   std::string output;
   if (run({"losetup", "-f", "--show", dir.file("probe")}, &output) != 0) return "losetup failed: " + trim(output);
   run({"losetup", "-d", trim(output)});

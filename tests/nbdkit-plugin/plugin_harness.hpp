@@ -14,27 +14,12 @@
 #include "nbdxm/child_process.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/export_store.hpp"
+#include "store_test_support.hpp"  // TempDir, create_volume_file
 
 namespace nbdxm::test {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-// A sparse file of exactly `size` bytes.
-void make_file(const std::string& path, int64_t size);
 int64_t file_size(const std::string& path);
 std::string read_at(const std::string& path, uint64_t offset, size_t length);
 // [offset, length) of every region holding data (SEEK_DATA/SEEK_HOLE).

@@ -14,7 +14,7 @@ namespace {
 // A 1 GiB sparse source image with data in a few places, like a thin VMware disk.
 std::string make_source_image(const TempDir& dir) {
   const std::string path = dir.file("source.img");
-  make_file(path, kGiB);
+  create_volume_file(path, kGiB);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   for (uint64_t offset : {uint64_t{0}, uint64_t{300} * kMiB + 512, uint64_t{kGiB} - 4 * kMiB}) {
     const std::string data = pattern(4 * kMiB, static_cast<char>(offset % 11));
@@ -31,7 +31,7 @@ class PluginInterop : public BackedPluginTest {
   ::testing::AssertionResult export_equals(const NbdkitServer& server, const std::string& export_name,
                                            const std::string& source) {
     const std::string copy = dir_.file(export_name + ".copy");
-    make_file(copy, kGiB);
+    create_volume_file(copy, kGiB);
     std::string output;
     if (run({"nbdcopy", server.uri(export_name), copy}, &output) != 0) {
       return ::testing::AssertionFailure() << "nbdcopy failed: " << output;

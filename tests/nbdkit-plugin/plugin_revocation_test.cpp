@@ -185,6 +185,7 @@ class AsAnotherUser : public PluginTest {
     nobody_ = ::getpwnam("nobody");
     nogroup_ = ::getgrnam("nogroup");
     if (!nobody_ || !nogroup_) GTEST_SKIP() << "no user nobody or group nogroup";
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);  // the volume file inside must be reachable
   }
   const passwd* nobody_ = nullptr;
   const group* nogroup_ = nullptr;
@@ -212,7 +213,7 @@ TEST_P(PluginAsAnotherUser, FollowsAStoreWrittenByRoot) {
                                      std::vector<std::string>{"-u", "nobody", "-g", "nogroup"});
   NbdClient client(server->socket(), "export-a");
   client.write(pattern(4096, 1), 0);
-  make_file(dir_.file("b"), kGiB);
+  create_volume_file(dir_.file("b"), kGiB);
   store_.add({"export-b", dir_.file("b")});  // root keeps writing the store
   store_.store().set_export_status("export-a", "revoked", "root revoked it");
   ASSERT_TRUE(eventually([&] { return client.try_read(4096, 0) != 0; }, std::chrono::seconds(1)));

@@ -46,7 +46,7 @@ TEST(DeviceResolver, IdentityLinkIsVirtioAndTheFirst20HexDigitsOfTheUuid) {
 
 TEST(DeviceResolver, OpensARegularFileOnlyWhenAllowedAndOfTheMappingsSize) {
   TempDir dir;
-  make_file(dir.file("disk"), kMiB);
+  create_volume_file(dir.file("disk"), kMiB);
   const DeviceResolver strict(DeviceRules{false, dir.path()});
   EXPECT_NE(refusal(strict, export_of(dir.file("disk"), kMiB)).find("is a regular file, not a block device"),
             std::string::npos);
@@ -66,8 +66,8 @@ TEST(DeviceResolver, OpensARegularFileOnlyWhenAllowedAndOfTheMappingsSize) {
 
 TEST(DeviceResolver, RequiresTheIdentityLinkToLeadToTheSameFile) {
   TempDir dir;
-  make_file(dir.file("disk"), kMiB);
-  make_file(dir.file("other"), kMiB);
+  create_volume_file(dir.file("disk"), kMiB);
+  create_volume_file(dir.file("other"), kMiB);
   const DeviceResolver resolver(DeviceRules{true, dir.path()});
   const NbdExport e = export_of(dir.file("disk"), kMiB, true);
   EXPECT_NE(refusal(resolver, e).find("identity link " + dir.path() + "/virtio-b3bb93101b594f6297e8 of volume"),
@@ -83,7 +83,7 @@ TEST(DeviceResolver, RequiresTheIdentityLinkToLeadToTheSameFile) {
 class FileBackend : public ::testing::Test {
  protected:
   void SetUp() override {
-    make_file(path_, kMiB);
+    create_volume_file(path_, kMiB);
     backend_ = std::make_unique<BlockBackend>(
         DeviceResolver(DeviceRules{true, dir_.path()}).open(export_of(path_, kMiB), false));
   }
@@ -139,7 +139,7 @@ class LoopBackend : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto reason = LoopDevice::unavailable_reason()) GTEST_SKIP() << *reason;
-    make_file(dir_.file("backing"), 8 * kMiB);
+    create_volume_file(dir_.file("backing"), 8 * kMiB);
     loop_ = std::make_unique<LoopDevice>(dir_.file("backing"));
     backend_ = std::make_unique<BlockBackend>(
         DeviceResolver(DeviceRules{false, dir_.path()}).open(export_of(loop_->path(), 8 * kMiB), false));
@@ -171,8 +171,8 @@ TEST_F(LoopBackend, UnalignedOrSlowZeroesFallBackInsteadOfFailing) {
 class WatchedStore : public ::testing::Test {
  protected:
   void SetUp() override {
-    make_file(dir_.file("a"), kGiB);
-    make_file(dir_.file("b"), kGiB);
+    create_volume_file(dir_.file("a"), kGiB);
+    create_volume_file(dir_.file("b"), kGiB);
     store_.add({"export-a", dir_.file("a")});
     store_.add({"export-b", dir_.file("b")});
     watcher_ = std::make_unique<ExportWatcher>(Database::open(store_.path(), Database::Access::read_only),
@@ -202,7 +202,7 @@ TEST_F(WatchedStore, RevokesOnlyTheWatchesOfTheChangedExport) {
 TEST_F(WatchedStore, RevokesOnARemapAndOnACascadeDelete) {
   auto a = watcher_->admit("export-a");
   auto b = watcher_->admit("export-b");
-  make_file(dir_.file("a2"), kGiB);
+  create_volume_file(dir_.file("a2"), kGiB);
   store_.store().set_mapping_path(a.found->volume_uuid, dir_.file("a2"));
   watcher_->poll();
   EXPECT_TRUE(a.watch->revoked());
@@ -238,7 +238,7 @@ TEST_F(WatchedStore, TheThreadNoticesAChangeWithoutAnyoneAsking) {
 
 TEST(ExportConnector, ARevokedConnectionNoLongerReachesTheDevice) {
   TempDir dir;
-  make_file(dir.file("a"), kGiB);
+  create_volume_file(dir.file("a"), kGiB);
   TestStore store(dir.file("state.db"));
   store.add({"export-a", dir.file("a")});
   ServeOptions options;
@@ -261,8 +261,8 @@ TEST(ExportConnector, ARevokedConnectionNoLongerReachesTheDevice) {
 
 TEST(ExportConnector, AdmitsOnlyActiveAndPinnedExports) {
   TempDir dir;
-  make_file(dir.file("a"), kGiB);
-  make_file(dir.file("b"), kGiB);
+  create_volume_file(dir.file("a"), kGiB);
+  create_volume_file(dir.file("b"), kGiB);
   TestStore store(dir.file("state.db"));
   store.add({"export-a", dir.file("a")});
   store.add({"export-b", dir.file("b"), kGiB, false, "pending"});
