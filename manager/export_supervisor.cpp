@@ -143,13 +143,25 @@ void ExportSupervisor::release() {
 
 void ExportSupervisor::terminate_server(Clock::time_point now) {
   phase_ = Phase::stopping;
-  if (!server_ || !server_->signal(SIGTERM)) {
-    on_server_exit(now);
-    return;
-  }
+  if (!deliver(SIGTERM, now)) return;
   can_cut_ = cut_connections();
   next_cut_ = now + kCutInterval;
   deadline_ = now + (can_cut_ ? std::chrono::milliseconds(kStopGrace) : kUncutGrace);
+}
+
+bool ExportSupervisor::deliver(int signo, Clock::time_point now) {
+  const int error = server_->signal(signo);
+  if (error == 0) return true;
+  if (error == ESRCH) {
+    on_server_exit(now);
+  } else {
+    // Another user's process (the manager's user changed?): nothing this manager may do about it.
+    log_event("{}: cannot signal server pid {}: {}; leaving it running", describe(), server_->identity().pid,
+              std::strerror(error));
+    server_.reset();
+    phase_ = Phase::stopped;
+  }
+  return false;
 }
 
 bool ExportSupervisor::cut_connections() {
@@ -164,10 +176,7 @@ void ExportSupervisor::kill_server(const std::string& why, Clock::time_point now
   log_event("{}: server pid {} {}; syncing what it has open and sending SIGKILL", describe(), server_->identity().pid,
             why);
   server_->sync_open_files();
-  if (!server_->signal(SIGKILL)) {
-    on_server_exit(now);
-    return;
-  }
+  if (!deliver(SIGKILL, now)) return;
   killed_ = true;
   deadline_ = now + kKillWait;
 }

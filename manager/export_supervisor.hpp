@@ -72,6 +72,7 @@ class ExportSupervisor {
   void terminate_server(Clock::time_point now);
   void kill_server(const std::string& why, Clock::time_point now);
   bool cut_connections();
+  bool deliver(int signo, Clock::time_point now);  // false when the server is gone or out of reach
   void record_running();
   std::string describe() const;
 

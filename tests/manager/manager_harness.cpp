@@ -148,6 +148,7 @@ std::vector<std::string> Manager::argv() const {
   }
   if (!port_range_.empty()) argv.insert(argv.end(), {"--port-range", port_range_});
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  argv.insert(argv.begin(), wrapper_.begin(), wrapper_.end());
   return argv;
 }
 

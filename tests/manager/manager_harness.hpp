@@ -66,8 +66,9 @@ class Manager {
   void start();   // and wait until it reports ready
   void launch();  // start without waiting (for a manager expected to fail)
   void add_env(std::string assignment) { extra_env_.push_back(std::move(assignment)); }
-  void stop();  // SIGTERM, as systemd stops it
-  void kill();  // SIGKILL: a crash
+  void run_through(std::vector<std::string> wrapper) { wrapper_ = std::move(wrapper); }  // e.g. a seccomp helper
+  void stop();                                                                           // SIGTERM, as systemd stops it
+  void kill();                                                                           // SIGKILL: a crash
   bool running();
   pid_t pid() const;
   std::string log() const;
@@ -80,6 +81,7 @@ class Manager {
   std::string port_range_;
   std::vector<std::string> extra_args_;
   std::vector<std::string> extra_env_;
+  std::vector<std::string> wrapper_;
   std::optional<ChildProcess> process_;
   int starts_ = 0;
 };

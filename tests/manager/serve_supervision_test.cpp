@@ -149,6 +149,29 @@ TEST_F(ServeSupervisionTest, AServerThatKeepsFailingMarksTheExportFailedWithTheR
   EXPECT_NE(shown.out.find("simulated start failure"), std::string::npos) << shown.out;
 }
 
+TEST_F(ServeSupervisionTest, StoppingTheServerOfAnIdleClientWorksAlsoWhereTheManagerMayNotCutConnections) {
+  for (const bool confined : {false, true}) {
+    SCOPED_TRACE(confined ? "pidfd_getfd denied (as under nbdxm.service's system call filter)" : "unconfined");
+    Manager manager(db_path_, dir_.file(confined ? "confined" : "unconfined"), ports_.range());
+    if (confined) manager.run_through({NBDXM_DENY_PIDFD_GETFD});
+    manager.start();
+    const auto volume = add_volume(confined ? "job-confined" : "job-unconfined", "disk-1");
+    ASSERT_EQ(create(volume).code, 0);
+    const NbdExport e = export_of(volume);
+    TcpClient idle(e.port, e.export_name);  // nbdkit on SIGTERM waits for this one to leave
+    idle.write(pattern(kMiB, 9), 0);
+
+    const CliResult revoked = nbdxm({"export", "revoke", e.export_name});
+    EXPECT_EQ(revoked.code, 0) << revoked.err;  // 6 if the server had outlived the revoke's timeout
+    EXPECT_TRUE(servers_for(e.export_name).empty());
+    EXPECT_NE(idle.try_write(pattern(4096, 1), kMiB), 0);
+    EXPECT_EQ(read_file(volume.path, 0, kMiB), pattern(kMiB, 9));
+    const bool killed = manager.log().find("may not close") != std::string::npos;
+    EXPECT_EQ(killed, confined) << manager.log();
+    manager.stop();
+  }
+}
+
 TEST_F(ServeSupervisionTest, StoppingTheManagerKeepsServersAndTheirClients) {
   manager_.start();
   const auto volume = add_volume("job-1", "disk-1");

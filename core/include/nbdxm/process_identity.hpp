@@ -77,7 +77,7 @@ class ProcessHandle {
   const ProcessIdentity& identity() const { return identity_; }
   bool exited() const;
   bool wait_exit(std::chrono::milliseconds timeout) const;
-  bool signal(int signo) const;  // false when the process has already exited
+  int signal(int signo) const;  // 0, or the errno of the failure (ESRCH: the process has exited)
   // Shuts down both directions of the process's established TCP connections on local `port`, through duplicates
   // of its sockets (pidfd_getfd), so that the process sees its clients leave and closes them its own way. Returns
   // how many, or nullopt when the kernel does not allow it (it needs ptrace access to the process).

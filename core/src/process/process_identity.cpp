@@ -245,7 +245,7 @@ bool ProcessHandle::wait_exit(std::chrono::milliseconds timeout) const {
   }
 }
 
-bool ProcessHandle::signal(int signo) const { return pidfd_send_signal(fd_, signo, nullptr, 0) == 0; }
+int ProcessHandle::signal(int signo) const { return pidfd_send_signal(fd_, signo, nullptr, 0) == 0 ? 0 : errno; }
 
 std::optional<int> ProcessHandle::shutdown_connections(int port) const {
   const auto sockets = socket_fds(identity_.pid);
