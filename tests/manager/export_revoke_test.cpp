@@ -13,15 +13,7 @@ namespace {
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
-class ExportRevokeTest : public ManagerTest {
- protected:
-  bool served(const std::string& name) {
-    for (const auto& s : servers_of(db_path_)) {
-      if (s.export_name == name) return true;
-    }
-    return false;
-  }
-};
+class ExportRevokeTest : public ManagerTest {};
 
 TEST_F(ExportRevokeTest, RevokingOneExportLeavesAnotherJobsWriterUndisturbedAndFreesThePort) {
   manager_.start();

@@ -374,6 +374,14 @@ NbdExport ManagerTest::export_of(const Volume& volume) {
   return *found;
 }
 
+std::vector<ServerProcess> ManagerTest::servers_for(const std::string& export_name) {
+  std::vector<ServerProcess> result;
+  for (auto& s : servers_of(db_path_)) {
+    if (s.export_name == export_name) result.push_back(std::move(s));
+  }
+  return result;
+}
+
 std::optional<ProcessIdentity> ManagerTest::server_of(const NbdExport& e) {
   const auto record = store_.find_export_server(e.id);
   if (!record || !record->process || !still_running(*record->process)) return std::nullopt;

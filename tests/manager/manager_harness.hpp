@@ -149,7 +149,9 @@ class ManagerTest : public ::testing::Test {
   // `nbdxm export create`; the export (from the store) when it succeeded.
   CliResult create(const Volume& volume, const std::vector<std::string>& extra = {});
   NbdExport export_of(const Volume& volume);
-  std::optional<ProcessIdentity> server_of(const NbdExport& e);  // the recorded server, while it runs
+  std::optional<ProcessIdentity> server_of(const NbdExport& e);            // the recorded server, while it runs
+  std::vector<ServerProcess> servers_for(const std::string& export_name);  // every server of it, in /proc
+  bool served(const std::string& export_name) { return !servers_for(export_name).empty(); }
   CliResult nbdxm(const std::vector<std::string>& args) { return run_nbdxm(db_path_, args); }
 
   TempDir dir_;

@@ -11,15 +11,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class ServeCleanupTest : public ManagerTest {
- protected:
-  bool served(const std::string& name) {
-    for (const auto& s : servers_of(db_path_)) {
-      if (s.export_name == name) return true;
-    }
-    return false;
-  }
-};
+class ServeCleanupTest : public ManagerTest {};
 
 // The bound for cleanup: servers of an ended or deleted job are gone within 1 s.
 constexpr auto kCleanupBound = 1s;

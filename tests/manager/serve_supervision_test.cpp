@@ -16,16 +16,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class ServeSupervisionTest : public ManagerTest {
- protected:
-  std::vector<ServerProcess> servers_for(const std::string& name) {
-    std::vector<ServerProcess> result;
-    for (auto& s : servers_of(db_path_)) {
-      if (s.export_name == name) result.push_back(s);
-    }
-    return result;
-  }
-};
+class ServeSupervisionTest : public ManagerTest {};
 
 TEST_F(ServeSupervisionTest, AKilledServerIsRestartedOnTheSamePort) {
   manager_.start();

@@ -167,6 +167,10 @@ class ExportStore {
   std::optional<ManagerInstance> running_manager();
 
  private:
+  // Inserts an export row of the disk's linked volume (inside the caller's write transaction).
+  void insert_export(const VmDisk& disk, const DeviceMapping& mapping, const std::string& export_name, int port,
+                     const std::string& status);
+
   Database& db_;
 };
 

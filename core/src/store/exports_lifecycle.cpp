@@ -121,15 +121,7 @@ NbdExport ExportStore::create_export(const NewExport& request, const PortAllocat
       forget.bind(1, previous->id);
       forget.exec();
     } else {
-      SQLite::Statement q(db_.sql(),
-                          "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status) "
-                          "VALUES (?, ?, ?, ?, ?, 'pending')");
-      q.bind(1, job.id);
-      q.bind(2, disk.id);
-      q.bind(3, mapping.id);
-      q.bind(4, name);
-      q.bind(5, port);
-      q.exec();
+      insert_export(disk, mapping, name, port, "pending");
     }
   });
   NbdExport created = get_export(name);

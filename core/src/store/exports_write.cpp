@@ -20,21 +20,25 @@ NbdExport ExportStore::add_export(const std::string& job_id, const std::string& 
                   fmt::format("disk {} of job {} has no linked volume; link one with `nbdxm disk link` first", disk_id,
                               job_id));
     }
-    const DeviceMapping mapping = get_mapping(*disk.cloudstack_volume_uuid);
-    SQLite::Statement q(db_.sql(),
-                        "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status) "
-                        "VALUES (?, ?, ?, ?, ?, ?)");
-    q.bind(1, job_id);
-    q.bind(2, disk.id);
-    q.bind(3, mapping.id);
-    q.bind(4, export_name);
-    q.bind(5, port);
-    q.bind(6, status);
-    q.exec();
+    insert_export(disk, get_mapping(*disk.cloudstack_volume_uuid), export_name, port, status);
     NbdExport result = get_export(export_name);
     tx.commit();
     return result;
   });
+}
+
+void ExportStore::insert_export(const VmDisk& disk, const DeviceMapping& mapping, const std::string& export_name,
+                                int port, const std::string& status) {
+  SQLite::Statement q(db_.sql(),
+                      "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status) "
+                      "VALUES (?, ?, ?, ?, ?, ?)");
+  q.bind(1, disk.job_id);
+  q.bind(2, disk.id);
+  q.bind(3, mapping.id);
+  q.bind(4, export_name);
+  q.bind(5, port);
+  q.bind(6, status);
+  q.exec();
 }
 
 NbdExport ExportStore::set_export_status(const std::string& export_name, const std::string& status,
