@@ -63,8 +63,9 @@ int fail(Handle* h, const char* what, int err, uint32_t count, uint64_t offset) 
                    h->connection->revoked_reason().c_str());
     }
   } else if (err != EOPNOTSUPP) {  // EOPNOTSUPP from zero makes nbdkit fall back to writing: not a failure
-    nbdkit_error("export %s: %s of %u bytes at offset %llu on %s: %s", served.export_name.c_str(), what, count,
-                 static_cast<unsigned long long>(offset), served.device_path.c_str(), strerror(err));
+    const std::string range = count == 0 ? std::string() : fmt::format(" of {} bytes at offset {}", count, offset);
+    nbdkit_error("export %s: %s%s on %s: %s", served.export_name.c_str(), what, range.c_str(),
+                 served.device_path.c_str(), strerror(err));
   }
   nbdkit_set_error(err);
   return -1;

@@ -187,6 +187,19 @@ TEST_P(PluginData, TrimIsAcceptedAndPunchesHolesInFiles) {
   }
 }
 
+TEST_P(PluginData, AReadOnlyServerOpensTheDeviceReadOnlyAndRefusesWrites) {
+  auto a = volume("a");
+  store_.add({"export-a", a->device()});
+  auto server = serve({"allow-regular-files=true"}, {"-r"});
+  NbdClient client(server->socket(), "export-a", /*strict=*/false);
+  EXPECT_EQ(nbd_is_read_only(client.get()), 1);
+  EXPECT_NE(client.try_write(pattern(4096, 1), 0), 0);
+  EXPECT_EQ(client.read(4096, 0), std::string(4096, '\0'));
+  client.disconnect();
+  server->stop();
+  EXPECT_TRUE(holds_exactly(a->backing_file(), {}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backings, PluginData, ::testing::Values(Backing::file, Backing::loop), backing_name);
 
 // The migration client never flushes: closing its connection must make its writes durable. On a loop device the
