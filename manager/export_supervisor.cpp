@@ -144,9 +144,8 @@ void ExportSupervisor::release() {
 void ExportSupervisor::terminate_server(Clock::time_point now) {
   phase_ = Phase::stopping;
   if (!deliver(SIGTERM, now)) return;
-  can_cut_ = cut_connections();
-  next_cut_ = now + kCutInterval;
-  deadline_ = now + (can_cut_ ? std::chrono::milliseconds(kStopGrace) : kUncutGrace);
+  deadline_ = now + kStopGrace;
+  close_connections(now);
 }
 
 bool ExportSupervisor::deliver(int signo, Clock::time_point now) {
@@ -164,17 +163,25 @@ bool ExportSupervisor::deliver(int signo, Clock::time_point now) {
   return false;
 }
 
-bool ExportSupervisor::cut_connections() {
-  const auto cut = server_->shutdown_connections(target_.port);
-  if (!cut) return false;
-  if (*cut > 0)
-    log_event("{}: closed {} client connection(s) of server pid {}", describe(), *cut, server_->identity().pid);
-  return true;
+void ExportSupervisor::close_connections(Clock::time_point now) {
+  next_cut_ = now + kCutInterval;
+  const pid_t pid = server_->identity().pid;
+  if (const auto cut = server_->shutdown_connections(target_.port)) {
+    if (*cut > 0) log_event("{}: closed {} client connection(s) of server pid {}", describe(), *cut, pid);
+    return;
+  }
+  // Not allowed to close them from here (a system call filter, or no ptrace access): unless it has none, the
+  // server would wait for its clients forever.
+  if (TcpSocketTable::read().connections(pid, target_.port).value_or(1) > 0) {
+    kill_server("has client connections the manager may not close for it (pidfd_getfd denied)", now);
+  }
 }
 
 void ExportSupervisor::kill_server(const std::string& why, Clock::time_point now) {
-  log_event("{}: server pid {} {}; syncing what it has open and sending SIGKILL", describe(), server_->identity().pid,
-            why);
+  // Stopped first, so that it acknowledges nothing more; then everything it wrote, acknowledged or not, is synced.
+  log_event("{}: server pid {} {}; stopping it, syncing what it has open, then SIGKILL", describe(),
+            server_->identity().pid, why);
+  if (!deliver(SIGSTOP, now)) return;
   server_->sync_open_files();
   if (!deliver(SIGKILL, now)) return;
   killed_ = true;
@@ -215,13 +222,9 @@ void ExportSupervisor::advance(Clock::time_point now) {
           phase_ = Phase::stopped;
         }
       } else if (now >= deadline_) {
-        kill_server(can_cut_ ? fmt::format("did not exit within {} s of SIGTERM", kStopGrace.count())
-                             : "has client connections the manager may not close (no ptrace access)",
-                    now);
-      } else if (can_cut_ && now >= next_cut_) {
-        // A client accepted just before SIGTERM took effect is cut too.
-        can_cut_ = cut_connections();
-        next_cut_ = now + kCutInterval;
+        kill_server(fmt::format("did not exit within {} s of SIGTERM", kStopGrace.count()), now);
+      } else if (now >= next_cut_) {
+        close_connections(now);  // also those accepted just before SIGTERM took effect
       }
       break;
     case Phase::idle:
@@ -353,7 +356,7 @@ ExportSupervisor::Clock::time_point ExportSupervisor::next_deadline() const {
     case Phase::awaiting_pid:
       return std::min(deadline_, Clock::now() + kPidFilePoll);
     case Phase::stopping:
-      return killed_ || !can_cut_ ? deadline_ : std::min(deadline_, next_cut_);
+      return killed_ ? deadline_ : std::min(deadline_, next_cut_);
     case Phase::launching:
     case Phase::backoff:
       return deadline_;

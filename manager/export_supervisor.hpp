@@ -9,11 +9,12 @@
 // stop() acts only on the one process verified as this export's server, through a pidfd. SIGTERM alone is not
 // enough: nbdkit 1.32 then stops accepting but waits for its clients to disconnect, and an idle client (the
 // migration client holds one connection for a whole job) never does. So the manager also shuts down the server's
-// client connections (duplicating its sockets with pidfd_getfd): nbdkit sees its clients leave, closes them its own
-// way (the plugin syncs what was written) and exits. Where the kernel denies that (no ptrace access, e.g. Yama for
-// a server adopted from an earlier manager), the manager waits kUncutGrace (the plugin refuses requests of a revoked
-// export within 100 ms), syncs the files and devices the server has open, and sends SIGKILL. A server that does
-// not exit within kStopGrace gets the same.
+// client connections (duplicating its sockets with pidfd_getfd), every kCutInterval until it exits: nbdkit sees its
+// clients leave, closes them its own way (the plugin syncs what was written) and exits. Where the kernel denies
+// pidfd_getfd (a system call filter such as systemd's @system-service, or no ptrace access, e.g. Yama for a server
+// adopted from an earlier manager) and the server has clients, or where it does not exit within kStopGrace, the
+// manager stops it (SIGSTOP: it acknowledges nothing more), syncs every file and device it has open, and kills it:
+// every write it acknowledged is on stable storage before its connections close.
 #include <poll.h>
 
 #include <chrono>
@@ -35,7 +36,6 @@ class ExportSupervisor {
   static constexpr std::chrono::seconds kLaunchTimeout{10};
   static constexpr std::chrono::seconds kPidFileTimeout{5};
   static constexpr std::chrono::seconds kStopGrace{5};
-  static constexpr std::chrono::milliseconds kUncutGrace{300};
   static constexpr std::chrono::seconds kStableRun{30};  // a server that ran this long starts a new failure count
 
   enum class Phase { idle, launching, awaiting_pid, running, backoff, stopping, stopped, failed };
@@ -71,7 +71,7 @@ class ExportSupervisor {
   void on_server_exit(Clock::time_point now);
   void terminate_server(Clock::time_point now);
   void kill_server(const std::string& why, Clock::time_point now);
-  bool cut_connections();
+  void close_connections(Clock::time_point now);
   bool deliver(int signo, Clock::time_point now);  // false when the server is gone or out of reach
   void record_running();
   std::string describe() const;
@@ -88,7 +88,6 @@ class ExportSupervisor {
   bool restarting_ = false;      // the next successful start is a restart
   bool stop_requested_ = false;  // stop once the launch in progress has produced a server
   bool killed_ = false;          // SIGKILL was sent
-  bool can_cut_ = true;          // the kernel lets the manager shut down the server's connections
   Clock::time_point next_cut_{};
   bool recorded_ = true;  // the running server is in the store (retried until it is)
 };
