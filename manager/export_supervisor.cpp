@@ -54,14 +54,6 @@ std::chrono::milliseconds backoff(int failures) {
   return std::min<std::chrono::milliseconds>(delay, 5s);
 }
 
-// Collects the exit status of a server that the manager, as the child subreaper, inherited from its launcher;
-// nullopt for servers of an earlier manager, which are not its children.
-std::optional<int> reap(pid_t pid) {
-  int status = 0;
-  if (waitpid(pid, &status, WNOHANG) == pid) return status;
-  return std::nullopt;
-}
-
 }  // namespace
 
 ExportSupervisor::ExportSupervisor(ServerTarget target, const ServerSettings& settings, ExportStore& store)
@@ -298,7 +290,8 @@ void ExportSupervisor::record_running() {
 
 void ExportSupervisor::on_server_exit(Clock::time_point now) {
   const ProcessIdentity gone = server_ ? server_->identity() : ProcessIdentity{};
-  const auto status = server_ ? reap(gone.pid) : std::nullopt;
+  // Known only for the manager's own servers (it is their child subreaper), not for those of an earlier manager.
+  const auto status = server_ ? server_->reap() : std::nullopt;
   server_.reset();
   if (phase_ == Phase::stopping) {
     phase_ = Phase::stopped;

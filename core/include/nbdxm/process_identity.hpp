@@ -78,6 +78,10 @@ class ProcessHandle {
   bool exited() const;
   bool wait_exit(std::chrono::milliseconds timeout) const;
   int signal(int signo) const;  // 0, or the errno of the failure (ESRCH: the process has exited)
+  // Collects the exit of a process that has exited and is this process's child (or was inherited by it as the child
+  // subreaper): its wait status (as from waitpid). nullopt for anyone else's. Through the pidfd, so that a reused
+  // pid can never be collected instead.
+  std::optional<int> reap() const;
   // Shuts down both directions of the process's established TCP connections on local `port`, through duplicates
   // of its sockets (pidfd_getfd), so that the process sees its clients leave and closes them its own way. Returns
   // how many, or nullopt when the kernel does not allow it (it needs ptrace access to the process).

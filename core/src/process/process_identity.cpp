@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 // glibc 2.36's <sys/pidfd.h> lacks the C++ linkage guard.
 extern "C" {
@@ -246,6 +247,12 @@ bool ProcessHandle::wait_exit(std::chrono::milliseconds timeout) const {
 }
 
 int ProcessHandle::signal(int signo) const { return pidfd_send_signal(fd_, signo, nullptr, 0) == 0 ? 0 : errno; }
+
+std::optional<int> ProcessHandle::reap() const {
+  siginfo_t info{};
+  if (::waitid(P_PIDFD, static_cast<id_t>(fd_), &info, WEXITED | WNOHANG) != 0 || info.si_pid == 0) return std::nullopt;
+  return info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : W_EXITCODE(0, info.si_status);
+}
 
 std::optional<int> ProcessHandle::shutdown_connections(int port) const {
   const auto sockets = socket_fds(identity_.pid);
