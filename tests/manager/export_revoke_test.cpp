@@ -181,7 +181,7 @@ TEST_F(ExportRevokeTest, ListAndShowReportServersConnectionsAndFailures) {
   ASSERT_EQ(shown.code, 0) << shown.err;
   const Json one = Json::parse(shown.out);
   EXPECT_EQ(one["status"], "active");
-  EXPECT_EQ(one["restart_count"], 1);
+  EXPECT_EQ(one["restart_count"], 1) << manager_.log();
   EXPECT_NE(one["last_failure"].get<std::string>().find("killed by signal 9"), std::string::npos) << one.dump();
   EXPECT_EQ(one["uri"], fmt::format("nbd://127.0.0.1:{}/{}", e1.port, e1.export_name));
   EXPECT_EQ(nbdxm({"export", "show", "nope"}).code, 3);
