@@ -64,9 +64,10 @@ std::optional<FoundServer> recognise_server(pid_t pid, const std::vector<std::st
     if (i + 1 < argv.size() && arg == "--ipaddr") found.listen_address = argv[i + 1];
   }
   if (!same_store || found.export_name.empty() || found.port == 0) return std::nullopt;
-  auto identity = identify_process(pid);
-  if (!identity) return std::nullopt;
-  found.process = *identity;
+  const auto status = read_process_status(pid);
+  if (!status || status->state == 'Z' || status->state == 'X') return std::nullopt;
+  found.process = ProcessIdentity{pid, status->start_time, current_boot_id()};
+  found.launcher = status->session == pid;
   return found;
 }
 

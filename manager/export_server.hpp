@@ -44,6 +44,9 @@ struct FoundServer {
   std::string export_name;
   int port = 0;
   std::string listen_address;
+  // Still the launcher: nbdkit before it forked the server (it holds the listening socket too, for a moment). The
+  // manager starts each launcher in a session of its own, and nbdkit's server stays in that session.
+  bool launcher = false;
 };
 
 // Whether argv is an nbdxm export server of the store at db_path; fills in what it serves.

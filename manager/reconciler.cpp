@@ -97,8 +97,23 @@ int Reconciler::run(int signal_fd) {
   }
 }
 
+// The servers of the store in /proc, once no launch of an earlier manager is still in progress: a launcher holds
+// the listening socket until it has forked the server, and is not the server.
+std::vector<FoundServer> Reconciler::running_servers() const {
+  const auto deadline = Clock::now() + ExportSupervisor::kLaunchTimeout;
+  for (;;) {
+    auto found = find_servers(settings_.db_path);
+    const bool launching = std::any_of(found.begin(), found.end(), [](const auto& f) { return f.launcher; });
+    if (!launching || Clock::now() >= deadline) {
+      std::erase_if(found, [](const auto& f) { return f.launcher; });
+      return found;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
 void Reconciler::adopt(Clock::time_point now) {
-  const auto found = find_servers(settings_.db_path);
+  const auto found = running_servers();
   if (found.empty()) return;
   const auto sockets = TcpSocketTable::read();
   std::map<int64_t, ExportServer> recorded;

@@ -38,6 +38,7 @@ class Reconciler {
     int serving = 0, starting = 0, stopping = 0, failed = 0;
   };
 
+  std::vector<FoundServer> running_servers() const;
   void adopt(Clock::time_point now);
   void sync(Clock::time_point now);
   void advance(Clock::time_point now);

@@ -91,6 +91,26 @@ TEST_F(ServeSupervisionTest, AServerWhoseStartWasNeverRecordedIsAdoptedNotDuplic
   EXPECT_EQ(server_of(e), server);  // recorded now
 }
 
+TEST_F(ServeSupervisionTest, AManagerKilledWhileStartingAServerLeavesExactlyOneServerAfterItsRestart) {
+  manager_.start();
+  add_volume("job-1", "disk-1");
+  const int port = ports_.low() + 30;
+  // Another service records the export; the manager is killed as soon as nbdkit exists for it: while nbdkit is
+  // still the launcher, or once it forked the server but before the manager recorded it.
+  store_.add_export("job-1", "disk-1", "crash-window", port, "pending");
+  ASSERT_TRUE(wait_until([&] { return served("crash-window"); }, 10s)) << manager_.log();
+  manager_.kill();
+
+  manager_.start();
+  ASSERT_TRUE(wait_until([&] { return store_.get_export("crash-window").status == "active"; }, 10s)) << manager_.log();
+  std::this_thread::sleep_for(200ms);  // a duplicate start, were there one, would have shown by now
+  const auto running = servers_for("crash-window");
+  ASSERT_EQ(running.size(), 1u) << manager_.log();
+  EXPECT_TRUE(owns_listener(running[0].process.pid, port));
+  EXPECT_EQ(server_of(store_.get_export("crash-window")), running[0].process);
+  EXPECT_EQ(TcpClient::connect_error(port, "crash-window"), std::nullopt);
+}
+
 TEST_F(ServeSupervisionTest, OnStartServersWithoutALiveExportAreStoppedAndMissingOnesStarted) {
   manager_.start();
   const auto revoked = add_volume("job-1", "disk-1");

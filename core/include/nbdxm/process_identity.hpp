@@ -23,6 +23,7 @@ struct ProcessIdentity {
 struct ProcessStatus {
   char state = '?';  // R, S, D, Z, ...
   pid_t ppid = 0;
+  pid_t session = 0;
   uint64_t start_time = 0;
 };
 

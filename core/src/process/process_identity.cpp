@@ -94,12 +94,13 @@ std::optional<ProcessStatus> read_process_status(pid_t pid) {
   if (close == std::string::npos) return std::nullopt;
   std::istringstream fields(stat->substr(close + 1));
   std::vector<std::string> f{std::istream_iterator<std::string>(fields), std::istream_iterator<std::string>()};
-  // f[0] is field 3 (state), f[1] field 4 (ppid), f[19] field 22 (starttime).
+  // f[0] is field 3 (state), f[1] field 4 (ppid), f[3] field 6 (session), f[19] field 22 (starttime).
   if (f.size() < 20 || f[0].size() != 1) return std::nullopt;
   auto ppid = parse_number<pid_t>(f[1]);
+  auto session = parse_number<pid_t>(f[3]);
   auto start = parse_number<uint64_t>(f[19]);
-  if (!ppid || !start) return std::nullopt;
-  return ProcessStatus{f[0][0], *ppid, *start};
+  if (!ppid || !session || !start) return std::nullopt;
+  return ProcessStatus{f[0][0], *ppid, *session, *start};
 }
 
 const std::string& current_boot_id() {
