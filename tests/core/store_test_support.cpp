@@ -149,4 +149,20 @@ void add_standard_rows(ExportStore& store, const TempDir& dir) {
 
 StoreTest::StoreTest() : path_(dir_.file("state.db")), db_(create_store(path_)), store_(db_) {}
 
+std::vector<std::string> nbdkit_environment() {
+  std::vector<std::string> env;
+#ifdef NBDXM_SANITIZER_PRELOAD
+  env.push_back("LD_PRELOAD=" NBDXM_SANITIZER_PRELOAD);
+  env.push_back("ASAN_OPTIONS=detect_leaks=0:abort_on_error=0");
+  env.push_back("UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1");
+#endif
+  return env;
+}
+
+const std::vector<std::string>& nbdkit_unset_environment() {
+  static const std::vector<std::string> names = {"LD_PRELOAD",    "ASAN_OPTIONS", "UBSAN_OPTIONS",
+                                                 "NOTIFY_SOCKET", "NBDXM_DB",     "NBDXM_CONFIG"};
+  return names;
+}
+
 }  // namespace nbdxm::test

@@ -31,6 +31,13 @@ class TempDir {
 std::string dump(SQLite::Database& db);
 std::string dump_file(const std::string& path);  // through a connection of its own
 
+// The environment every test gives an nbdkit it starts: in a sanitizer build, the sanitizer runtime preloaded (nbdkit
+// is not built with sanitizers but loads the sanitized plugin), with leak checking off (it cannot work after nbdkit
+// drops privileges, and nbdkit's own allocations are not ours; the plugin's code is leak-checked in the unit tests).
+std::vector<std::string> nbdkit_environment();
+// What nbdkit must not inherit from the test's own environment.
+const std::vector<std::string>& nbdkit_unset_environment();
+
 // Creates a file of the given size (sparse) to stand in for a volume's device.
 void create_volume_file(const std::string& path, int64_t size);
 

@@ -68,24 +68,6 @@ PortBlock::PortBlock() {
 
 std::string PortBlock::range(int count) const { return fmt::format("{}-{}", low_, low_ + count - 1); }
 
-std::vector<std::string> nbdkit_environment() {
-  std::vector<std::string> env;
-#ifdef NBDXM_SANITIZER_PRELOAD
-  // The plugin is built with ASan+UBSan but nbdkit is not: the sanitizer runtime must be loaded first (and nbdkit's
-  // own allocations are not ours to leak-check).
-  env.push_back("LD_PRELOAD=" NBDXM_SANITIZER_PRELOAD);
-  env.push_back("ASAN_OPTIONS=detect_leaks=0:abort_on_error=0");
-  env.push_back("UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1");
-#endif
-  return env;
-}
-
-const std::vector<std::string>& nbdkit_unset_environment() {
-  static const std::vector<std::string> names = {"LD_PRELOAD",    "ASAN_OPTIONS", "UBSAN_OPTIONS",
-                                                 "NOTIFY_SOCKET", "NBDXM_DB",     "NBDXM_CONFIG"};
-  return names;
-}
-
 int run_program(const std::vector<std::string>& argv, std::string* output) {
   const std::string out = temp_file("out");
   SpawnOptions options;

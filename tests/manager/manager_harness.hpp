@@ -45,10 +45,6 @@ struct CliResult {
   std::string err;
 };
 
-// Environment for anything that may start nbdkit with the plugin (sanitizer runtime preloaded in sanitizer builds).
-std::vector<std::string> nbdkit_environment();
-const std::vector<std::string>& nbdkit_unset_environment();
-
 // Runs `nbdxm --db DB ARGS...` to completion.
 CliResult run_nbdxm(const std::string& db, const std::vector<std::string>& args);
 // Runs any program to completion; stdout and stderr together in *output.

@@ -130,8 +130,8 @@ int run(const std::vector<std::string>& argv, std::string* output) {
   options.stdout_path = dir.file("output");
   options.stderr_path = dir.file("output");
   // Only nbdkit loads the plugin; other programs (qemu-img above all) must not get its sanitizer runtime.
-  if (argv.at(0) == "nbdkit") options.extra_env = NbdkitServer::environment();
-  options.unset_env = NbdkitServer::unset_environment();
+  if (argv.at(0) == "nbdkit") options.extra_env = nbdkit_environment();
+  options.unset_env = nbdkit_unset_environment();
   const int code = run_to_completion(options, std::chrono::seconds(120));
   if (output) *output = slurp(dir.file("output"));
   return code;
@@ -188,24 +188,6 @@ NbdExport TestStore::add(const Spec& spec) {
   return store_.get_export(spec.name);
 }
 
-std::vector<std::string> NbdkitServer::environment() {
-  std::vector<std::string> env;
-#ifdef NBDXM_SANITIZER_PRELOAD
-  // The plugin is built with ASan+UBSan but nbdkit is not: the sanitizer runtime must be loaded first.
-  // Leak checking stays off in nbdkit (it cannot work after nbdkit drops privileges, and nbdkit's own allocations
-  // are not ours); the plugin's code is leak-checked in the unit tests, which run in this process.
-  env.push_back("LD_PRELOAD=" NBDXM_SANITIZER_PRELOAD);
-  env.push_back("ASAN_OPTIONS=detect_leaks=0:abort_on_error=0");
-  env.push_back("UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1");
-#endif
-  return env;
-}
-
-const std::vector<std::string>& NbdkitServer::unset_environment() {
-  static const std::vector<std::string> names = {"LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS"};
-  return names;
-}
-
 NbdkitServer::NbdkitServer(const TempDir& dir, const std::string& db, std::vector<std::string> plugin_params,
                            std::vector<std::string> nbdkit_options) {
   static int counter = 0;
@@ -221,8 +203,8 @@ NbdkitServer::NbdkitServer(const TempDir& dir, const std::string& db, std::vecto
   options.argv.insert(options.argv.end(), plugin_params.begin(), plugin_params.end());
   options.stderr_path = log_;
   options.stdout_path = log_;
-  options.extra_env = environment();
-  options.unset_env = unset_environment();
+  options.extra_env = nbdkit_environment();
+  options.unset_env = nbdkit_unset_environment();
   process_ = std::make_unique<ChildProcess>(ChildProcess::spawn(options));
   // nbdkit writes its pid file once it listens.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

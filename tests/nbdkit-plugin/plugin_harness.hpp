@@ -91,8 +91,6 @@ class NbdkitServer {
   void stop();
 
   // Environment for running nbdkit with the plugin (sanitizer runtime preloaded in sanitizer builds).
-  static std::vector<std::string> environment();
-  static const std::vector<std::string>& unset_environment();
 
  private:
   std::string socket_;
