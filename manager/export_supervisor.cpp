@@ -90,7 +90,13 @@ void ExportSupervisor::launch(Clock::time_point now) {
   std::filesystem::remove(pid_file, ec);
   std::filesystem::remove(log_file, ec);
   SpawnOptions options;
-  options.argv = server_argv(settings_, target_);
+  // nbdkit is started through `setsid --wait`, which stays its parent until it has forked the server. nbdkit's
+  // launcher gets a parent-death signal, and its signal handler writes the quit pipe that it shares with the server
+  // it just forked: had the manager itself been the parent and died in that window, the server would be left
+  // listening without ever accepting (seen: the server spinning in poll). setsid outlives a killed manager.
+  options.argv = {"setsid", "--wait"};
+  const auto nbdkit_argv = server_argv(settings_, target_);
+  options.argv.insert(options.argv.end(), nbdkit_argv.begin(), nbdkit_argv.end());
   options.stdout_path = "/dev/null";
   options.stderr_path = log_file;  // what nbdkit says before it forks (after that it logs to syslog)
   options.new_session = true;      // no terminal signal (Ctrl-C) or process-group signal reaches the server
