@@ -4,12 +4,12 @@
 #include <SQLiteCpp/Statement.h>
 #include <set>
 
-#include "export_rows.hpp"
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
 #include "nbdxm/store_error.hpp"
 #include "nbdxm/store_values.hpp"
+#include "store_rows.hpp"
 
 namespace nbdxm {
 namespace {
@@ -22,16 +22,16 @@ bool job_ended(const Job& job) {
 
 std::vector<NbdExport> read_exports(SQLite::Statement& q) {
   std::vector<NbdExport> result;
-  while (q.executeStep()) result.push_back(store_rows::read_export(q));
+  while (q.executeStep()) result.push_back(rows::read_export(q));
   return result;
 }
 
 std::optional<NbdExport> live_export_where(SQLite::Database& db, const std::string& condition, int64_t value) {
   SQLite::Statement q(db, fmt::format("SELECT {} FROM export_devices WHERE {} = ? AND status IN {}",
-                                      store_rows::kExportColumns, condition, kLive));
+                                      rows::kExportColumns, condition, kLive));
   q.bind(1, value);
   if (!q.executeStep()) return std::nullopt;
-  return store_rows::read_export(q);
+  return rows::read_export(q);
 }
 
 std::set<int> live_ports(SQLite::Database& db, const PortRange& range) {
@@ -131,7 +131,7 @@ NbdExport ExportStore::create_export(const NewExport& request, const PortAllocat
 
 std::vector<NbdExport> ExportStore::live_exports() {
   SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE status IN {} ORDER BY export_id",
-                                             store_rows::kExportColumns, kLive));
+                                             rows::kExportColumns, kLive));
   return read_exports(q);
 }
 
@@ -149,7 +149,7 @@ std::vector<Revocation> ExportStore::revoke_exports(const RevokeTarget& target, 
     values::require_volume_uuid(*target.volume_uuid);
     get_mapping(*target.volume_uuid);
     SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE volume_uuid = ? ORDER BY export_id",
-                                               store_rows::kExportColumns));
+                                               rows::kExportColumns));
     q.bind(1, *target.volume_uuid);
     matched = read_exports(q);
   } else {
@@ -187,7 +187,7 @@ std::vector<NbdExport> ExportStore::collect_garbage(std::chrono::seconds older_t
   const std::string cutoff = fmt::format("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{} seconds')", older_than.count());
   SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE status IN ('revoked', 'failed') "
                                              "AND updated_at < {} ORDER BY export_id",
-                                             store_rows::kExportColumns, cutoff));
+                                             rows::kExportColumns, cutoff));
   std::vector<NbdExport> old = read_exports(q);
   if (!dry_run) {
     SQLite::Statement remove(db_.sql(), "DELETE FROM nbd_exports WHERE id = ?");

@@ -1,14 +1,13 @@
 // A prepared lookup of one export by name (see export_lookup.hpp).
 #include <fmt/format.h>
 
-#include "export_rows.hpp"
 #include "nbdxm/export_lookup.hpp"
+#include "store_rows.hpp"
 
 namespace nbdxm {
 
 ExportLookup::ExportLookup(Database& db)
-    : query_(db.sql(), fmt::format("SELECT {} FROM export_devices WHERE export_name = ?", store_rows::kExportColumns)) {
-}
+    : query_(db.sql(), fmt::format("SELECT {} FROM export_devices WHERE export_name = ?", rows::kExportColumns)) {}
 
 std::optional<NbdExport> ExportLookup::find(const std::string& export_name) {
   // Reset before returning, whatever happens: a statement left stepping holds its read transaction open, which
@@ -19,7 +18,7 @@ std::optional<NbdExport> ExportLookup::find(const std::string& export_name) {
   } reset{query_};
   query_.bind(1, export_name);
   if (!query_.executeStep()) return std::nullopt;
-  return store_rows::read_export(query_);
+  return rows::read_export(query_);
 }
 
 }  // namespace nbdxm

@@ -65,4 +65,25 @@ std::vector<NbdExport> live_only(std::vector<NbdExport> exports) {
   return exports;
 }
 
+NbdExport read_export(SQLite::Statement& q) {
+  NbdExport e;
+  e.id = q.getColumn(0).getInt64();
+  e.export_name = q.getColumn(1).getString();
+  e.port = q.getColumn(2).getInt();
+  e.status = q.getColumn(3).getString();
+  if (!q.getColumn(4).isNull()) e.status_reason = q.getColumn(4).getString();
+  e.job_id = q.getColumn(5).getString();
+  e.vm_disk_id = q.getColumn(6).getInt64();
+  e.disk_id = q.getColumn(7).getString();
+  e.device_mapping_id = q.getColumn(8).getString();
+  e.volume_uuid = q.getColumn(9).getString();
+  e.device_path = q.getColumn(10).getString();
+  e.operation_mode = q.getColumn(11).getString();
+  e.requires_device_correlation = q.getColumn(12).getInt() != 0;
+  e.size = q.getColumn(13).getInt64();
+  e.created_at = q.getColumn(14).getString();
+  e.updated_at = q.getColumn(15).getString();
+  return e;
+}
+
 }  // namespace nbdxm::rows

@@ -16,10 +16,15 @@ inline constexpr const char* kMappingColumns =
 inline constexpr const char* kDiskColumns =
     "id, job_id, disk_id, vm_dk_path, size_gb, unit_number, cloudstack_volume_uuid, cloudstack_volume_id, "
     "sync_status, sync_progress_percent, bytes_synced, created_at, updated_at";
+// The export_devices view's columns: every query that returns exports selects these and reads them with read_export.
+inline constexpr const char* kExportColumns =
+    "export_id, export_name, port, status, status_reason, job_id, vm_disk_id, disk_id, device_mapping_id, "
+    "volume_uuid, device_path, operation_mode, requires_device_correlation, size, created_at, updated_at";
 
 Job read_job(SQLite::Statement& q);
 DeviceMapping read_mapping(SQLite::Statement& q);
 VmDisk read_disk(SQLite::Statement& q);
+NbdExport read_export(SQLite::Statement& q);
 
 inline ExportFilter of_job(const std::string& job_id) {
   ExportFilter filter;
