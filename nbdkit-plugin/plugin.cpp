@@ -176,7 +176,9 @@ std::string with_permission_hint(const std::string& message) {
 int nbdxm_after_fork() {
   return guarded("after_fork", -1, [] {
     try {
-      auto db = nbdxm::Database::open(options.db_path, nbdxm::Database::Access::read_only);
+      // The watcher holds its own lock around every use of the connection (see export_watcher.hpp).
+      auto db = nbdxm::Database::open(options.db_path, nbdxm::Database::Access::read_only,
+                                      nbdxm::Database::Serialization::by_caller);
       db.require_current_schema();
       connector = std::make_unique<ExportConnector>(options, std::move(db),
                                                     [](const std::string& line) { nbdkit_error("%s", line.c_str()); });

@@ -37,13 +37,14 @@ Database::Database(const std::string& path, int flags, Access access) : path_(pa
   configure(access);
 }
 
-Database Database::open(const std::string& path, Access access) {
+Database Database::open(const std::string& path, Access access, Serialization serialization) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
     throw Error(ExitCode::failure,
                 fmt::format("state store {} does not exist; create it with `nbdxm --db {} init`", path, path));
   }
-  const int flags = access == Access::read_only ? SQLite::OPEN_READONLY : SQLite::OPEN_READWRITE;
+  int flags = access == Access::read_only ? SQLite::OPEN_READONLY : SQLite::OPEN_READWRITE;
+  if (serialization == Serialization::by_caller) flags |= SQLITE_OPEN_NOMUTEX;
   try {
     return Database(path, flags, access);
   } catch (const SQLite::Exception& e) {
@@ -77,7 +78,14 @@ void Database::configure(Access access) {
 
 int Database::user_version() { return db_.execAndGet("PRAGMA user_version").getInt(); }
 
-int64_t Database::data_version() { return db_.execAndGet("PRAGMA data_version").getInt64(); }
+int64_t Database::data_version() {
+  if (!data_version_query_) data_version_query_ = std::make_unique<SQLite::Statement>(db_, "PRAGMA data_version");
+  const StatementReset reset(*data_version_query_);
+  if (!data_version_query_->executeStep()) {
+    throw Error(ExitCode::failure, fmt::format("state store {} returned no data_version", path_));
+  }
+  return data_version_query_->getColumn(0).getInt64();
+}
 
 Database::InitResult Database::init() {
   WriteTransaction tx(*this);

@@ -138,6 +138,24 @@ TEST_F(PluginDeviceRefusal, ABlockDeviceOfAnotherSizeThanTheMapping) {
                  "device " + a.device() + " has 1073745920 bytes but the mapping of volume");
 }
 
+TEST_F(PluginDeviceRefusal, ABlockDeviceThatChangedSizeSinceTheLastConnect) {
+  Volume a(dir_, "a", Backing::loop);
+  store_.add({"export-a", a.device(), kGiB});
+  auto server = serve({"byid-dir=" + byid_});
+  { NbdClient served(server->socket(), "export-a"); }
+
+  auto set_size = [&](int64_t size) {  // the volume is resized under the server: the kernel sees the new size
+    std::filesystem::resize_file(a.backing_file(), static_cast<uintmax_t>(size));
+    ASSERT_EQ(run({"losetup", "-c", a.device()}), 0);
+  };
+  set_size(kGiB + 4096);
+  expect_refused(*server, "export-a", {a.device()},
+                 "device " + a.device() + " has 1073745920 bytes but the mapping of volume");
+  set_size(kGiB);
+  NbdClient client(server->socket(), "export-a");
+  EXPECT_EQ(client.size(), kGiB);
+}
+
 TEST_F(PluginDeviceRefusal, AMissingIdentityLink) {
   Volume a(dir_, "a", Backing::loop);
   const NbdExport e = store_.add({"export-a", a.device(), kGiB, true});

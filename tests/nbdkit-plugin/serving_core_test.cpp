@@ -2,12 +2,15 @@
 // ExportConnector against real files, loop devices and a real store.
 #include <gtest/gtest.h>
 #include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
 
 #include "nbdxm/block_backend.hpp"
+#include "nbdxm/block_device_sizes.hpp"
 #include "nbdxm/device_resolver.hpp"
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_connector.hpp"
@@ -166,6 +169,43 @@ TEST_F(LoopBackend, UnalignedOrSlowZeroesFallBackInsteadOfFailing) {
   ASSERT_EQ(backend_->read(back.data(), 8192, 0), 0);
   EXPECT_EQ(back.substr(0, 4096), data.substr(0, 4096));
   EXPECT_EQ(back.substr(4096), std::string(4096, '\0'));
+}
+
+// Resizes the loop device's backing file and makes the kernel take the new size (losetup -c).
+void resize_loop(const LoopDevice& loop, const std::string& backing, int64_t size) {
+  std::filesystem::resize_file(backing, static_cast<uintmax_t>(size));
+  ASSERT_EQ(run({"losetup", "-c", loop.path()}), 0);
+}
+
+dev_t device_number(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("stat " + path + " failed");
+  return st.st_rdev;
+}
+
+TEST_F(LoopBackend, BlockDeviceSizesReadsTheSizeAfreshAtEveryCall) {
+  BlockDeviceSizes sizes;
+  const dev_t loop = device_number(loop_->path());
+  EXPECT_EQ(sizes.bytes(loop), 8 * kMiB);
+  resize_loop(*loop_, dir_.file("backing"), 12 * kMiB);
+  EXPECT_EQ(sizes.bytes(loop), 12 * kMiB);  // the kept attribute is read again, not remembered
+  resize_loop(*loop_, dir_.file("backing"), 8 * kMiB);
+  EXPECT_EQ(sizes.bytes(loop), 8 * kMiB);
+}
+
+TEST(BlockDeviceSizes, KnowsNoSizeOfADeviceThatSysfsDoesNotList) {
+  BlockDeviceSizes sizes;
+  EXPECT_EQ(sizes.bytes(makedev(4095, 1048575)), std::nullopt);
+}
+
+TEST_F(LoopBackend, TheResolverRefusesADeviceThatChangedSizeSinceTheLastOpen) {
+  const DeviceResolver resolver(DeviceRules{false, dir_.path()});
+  const NbdExport e = export_of(loop_->path(), 8 * kMiB);
+  resolver.open(e, true);
+  resize_loop(*loop_, dir_.file("backing"), 8 * kMiB + 4096);
+  EXPECT_NE(refusal(resolver, e).find("has 8392704 bytes but the mapping"), std::string::npos) << refusal(resolver, e);
+  resize_loop(*loop_, dir_.file("backing"), 8 * kMiB);
+  EXPECT_EQ(refusal(resolver, e), "");
 }
 
 class WatchedStore : public ::testing::Test {

@@ -2,11 +2,13 @@
 // DeviceResolver: turns an export read from the store into its opened, verified device. It never trusts a path on
 // its own: before anything is opened, the device must exist, be a block device (or a regular file where those are
 // allowed), have exactly its mapping's size, and, where the mapping asks for it, be the very device that the
-// volume's identity link leads to. A refused device is never opened. Nothing is remembered between calls, so a
-// mapping moved in the store is followed by the next call.
+// volume's identity link leads to. A refused device is never opened. Nothing about a device is remembered between
+// calls (BlockDeviceSizes keeps only sysfs attributes open, and reads them afresh), so a mapping moved in the store,
+// or a device that changed, is followed by the next call.
 #include <cstdint>
 #include <string>
 
+#include "nbdxm/block_device_sizes.hpp"
 #include "nbdxm/file_descriptor.hpp"
 #include "nbdxm/records.hpp"
 
@@ -48,6 +50,7 @@ class DeviceResolver {
 
  private:
   DeviceRules rules_;
+  mutable BlockDeviceSizes block_device_sizes_;  // keeps sysfs attributes open, nothing else; thread-safe
 };
 
 }  // namespace nbdxm

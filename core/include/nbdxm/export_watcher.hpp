@@ -86,7 +86,9 @@ class ExportWatcher {
   void revoke_all(const std::string& reason);
   void run(std::chrono::milliseconds interval);
 
-  std::mutex mutex_;  // guards everything below except the thread's own state
+  // Guards everything below except the thread's own state. Every use of db_ holds it, which is why the plugin may
+  // open the connection with Database::Serialization::by_caller.
+  std::mutex mutex_;
   Database db_;
   ExportLookup lookup_;
   int64_t last_version_ = 0;

@@ -5,14 +5,12 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <optional>
 
 #include "nbdxm/error.hpp"
@@ -35,14 +33,6 @@ std::string resolved_path(const std::string& path) {
   char buffer[PATH_MAX];
   if (::realpath(path.c_str(), buffer) == nullptr) return path;
   return buffer;
-}
-
-// The size of a block device without opening it: sysfs counts 512-byte sectors whatever the logical sector size.
-std::optional<int64_t> block_device_size_from_sysfs(dev_t rdev) {
-  std::ifstream in(fmt::format("/sys/dev/block/{}:{}/size", major(rdev), minor(rdev)));
-  int64_t sectors = -1;
-  if (!(in >> sectors) || sectors < 0) return std::nullopt;
-  return sectors * 512;
 }
 
 bool same_object(const struct stat& a, const struct stat& b) {
@@ -94,9 +84,8 @@ OpenedDevice DeviceResolver::open(const NbdExport& served, bool read_only) const
                 fmt::format("export {}: {} is {}, not a block device", name, path, describe_type(st.st_mode)));
   }
 
-  const std::optional<int64_t> size = device.kind == DeviceKind::regular_file
-                                          ? std::optional<int64_t>(st.st_size)
-                                          : block_device_size_from_sysfs(st.st_rdev);
+  const std::optional<int64_t> size = device.kind == DeviceKind::regular_file ? std::optional<int64_t>(st.st_size)
+                                                                              : block_device_sizes_.bytes(st.st_rdev);
   auto check_size = [&](int64_t actual) {
     if (actual == served.size) return;
     throw Error(ExitCode::conflict,

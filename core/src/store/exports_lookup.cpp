@@ -10,12 +10,7 @@ ExportLookup::ExportLookup(Database& db)
     : query_(db.sql(), fmt::format("SELECT {} FROM export_devices WHERE export_name = ?", rows::kExportColumns)) {}
 
 std::optional<NbdExport> ExportLookup::find(const std::string& export_name) {
-  // Reset before returning, whatever happens: a statement left stepping holds its read transaction open, which
-  // would pin an old snapshot of the store and keep the WAL from being checkpointed.
-  struct ResetOnExit {
-    SQLite::Statement& q;
-    ~ResetOnExit() { q.tryReset(); }
-  } reset{query_};
+  const StatementReset reset(query_);
   query_.bind(1, export_name);
   if (!query_.executeStep()) return std::nullopt;
   return rows::read_export(query_);
