@@ -26,6 +26,9 @@ class Database {
   static Database open(const std::string& path, Access access, Serialization serialization = Serialization::by_sqlite);
   // Opens the store for `nbdxm init`, creating the file (but not its directory) when it does not exist.
   static Database create(const std::string& path);
+  Database(Database&&) = default;
+  // Not assignable: the assignment would close the old connection while its prepared statement still exists.
+  Database& operator=(Database&&) = delete;
 
   SQLite::Database& sql() { return db_; }
   const std::string& path() const { return path_; }
