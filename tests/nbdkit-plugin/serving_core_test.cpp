@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <fstream>
 
 #include "nbdxm/block_backend.hpp"
 #include "nbdxm/block_device_sizes.hpp"
@@ -208,6 +209,18 @@ TEST_F(LoopBackend, TheResolverRefusesADeviceThatChangedSizeSinceTheLastOpen) {
   EXPECT_EQ(refusal(resolver, e), "");
 }
 
+// A pace under which an idle watcher would not check the store again within any test: whatever it notices after
+// its short settling time, it noticed because the store's files were written.
+constexpr WatchPace kEventsOnly{std::chrono::milliseconds(20), std::chrono::milliseconds(100), std::chrono::hours(1)};
+
+bool revoked_within(const ExportWatch& watch, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!watch.revoked() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return watch.revoked();
+}
+
 class WatchedStore : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -268,12 +281,45 @@ TEST_F(WatchedStore, TheThreadNoticesAChangeWithoutAnyoneAsking) {
   auto a = watcher_->admit("export-a");
   watcher_->start();
   store_.store().set_export_status("export-a", "failed", "device error");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!a.watch->revoked() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
   watcher_->stop();
-  EXPECT_TRUE(a.watch->revoked());
+}
+
+TEST_F(WatchedStore, AnIdleWatcherLeavesTheStoreAlone) {
+  auto a = watcher_->admit("export-a");
+  watcher_->start(kEventsOnly);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past the settling time after the start
+  const uint64_t settled = watcher_->checks();
+  std::ofstream(dir_.file("unrelated")) << "another file in the store's directory";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(watcher_->checks(), settled) << "checked the store with nothing written to it";
+  watcher_->stop();
+}
+
+TEST_F(WatchedStore, ACommitWakesAnIdleWatcher) {
+  auto a = watcher_->admit("export-a");
+  auto b = watcher_->admit("export-b");
+  watcher_->start(kEventsOnly);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  store_.store().set_export_status("export-a", "revoked", "job cancelled");
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
+  EXPECT_FALSE(b.watch->revoked());
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // idle again
+  store_.store().set_export_status("export-b", "failed", "device error");
+  EXPECT_TRUE(revoked_within(*b.watch, std::chrono::seconds(5)));
+  watcher_->stop();
+}
+
+TEST_F(WatchedStore, StopsAndStartsAgain) {
+  auto a = watcher_->admit("export-a");
+  watcher_->start(kEventsOnly);
+  watcher_->stop();
+  watcher_->start(kEventsOnly);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  store_.store().set_export_status("export-a", "revoked", "job cancelled");
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
+  watcher_->stop();
 }
 
 TEST(ExportConnector, ARevokedConnectionNoLongerReachesTheDevice) {

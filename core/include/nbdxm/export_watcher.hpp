@@ -1,13 +1,18 @@
 #pragma once
 // ExportWatcher: the plugin's one read-only connection to the store, and the watch it keeps over every open
 // connection. A connection is admitted to an export as the store held it at that moment (ExportWatch); a thread
-// polls PRAGMA data_version and, whenever another process committed, re-checks every watched export. When an
+// checks PRAGMA data_version and, whenever another process committed, re-checks every watched export. When an
 // export is no longer active (revoked, failed, pending again, deleted by a cascade) or its device mapping, path or
 // size changed, its watches are revoked and their connections fail every later request. This needs no manager:
 // whoever changes the store, the plugin notices.
+//
+// The thread sleeps until the store's files are written (StoreChangeSignal), then checks at a short interval for a
+// while (WatchPace), long enough for the commit that caused the write to become visible. An idle store costs one
+// check a second, a safety net for writes that inotify cannot report (a store on a network file system). The bound
+// on noticing a change is the short interval plus the commit's own time from writing to publishing. Where the
+// store cannot be watched, the thread checks at the short interval all the time.
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -19,11 +24,24 @@
 
 #include "nbdxm/database.hpp"
 #include "nbdxm/export_lookup.hpp"
+#include "nbdxm/file_descriptor.hpp"
 #include "nbdxm/records.hpp"
 
 namespace nbdxm {
 
 class ExportWatcher;
+class StoreChangeSignal;
+
+// How often the watcher's thread checks the store.
+struct WatchPace {
+  // While the store is being written, and all the time where it cannot be watched: well inside the issue's
+  // 100 ms bound on noticing a revocation.
+  std::chrono::milliseconds interval{20};
+  // How long checks go on at `interval` after the store's files were written (and after the thread starts).
+  std::chrono::milliseconds settle_window{1000};
+  // An idle store is checked this often all the same.
+  std::chrono::milliseconds idle_interval{1000};
+};
 
 // What one connection was admitted to. Unregisters itself when destroyed.
 class ExportWatch {
@@ -50,7 +68,6 @@ class ExportWatch {
 
 class ExportWatcher {
  public:
-  static constexpr std::chrono::milliseconds kPollInterval{20};
   // A store that cannot be read for this long revokes every connection: nothing proves their exports still live.
   static constexpr std::chrono::milliseconds kUnreadableLimit{1000};
   using Log = std::function<void(const std::string& line)>;
@@ -71,12 +88,14 @@ class ExportWatcher {
   Admission admit(const std::string& export_name);
   std::vector<NbdExport> active_exports();
 
-  // One poll: when another connection committed since the last poll, re-check every watched export. The thread
+  // One check: when another connection committed since the last check, re-check every watched export. The thread
   // calls this; tests may call it directly. Throws when the store cannot be read.
   void poll();
-  void start(std::chrono::milliseconds interval = kPollInterval);
+  void start(WatchPace pace = {});
   void stop();
   size_t watch_count();
+  // How many checks (poll) have run since construction: what an idle server costs.
+  uint64_t checks() const noexcept { return checks_.load(std::memory_order_relaxed); }
 
  private:
   friend class ExportWatch;
@@ -84,10 +103,19 @@ class ExportWatcher {
   void recheck_locked();
   std::string why_not_served_locked(const NbdExport& admitted, const NbdExport* active);
   void revoke_all(const std::string& reason);
-  void run(std::chrono::milliseconds interval);
+  void run(WatchPace pace);
+  std::unique_ptr<StoreChangeSignal> watch_store(std::chrono::milliseconds interval);
+  enum class Wakeup { stop, store_written, other_file_written, timeout };
+  Wakeup wait(StoreChangeSignal* signal, std::chrono::milliseconds timeout);
+  // Since when the store could not be read, when the last check failed.
+  struct ReadFailures {
+    std::optional<std::chrono::steady_clock::time_point> since;
+    bool gave_up = false;
+  };
+  void check_store(ReadFailures& failures);
 
-  // Guards everything below except the thread's own state. Every use of db_ holds it, which is why the plugin may
-  // open the connection with Database::Serialization::by_caller.
+  // Guards db_ to log_. Every use of db_ holds it, which is why the plugin may open the connection with
+  // Database::Serialization::by_caller.
   std::mutex mutex_;
   Database db_;
   ExportLookup lookup_;
@@ -95,9 +123,10 @@ class ExportWatcher {
   std::set<ExportWatch*> watches_;
   Log log_;
 
-  std::mutex stop_mutex_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
+  std::atomic<uint64_t> checks_{0};
+
+  std::mutex thread_mutex_;    // guards thread_ (start and stop)
+  FileDescriptor stop_event_;  // an eventfd: readable once stop() asks the thread to end
   std::thread thread_;
 };
 

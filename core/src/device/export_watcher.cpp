@@ -1,10 +1,19 @@
 #include "nbdxm/export_watcher.hpp"
 
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <exception>
 #include <map>
 
+#include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
+#include "nbdxm/store_change_signal.hpp"
 
 namespace nbdxm {
 namespace {
@@ -33,7 +42,9 @@ void ExportWatch::revoke(const std::string& reason) {
   revoked_.store(true, std::memory_order_release);
 }
 
-ExportWatcher::ExportWatcher(Database db, Log log) : db_(std::move(db)), lookup_(db_), log_(std::move(log)) {
+ExportWatcher::ExportWatcher(Database db, Log log)
+    : db_(std::move(db)), lookup_(db_), log_(std::move(log)), stop_event_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!stop_event_.valid()) throw Error(ExitCode::failure, fmt::format("eventfd: {}", strerror(errno)));
   last_version_ = db_.data_version();
 }
 
@@ -68,6 +79,7 @@ void ExportWatcher::unregister(ExportWatch* watch) {
 }
 
 void ExportWatcher::poll() {
+  checks_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(mutex_);
   const int64_t version = db_.data_version();
   if (version == last_version_) return;
@@ -127,50 +139,77 @@ void ExportWatcher::revoke_all(const std::string& reason) {
   }
 }
 
-void ExportWatcher::start(std::chrono::milliseconds interval) {
-  std::lock_guard lock(stop_mutex_);
+void ExportWatcher::start(WatchPace pace) {
+  std::lock_guard lock(thread_mutex_);
   if (thread_.joinable()) return;
-  stopping_ = false;
-  thread_ = std::thread([this, interval] { run(interval); });
+  thread_ = std::thread([this, pace] { run(pace); });
 }
 
 void ExportWatcher::stop() {
-  {
-    std::lock_guard lock(stop_mutex_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  std::lock_guard lock(thread_mutex_);
+  if (!thread_.joinable()) return;
+  const uint64_t one = 1;
+  if (::write(stop_event_.get(), &one, sizeof one) != sizeof one) std::terminate();  // cannot fail on an eventfd
+  thread_.join();
+  uint64_t count = 0;
+  if (::read(stop_event_.get(), &count, sizeof count) != sizeof count) std::terminate();  // ready for a restart
 }
 
-void ExportWatcher::run(std::chrono::milliseconds interval) {
-  bool failing = false;
-  bool gave_up = false;
-  std::chrono::steady_clock::time_point failing_since{};
-  std::unique_lock lock(stop_mutex_);
-  while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
-    lock.unlock();
-    try {
-      poll();
-      failing = false;
-      gave_up = false;
-    } catch (const std::exception& e) {
-      const auto now = std::chrono::steady_clock::now();
-      if (!failing) {
-        failing = true;
-        failing_since = now;
-        if (log_) log_(fmt::format("cannot read the state store {}: {}", db_.path(), e.what()));
-      }
-      if (!gave_up && now - failing_since >= kUnreadableLimit) {
-        gave_up = true;
-        const std::string reason =
-            fmt::format("the state store {} could not be read for {} ms ({}), so no export can be proven live",
-                        db_.path(), kUnreadableLimit.count(), e.what());
-        if (log_) log_(fmt::format("{}: failing the requests of every open connection from now on", reason));
-        revoke_all(reason);
-      }
+std::unique_ptr<StoreChangeSignal> ExportWatcher::watch_store(std::chrono::milliseconds interval) {
+  try {
+    return std::make_unique<StoreChangeSignal>(db_.path());
+  } catch (const std::exception& e) {
+    if (log_) log_(fmt::format("{}; checking the store every {} ms instead", e.what(), interval.count()));
+    return nullptr;
+  }
+}
+
+ExportWatcher::Wakeup ExportWatcher::wait(StoreChangeSignal* signal, std::chrono::milliseconds timeout) {
+  struct pollfd fds[2] = {{stop_event_.get(), POLLIN, 0}, {signal ? signal->fd() : -1, POLLIN, 0}};
+  const int ready = ::poll(fds, 2, static_cast<int>(timeout.count()));
+  if (ready <= 0) return Wakeup::timeout;  // EINTR counts as a timeout: one more check does no harm
+  if (fds[0].revents != 0) return Wakeup::stop;
+  return signal->drain() ? Wakeup::store_written : Wakeup::other_file_written;
+}
+
+void ExportWatcher::check_store(ReadFailures& failures) {
+  try {
+    poll();
+    failures = ReadFailures{};
+  } catch (const std::exception& e) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!failures.since) {
+      failures.since = now;
+      if (log_) log_(fmt::format("cannot read the state store {}: {}", db_.path(), e.what()));
     }
-    lock.lock();
+    if (!failures.gave_up && now - *failures.since >= kUnreadableLimit) {
+      failures.gave_up = true;
+      const std::string reason =
+          fmt::format("the state store {} could not be read for {} ms ({}), so no export can be proven live",
+                      db_.path(), kUnreadableLimit.count(), e.what());
+      if (log_) log_(fmt::format("{}: failing the requests of every open connection from now on", reason));
+      revoke_all(reason);
+    }
+  }
+}
+
+void ExportWatcher::run(WatchPace pace) {
+  using Clock = std::chrono::steady_clock;
+  const std::unique_ptr<StoreChangeSignal> signal = watch_store(pace.interval);
+  ReadFailures failures;
+  // A commit may be on its way as the thread starts: check at full rate for a while first.
+  Clock::time_point settle_until = Clock::now() + pace.settle_window;
+  Clock::time_point last_check = Clock::now();
+  for (;;) {
+    const bool settling = !signal || failures.since || Clock::now() < settle_until;
+    const auto due = last_check + (settling ? pace.interval : pace.idle_interval);
+    const auto timeout = std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now());
+    const Wakeup wakeup = wait(signal.get(), std::max(timeout, std::chrono::milliseconds(0)));
+    if (wakeup == Wakeup::stop) return;
+    if (wakeup == Wakeup::other_file_written) continue;  // the check stays due when it was
+    if (wakeup == Wakeup::store_written) settle_until = Clock::now() + pace.settle_window;
+    check_store(failures);
+    last_check = Clock::now();
   }
 }
 
