@@ -311,6 +311,21 @@ TEST_F(WatchedStore, ACommitWakesAnIdleWatcher) {
   watcher_->stop();
 }
 
+TEST_F(WatchedStore, ACommitWakesAWatcherThatOpenedTheStoreThroughASymbolicLink) {
+  // SQLite writes the -wal file beside the database file, so that is the folder to watch.
+  std::filesystem::create_directory(dir_.file("elsewhere"));
+  const std::string link = dir_.file("elsewhere/another-name.db");
+  std::filesystem::create_symlink(store_.path(), link);
+  ExportWatcher linked(Database::open(link, Database::Access::read_only), nullptr);
+  auto a = linked.admit("export-a");
+  ASSERT_TRUE(a.found);
+  linked.start(kEventsOnly);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  store_.store().set_export_status("export-a", "revoked", "job cancelled");
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
+  linked.stop();
+}
+
 TEST_F(WatchedStore, StopsAndStartsAgain) {
   auto a = watcher_->admit("export-a");
   watcher_->start(kEventsOnly);

@@ -24,7 +24,10 @@ StoreChangeSignal::StoreChangeSignal(const std::string& db_path) : inotify_(::in
                 fmt::format("cannot watch the state store {} for changes: {}{}", db_path, strerror(errno),
                             errno == EMFILE ? " (raise fs.inotify.max_user_instances)" : ""));
   }
-  const std::filesystem::path path(db_path);
+  // SQLite keeps the -wal file beside the database file itself, not beside a symbolic link to it.
+  std::error_code ignored;
+  std::filesystem::path path = std::filesystem::canonical(db_path, ignored);
+  if (path.empty()) path = db_path;
   store_name_ = path.filename().string();
   const std::string directory = path.has_parent_path() ? path.parent_path().string() : ".";
   if (::inotify_add_watch(inotify_.get(), directory.c_str(), kStoreEvents) < 0) {
