@@ -38,10 +38,22 @@ Reconciler::~Reconciler() {
   for (auto& supervisor : retiring_) supervisor->release();
 }
 
+// Where the store cannot be watched, the loop checks it every StoreCheckPace::interval instead.
+std::unique_ptr<StoreChangeSignal> Reconciler::watch_store() const {
+  try {
+    return std::make_unique<StoreChangeSignal>(settings_.db_path);
+  } catch (const std::exception& e) {
+    log_event("{}; checking the store every {} ms instead", e.what(), StoreCheckPace{}.interval.count());
+    return nullptr;
+  }
+}
+
 int Reconciler::run(int signal_fd) {
   const auto started = Clock::now();
   adopt(started);
   const int adopted = static_cast<int>(supervisors_.size());
+  const std::unique_ptr<StoreChangeSignal> store_signal = watch_store();
+  StoreCheckSchedule schedule(StoreCheckPace{}, store_signal != nullptr, started);
   data_version_ = store_.database().data_version();
   sync(started);
   auto next_resync = started + kResync;
@@ -57,8 +69,8 @@ int Reconciler::run(int signal_fd) {
       report_status(true);
     }
 
-    std::vector<pollfd> fds{{signal_fd, POLLIN, 0}};
-    auto deadline = now + kStorePoll;
+    std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {store_signal ? store_signal->fd() : -1, POLLIN, 0}};
+    auto deadline = std::min(schedule.next_check(now), next_resync);
     for (auto& [id, supervisor] : supervisors_) {
       supervisor->collect_fds(fds);
       deadline = std::min(deadline, supervisor->next_deadline());
@@ -80,8 +92,12 @@ int Reconciler::run(int signal_fd) {
     }
 
     now = Clock::now();
+    if ((fds[1].revents & POLLIN) && store_signal->drain()) schedule.store_written(now);
     try {
+      // Checked at every wakeup, not only when due: data_version is a read of shared memory, and a server that
+      // exited may be one that the store no longer wants.
       const int64_t version = store_.database().data_version();
+      schedule.checked(now);
       if (version != data_version_ || now >= next_resync) {
         data_version_ = version;
         next_resync = now + kResync;

@@ -2,10 +2,11 @@
 // Reconciler: the loop of `nbdxm serve`. It keeps the running servers equal to the store's live exports: every
 // pending or active export gets exactly one server on its port, pinned to its name; every server whose export is no
 // longer live (revoked, failed, deleted by a cascade, moved to another port) is stopped. Other services write the
-// store directly, so the loop polls PRAGMA data_version (a shared-memory read) every kStorePoll and also wakes at
-// once when a server or launcher exits (pidfds). On start it first adopts the servers already running for this
-// store, found in /proc by their command line and verified by their listening socket, so none is started twice and
-// none is left orphaned, even one whose start the previous manager never recorded.
+// store directly, so the loop checks PRAGMA data_version when the store's files are written (StoreChangeSignal;
+// then every StoreCheckPace::interval while the commit settles) and once a second otherwise, and it wakes at once
+// when a server or launcher exits (pidfds). On start it first adopts the servers already running for this store,
+// found in /proc by their command line and verified by their listening socket, so none is started twice and none
+// is left orphaned, even one whose start the previous manager never recorded.
 #include <chrono>
 #include <map>
 #include <memory>
@@ -15,12 +16,12 @@
 #include "export_server.hpp"
 #include "export_supervisor.hpp"
 #include "nbdxm/export_store.hpp"
+#include "nbdxm/store_change_signal.hpp"
 
 namespace nbdxm::cli {
 
 class Reconciler {
  public:
-  static constexpr std::chrono::milliseconds kStorePoll{20};
   static constexpr std::chrono::seconds kResync{2};  // a full look at the store even without a change
 
   Reconciler(const ServerSettings& settings, ExportStore& store);
@@ -38,6 +39,7 @@ class Reconciler {
     int serving = 0, starting = 0, stopping = 0, failed = 0;
   };
 
+  std::unique_ptr<StoreChangeSignal> watch_store() const;
   std::vector<FoundServer> running_servers() const;
   void adopt(Clock::time_point now);
   void sync(Clock::time_point now);

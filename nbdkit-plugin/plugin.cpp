@@ -201,7 +201,7 @@ void nbdxm_cleanup() {
 void nbdxm_dump_plugin() {
   std::printf("nbdxm_version=%s\n", NBDXM_VERSION);
   std::printf("nbdxm_default_byid_dir=%s\n", nbdxm::DeviceRules::kDefaultByIdDir);
-  const nbdxm::WatchPace pace;
+  const nbdxm::StoreCheckPace pace;
   std::printf("nbdxm_revocation_poll_ms=%lld\n", static_cast<long long>(pace.interval.count()));
   std::printf("nbdxm_revocation_settle_ms=%lld\n", static_cast<long long>(pace.settle_window.count()));
   std::printf("nbdxm_idle_check_ms=%lld\n", static_cast<long long>(pace.idle_interval.count()));

@@ -211,7 +211,8 @@ TEST_F(LoopBackend, TheResolverRefusesADeviceThatChangedSizeSinceTheLastOpen) {
 
 // A pace under which an idle watcher would not check the store again within any test: whatever it notices after
 // its short settling time, it noticed because the store's files were written.
-constexpr WatchPace kEventsOnly{std::chrono::milliseconds(20), std::chrono::milliseconds(100), std::chrono::hours(1)};
+constexpr StoreCheckPace kEventsOnly{std::chrono::milliseconds(20), std::chrono::milliseconds(100),
+                                     std::chrono::hours(1)};
 
 bool revoked_within(const ExportWatch& watch, std::chrono::seconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;

@@ -7,7 +7,7 @@
 // whoever changes the store, the plugin notices.
 //
 // The thread sleeps until the store's files are written (StoreChangeSignal), then checks at a short interval for a
-// while (WatchPace), long enough for the commit that caused the write to become visible. An idle store costs one
+// while (StoreCheckPace), long enough for the commit that caused the write to become visible. An idle store costs one
 // check a second, a safety net for writes that inotify cannot report (a store on a network file system). The bound
 // on noticing a change is the short interval plus the commit's own time from writing to publishing. Where the
 // store cannot be watched, the thread checks at the short interval all the time.
@@ -26,22 +26,11 @@
 #include "nbdxm/export_lookup.hpp"
 #include "nbdxm/file_descriptor.hpp"
 #include "nbdxm/records.hpp"
+#include "nbdxm/store_change_signal.hpp"
 
 namespace nbdxm {
 
 class ExportWatcher;
-class StoreChangeSignal;
-
-// How often the watcher's thread checks the store.
-struct WatchPace {
-  // While the store is being written, and all the time where it cannot be watched: well inside the issue's
-  // 100 ms bound on noticing a revocation.
-  std::chrono::milliseconds interval{20};
-  // How long checks go on at `interval` after the store's files were written (and after the thread starts).
-  std::chrono::milliseconds settle_window{1000};
-  // An idle store is checked this often all the same.
-  std::chrono::milliseconds idle_interval{1000};
-};
 
 // What one connection was admitted to. Unregisters itself when destroyed.
 class ExportWatch {
@@ -91,7 +80,7 @@ class ExportWatcher {
   // One check: when another connection committed since the last check, re-check every watched export. The thread
   // calls this; tests may call it directly. Throws when the store cannot be read.
   void poll();
-  void start(WatchPace pace = {});
+  void start(StoreCheckPace pace = {});
   void stop();
   size_t watch_count();
   // How many checks (poll) have run since construction: what an idle server costs.
@@ -103,7 +92,7 @@ class ExportWatcher {
   void recheck_locked();
   std::string why_not_served_locked(const NbdExport& admitted, const NbdExport* active);
   void revoke_all(const std::string& reason);
-  void run(WatchPace pace);
+  void run(StoreCheckPace pace);
   std::unique_ptr<StoreChangeSignal> watch_store(std::chrono::milliseconds interval);
   enum class Wakeup { stop, store_written, other_file_written, timeout };
   Wakeup wait(StoreChangeSignal* signal, std::chrono::milliseconds timeout);

@@ -1,6 +1,6 @@
 #pragma once
 // StoreChangeSignal: a file descriptor that becomes readable when some process writes to the state store's files,
-// so that a reader can wait for changes instead of polling.
+// so that a reader can wait for changes instead of polling; StoreCheckSchedule: when such a reader checks the store.
 //
 // SQLite appends every commit to the store's -wal file with write(2), which inotify reports. The commit becomes
 // visible to readers only afterwards (SQLite then publishes it in the wal-index, a memory map of the -shm file,
@@ -9,6 +9,7 @@
 //
 // The store's directory is watched rather than its files, so that the signal survives a -wal file being removed
 // and created again.
+#include <chrono>
 #include <string>
 
 #include "nbdxm/file_descriptor.hpp"
@@ -31,6 +32,43 @@ class StoreChangeSignal {
  private:
   FileDescriptor inotify_;
   std::string store_name_;  // the database's file name; its companions' names start with it
+};
+
+// How often a reader checks the store (PRAGMA data_version) for changes.
+struct StoreCheckPace {
+  // While the store is being written, and all the time where it cannot be watched: well inside the issue's
+  // 100 ms bound on noticing a revocation.
+  std::chrono::milliseconds interval{20};
+  // How long checks go on at `interval` after a StoreChangeSignal: long enough for the commit that wrote to become
+  // visible, including its sync of the -wal file.
+  std::chrono::milliseconds settle_window{1000};
+  // An idle store is checked this often all the same: a safety net for writes that inotify cannot report (a store
+  // on a network file system).
+  std::chrono::milliseconds idle_interval{1000};
+};
+
+// When a reader that waits on a StoreChangeSignal checks the store next. It starts settling, as a commit may be on
+// its way when the reader starts.
+class StoreCheckSchedule {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // `watched`: whether the reader has a StoreChangeSignal; without one it checks at pace.interval all the time.
+  StoreCheckSchedule(StoreCheckPace pace, bool watched, Clock::time_point now)
+      : pace_(pace), watched_(watched), settle_until_(now + pace.settle_window), last_check_(now) {}
+
+  void store_written(Clock::time_point now) { settle_until_ = now + pace_.settle_window; }
+  void checked(Clock::time_point now) { last_check_ = now; }
+  // `hurry`: check at pace.interval regardless (the last check failed, say).
+  Clock::time_point next_check(Clock::time_point now, bool hurry = false) const {
+    const bool settling = !watched_ || hurry || now < settle_until_;
+    return last_check_ + (settling ? pace_.interval : pace_.idle_interval);
+  }
+
+ private:
+  StoreCheckPace pace_;
+  bool watched_;
+  Clock::time_point settle_until_;
+  Clock::time_point last_check_;
 };
 
 }  // namespace nbdxm

@@ -139,7 +139,7 @@ void ExportWatcher::revoke_all(const std::string& reason) {
   }
 }
 
-void ExportWatcher::start(WatchPace pace) {
+void ExportWatcher::start(StoreCheckPace pace) {
   std::lock_guard lock(thread_mutex_);
   if (thread_.joinable()) return;
   thread_ = std::thread([this, pace] { run(pace); });
@@ -193,23 +193,21 @@ void ExportWatcher::check_store(ReadFailures& failures) {
   }
 }
 
-void ExportWatcher::run(WatchPace pace) {
-  using Clock = std::chrono::steady_clock;
+void ExportWatcher::run(StoreCheckPace pace) {
+  using Clock = StoreCheckSchedule::Clock;
   const std::unique_ptr<StoreChangeSignal> signal = watch_store(pace.interval);
+  StoreCheckSchedule schedule(pace, signal != nullptr, Clock::now());
   ReadFailures failures;
-  // A commit may be on its way as the thread starts: check at full rate for a while first.
-  Clock::time_point settle_until = Clock::now() + pace.settle_window;
-  Clock::time_point last_check = Clock::now();
   for (;;) {
-    const bool settling = !signal || failures.since || Clock::now() < settle_until;
-    const auto due = last_check + (settling ? pace.interval : pace.idle_interval);
-    const auto timeout = std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now());
+    const auto now = Clock::now();
+    const auto timeout =
+        std::chrono::ceil<std::chrono::milliseconds>(schedule.next_check(now, failures.since.has_value()) - now);
     const Wakeup wakeup = wait(signal.get(), std::max(timeout, std::chrono::milliseconds(0)));
     if (wakeup == Wakeup::stop) return;
     if (wakeup == Wakeup::other_file_written) continue;  // the check stays due when it was
-    if (wakeup == Wakeup::store_written) settle_until = Clock::now() + pace.settle_window;
+    if (wakeup == Wakeup::store_written) schedule.store_written(Clock::now());
     check_store(failures);
-    last_check = Clock::now();
+    schedule.checked(Clock::now());
   }
 }
 
