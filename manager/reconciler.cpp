@@ -38,21 +38,12 @@ Reconciler::~Reconciler() {
   for (auto& supervisor : retiring_) supervisor->release();
 }
 
-// Where the store cannot be watched, the loop checks it every StoreCheckPace::interval instead.
-std::unique_ptr<StoreChangeSignal> Reconciler::watch_store() const {
-  try {
-    return std::make_unique<StoreChangeSignal>(settings_.db_path);
-  } catch (const std::exception& e) {
-    log_event("{}; checking the store every {} ms instead", e.what(), StoreCheckPace{}.interval.count());
-    return nullptr;
-  }
-}
-
 int Reconciler::run(int signal_fd) {
   const auto started = Clock::now();
   adopt(started);
   const int adopted = static_cast<int>(supervisors_.size());
-  const std::unique_ptr<StoreChangeSignal> store_signal = watch_store();
+  const std::unique_ptr<StoreChangeSignal> store_signal = watch_store_changes(
+      settings_.db_path, StoreCheckPace{}.interval, [](const std::string& line) { log_event("{}", line); });
   StoreCheckSchedule schedule(StoreCheckPace{}, store_signal != nullptr, started);
   data_version_ = store_.database().data_version();
   sync(started);

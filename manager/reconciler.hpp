@@ -39,7 +39,6 @@ class Reconciler {
     int serving = 0, starting = 0, stopping = 0, failed = 0;
   };
 
-  std::unique_ptr<StoreChangeSignal> watch_store() const;
   std::vector<FoundServer> running_servers() const;
   void adopt(Clock::time_point now);
   void sync(Clock::time_point now);

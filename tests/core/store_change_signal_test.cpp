@@ -49,6 +49,15 @@ TEST_F(StoreChangeSignalTest, RefusesAFolderThatDoesNotExist) {
   }
 }
 
+TEST_F(StoreChangeSignalTest, WhereTheStoreCannotBeWatchedTheReaderIsToldToPoll) {
+  std::string told;
+  EXPECT_EQ(watch_store_changes(dir_.file("missing/state.db"), 20ms, [&](const std::string& line) { told = line; }),
+            nullptr);
+  EXPECT_NE(told.find("checking the store every 20 ms instead"), std::string::npos) << told;
+  EXPECT_NE(watch_store_changes(path_, 20ms, [&](const std::string& line) { told = "unexpected: " + line; }), nullptr);
+  EXPECT_EQ(told.find("unexpected"), std::string::npos) << told;
+}
+
 TEST(StoreCheckSchedule, ChecksOftenWhileTheStoreSettlesAndSeldomWhenIdle) {
   const StoreCheckPace pace{20ms, 1000ms, 5000ms};
   const auto t0 = StoreCheckSchedule::Clock::time_point{} + 1h;

@@ -93,7 +93,6 @@ class ExportWatcher {
   std::string why_not_served_locked(const NbdExport& admitted, const NbdExport* active);
   void revoke_all(const std::string& reason);
   void run(StoreCheckPace pace);
-  std::unique_ptr<StoreChangeSignal> watch_store(std::chrono::milliseconds interval);
   enum class Wakeup { stop, store_written, other_file_written, timeout };
   Wakeup wait(StoreChangeSignal* signal, std::chrono::milliseconds timeout);
   // Since when the store could not be read, when the last check failed.

@@ -10,6 +10,8 @@
 // The store's directory is watched rather than its files, so that the signal survives a -wal file being removed
 // and created again.
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "nbdxm/file_descriptor.hpp"
@@ -33,6 +35,11 @@ class StoreChangeSignal {
   FileDescriptor inotify_;
   std::string store_name_;  // the database's file name; its companions' names start with it
 };
+
+// The signal for the store at db_path; nullptr where it cannot be watched, after telling `log` why and that the
+// store will be checked every `interval` instead.
+std::unique_ptr<StoreChangeSignal> watch_store_changes(const std::string& db_path, std::chrono::milliseconds interval,
+                                                       const std::function<void(const std::string&)>& log);
 
 // How often a reader checks the store (PRAGMA data_version) for changes.
 struct StoreCheckPace {

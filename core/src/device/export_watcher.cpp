@@ -155,15 +155,6 @@ void ExportWatcher::stop() {
   if (::read(stop_event_.get(), &count, sizeof count) != sizeof count) std::terminate();  // ready for a restart
 }
 
-std::unique_ptr<StoreChangeSignal> ExportWatcher::watch_store(std::chrono::milliseconds interval) {
-  try {
-    return std::make_unique<StoreChangeSignal>(db_.path());
-  } catch (const std::exception& e) {
-    if (log_) log_(fmt::format("{}; checking the store every {} ms instead", e.what(), interval.count()));
-    return nullptr;
-  }
-}
-
 ExportWatcher::Wakeup ExportWatcher::wait(StoreChangeSignal* signal, std::chrono::milliseconds timeout) {
   struct pollfd fds[2] = {{stop_event_.get(), POLLIN, 0}, {signal ? signal->fd() : -1, POLLIN, 0}};
   const int ready = ::poll(fds, 2, static_cast<int>(timeout.count()));
@@ -195,7 +186,7 @@ void ExportWatcher::check_store(ReadFailures& failures) {
 
 void ExportWatcher::run(StoreCheckPace pace) {
   using Clock = StoreCheckSchedule::Clock;
-  const std::unique_ptr<StoreChangeSignal> signal = watch_store(pace.interval);
+  const std::unique_ptr<StoreChangeSignal> signal = watch_store_changes(db_.path(), pace.interval, log_);
   StoreCheckSchedule schedule(pace, signal != nullptr, Clock::now());
   ReadFailures failures;
   for (;;) {

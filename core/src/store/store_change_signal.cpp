@@ -58,4 +58,14 @@ bool StoreChangeSignal::drain() {
   }
 }
 
+std::unique_ptr<StoreChangeSignal> watch_store_changes(const std::string& db_path, std::chrono::milliseconds interval,
+                                                       const std::function<void(const std::string&)>& log) {
+  try {
+    return std::make_unique<StoreChangeSignal>(db_path);
+  } catch (const std::exception& e) {
+    if (log) log(fmt::format("{}; checking the store every {} ms instead", e.what(), interval.count()));
+    return nullptr;
+  }
+}
+
 }  // namespace nbdxm
