@@ -60,7 +60,8 @@ int Reconciler::run(int signal_fd) {
       report_status(true);
     }
 
-    std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {store_signal ? store_signal->fd() : -1, POLLIN, 0}};
+    const bool listening = schedule.listening(now);  // see StoreCheckSchedule
+    std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
     auto deadline = std::min(schedule.next_check(now), next_resync);
     for (auto& [id, supervisor] : supervisors_) {
       supervisor->collect_fds(fds);
@@ -83,7 +84,8 @@ int Reconciler::run(int signal_fd) {
     }
 
     now = Clock::now();
-    if ((fds[1].revents & POLLIN) && store_signal->drain()) schedule.store_written(now);
+    const bool due = now >= schedule.next_check(now);
+    if (store_signal && ((fds[1].revents & POLLIN) || due) && store_signal->drain()) schedule.store_written(now);
     try {
       // Checked at every wakeup, not only when due: data_version is a read of shared memory, and a server that
       // exited may be one that the store no longer wants.

@@ -62,17 +62,24 @@ TEST(StoreCheckSchedule, ChecksOftenWhileTheStoreSettlesAndSeldomWhenIdle) {
   const StoreCheckPace pace{20ms, 1000ms, 5000ms};
   const auto t0 = StoreCheckSchedule::Clock::time_point{} + 1h;
   StoreCheckSchedule schedule(pace, true, t0);
-  EXPECT_EQ(schedule.next_check(t0), t0 + 20ms);  // settling from the start
+  EXPECT_EQ(schedule.next_check(t0), t0 + 20ms);  // settling from the start, not waiting on the signal
+  EXPECT_FALSE(schedule.listening(t0));
   schedule.checked(t0 + 990ms);
   EXPECT_EQ(schedule.next_check(t0 + 990ms), t0 + 1010ms);
   schedule.checked(t0 + 1010ms);
+  EXPECT_TRUE(schedule.listening(t0 + 1010ms));
   EXPECT_EQ(schedule.next_check(t0 + 1010ms), t0 + 6010ms);        // idle
   EXPECT_EQ(schedule.next_check(t0 + 1010ms, true), t0 + 1030ms);  // hurried
-  schedule.store_written(t0 + 3000ms);
-  EXPECT_EQ(schedule.next_check(t0 + 3000ms), t0 + 1030ms);  // overdue: check now
-  schedule.checked(t0 + 3000ms);
-  EXPECT_EQ(schedule.next_check(t0 + 3999ms), t0 + 3020ms);
-  EXPECT_EQ(schedule.next_check(t0 + 4000ms), t0 + 8000ms);
+
+  schedule.store_written(t0 + 3000ms);  // ends the idle spell: the first check one interval later
+  EXPECT_FALSE(schedule.listening(t0 + 3000ms));
+  EXPECT_EQ(schedule.next_check(t0 + 3000ms), t0 + 3020ms);
+  schedule.checked(t0 + 3020ms);
+  schedule.store_written(t0 + 3030ms);  // while settling: the cadence stays, the spell lasts longer
+  EXPECT_EQ(schedule.next_check(t0 + 3030ms), t0 + 3040ms);
+  EXPECT_EQ(schedule.next_check(t0 + 4029ms), t0 + 3040ms);
+  EXPECT_EQ(schedule.next_check(t0 + 4030ms), t0 + 8020ms);
+  EXPECT_TRUE(schedule.listening(t0 + 4030ms));
 }
 
 TEST(StoreCheckSchedule, AnUnwatchedStoreIsCheckedOftenAllTheTime) {
@@ -81,6 +88,7 @@ TEST(StoreCheckSchedule, AnUnwatchedStoreIsCheckedOftenAllTheTime) {
   StoreCheckSchedule schedule(pace, false, t0);
   schedule.checked(t0 + 1h);
   EXPECT_EQ(schedule.next_check(t0 + 1h), t0 + 1h + 20ms);
+  EXPECT_FALSE(schedule.listening(t0 + 1h));
 }
 
 }  // namespace

@@ -56,6 +56,11 @@ struct StoreCheckPace {
 
 // When a reader that waits on a StoreChangeSignal checks the store next. It starts settling, as a commit may be on
 // its way when the reader starts.
+//
+// While the store settles, checks come every pace.interval whatever is written, and the reader should not wait on
+// the signal (it drains it at each check instead): with one reader per export, a burst of commits (a manager
+// recording 200 adopted servers) would otherwise wake every reader once per commit. The first check after an idle
+// spell comes one interval after the write that ended it, when the commit has usually been published.
 class StoreCheckSchedule {
  public:
   using Clock = std::chrono::steady_clock;
@@ -63,12 +68,17 @@ class StoreCheckSchedule {
   StoreCheckSchedule(StoreCheckPace pace, bool watched, Clock::time_point now)
       : pace_(pace), watched_(watched), settle_until_(now + pace.settle_window), last_check_(now) {}
 
-  void store_written(Clock::time_point now) { settle_until_ = now + pace_.settle_window; }
+  bool settling(Clock::time_point now) const { return !watched_ || now < settle_until_; }
+  // Whether to wait on the signal until the next check.
+  bool listening(Clock::time_point now) const { return watched_ && !settling(now); }
+  void store_written(Clock::time_point now) {
+    if (!settling(now)) last_check_ = now;
+    settle_until_ = now + pace_.settle_window;
+  }
   void checked(Clock::time_point now) { last_check_ = now; }
   // `hurry`: check at pace.interval regardless (the last check failed, say).
   Clock::time_point next_check(Clock::time_point now, bool hurry = false) const {
-    const bool settling = !watched_ || hurry || now < settle_until_;
-    return last_check_ + (settling ? pace_.interval : pace_.idle_interval);
+    return last_check_ + (hurry || settling(now) ? pace_.interval : pace_.idle_interval);
   }
 
  private:

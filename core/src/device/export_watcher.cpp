@@ -190,13 +190,19 @@ void ExportWatcher::run(StoreCheckPace pace) {
   StoreCheckSchedule schedule(pace, signal != nullptr, Clock::now());
   ReadFailures failures;
   for (;;) {
-    const auto now = Clock::now();
-    const auto timeout =
-        std::chrono::ceil<std::chrono::milliseconds>(schedule.next_check(now, failures.since.has_value()) - now);
-    const Wakeup wakeup = wait(signal.get(), std::max(timeout, std::chrono::milliseconds(0)));
+    auto now = Clock::now();
+    const auto due = schedule.next_check(now, failures.since.has_value());
+    const auto timeout = std::chrono::ceil<std::chrono::milliseconds>(due - now);
+    const Wakeup wakeup =
+        wait(schedule.listening(now) ? signal.get() : nullptr, std::max(timeout, std::chrono::milliseconds(0)));
+    now = Clock::now();
     if (wakeup == Wakeup::stop) return;
     if (wakeup == Wakeup::other_file_written) continue;  // the check stays due when it was
-    if (wakeup == Wakeup::store_written) schedule.store_written(Clock::now());
+    if (wakeup == Wakeup::store_written) {
+      schedule.store_written(now);  // the check comes once the commit has had time to be published
+      continue;
+    }
+    if (signal && signal->drain()) schedule.store_written(now);  // written while settling: settle for longer
     check_store(failures);
     schedule.checked(Clock::now());
   }
