@@ -45,7 +45,7 @@ class Database {
   void require_current_schema();
 
   // The store changes whenever another connection commits; cheap to poll (PRAGMA data_version, prepared once:
-  // every export server polls it 50 times a second).
+  // every export server checks it 50 times a second while the store is being written, see StoreCheckSchedule).
   int64_t data_version();
 
  private:
