@@ -225,6 +225,31 @@ TEST_P(PluginAsAnotherUser, FollowsAStoreWrittenByRoot) {
   }
 }
 
+// A folder the service user may pass through but not read (0711) cannot be watched with inotify: the plugin says so
+// and checks the store every 20 ms instead, and revocation still works.
+TEST_F(AsAnotherUser, ChecksAStoreWhoseFolderItCannotWatchByPolling) {
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0711), 0);
+  Volume a(dir_, "a", Backing::file);
+  ASSERT_EQ(::chown(a.device().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
+  store_.add({"export-a", a.device()});
+  TempDir run_dir;
+  ASSERT_EQ(::chown(run_dir.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
+  auto server =
+      std::make_unique<NbdkitServer>(run_dir, store_.path(), std::vector<std::string>{"allow-regular-files=true"},
+                                     std::vector<std::string>{"-u", "nobody", "-g", "nogroup"});
+  NbdClient client(server->socket(), "export-a");
+  client.write(pattern(4096, 1), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the settling second after the start
+  store_.store().set_export_status("export-a", "revoked", "root revoked it");
+  ASSERT_TRUE(eventually([&] { return client.try_read(4096, 0) != 0; }, std::chrono::seconds(1)));
+  EXPECT_EQ(client.try_write(pattern(4096, 2), 4096), ESHUTDOWN);
+  EXPECT_NE(server->log().find(fmt::format("cannot watch the state store's directory {} for changes: Permission "
+                                           "denied; checking the store every 20 ms instead",
+                                           dir_.path())),
+            std::string::npos)
+      << server->log();
+}
+
 TEST_F(AsAnotherUser, RefusesToStartWhenTheServiceUserCannotReadTheStore) {
   for (const char* suffix : {"", "-wal", "-shm"}) ASSERT_EQ(::chmod((store_.path() + suffix).c_str(), 0600), 0);
   TempDir run_dir;
