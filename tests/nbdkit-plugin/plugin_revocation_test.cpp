@@ -186,9 +186,16 @@ class AsAnotherUser : public PluginTest {
     nogroup_ = ::getgrnam("nogroup");
     if (!nobody_ || !nogroup_) GTEST_SKIP() << "no user nobody or group nogroup";
     ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);  // the volume file inside must be reachable
+    ASSERT_EQ(::chown(run_dir_.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
+  }
+  // A server of the store that drops privileges to nobody:nogroup.
+  std::unique_ptr<NbdkitServer> serve_as_nobody() {
+    return std::make_unique<NbdkitServer>(run_dir_, store_.path(), std::vector<std::string>{"allow-regular-files=true"},
+                                          std::vector<std::string>{"-u", "nobody", "-g", "nogroup"});
   }
   const passwd* nobody_ = nullptr;
   const group* nogroup_ = nullptr;
+  TempDir run_dir_;  // nbdkit writes its pid file after dropping privileges
 };
 
 class PluginAsAnotherUser : public AsAnotherUser, public ::testing::WithParamInterface<bool> {};
@@ -206,11 +213,7 @@ TEST_P(PluginAsAnotherUser, FollowsAStoreWrittenByRoot) {
     ASSERT_EQ(::chown(dir_.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
   }
 
-  TempDir run_dir;  // nbdkit writes its pid file after dropping privileges
-  ASSERT_EQ(::chown(run_dir.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
-  auto server =
-      std::make_unique<NbdkitServer>(run_dir, store_.path(), std::vector<std::string>{"allow-regular-files=true"},
-                                     std::vector<std::string>{"-u", "nobody", "-g", "nogroup"});
+  auto server = serve_as_nobody();
   NbdClient client(server->socket(), "export-a");
   client.write(pattern(4096, 1), 0);
   create_volume_file(dir_.file("b"), kGiB);
@@ -232,11 +235,7 @@ TEST_F(AsAnotherUser, ChecksAStoreWhoseFolderItCannotWatchByPolling) {
   Volume a(dir_, "a", Backing::file);
   ASSERT_EQ(::chown(a.device().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
   store_.add({"export-a", a.device()});
-  TempDir run_dir;
-  ASSERT_EQ(::chown(run_dir.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
-  auto server =
-      std::make_unique<NbdkitServer>(run_dir, store_.path(), std::vector<std::string>{"allow-regular-files=true"},
-                                     std::vector<std::string>{"-u", "nobody", "-g", "nogroup"});
+  auto server = serve_as_nobody();
   NbdClient client(server->socket(), "export-a");
   client.write(pattern(4096, 1), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the settling second after the start
@@ -252,10 +251,8 @@ TEST_F(AsAnotherUser, ChecksAStoreWhoseFolderItCannotWatchByPolling) {
 
 TEST_F(AsAnotherUser, RefusesToStartWhenTheServiceUserCannotReadTheStore) {
   for (const char* suffix : {"", "-wal", "-shm"}) ASSERT_EQ(::chmod((store_.path() + suffix).c_str(), 0600), 0);
-  TempDir run_dir;
-  ASSERT_EQ(::chown(run_dir.path().c_str(), nobody_->pw_uid, nogroup_->gr_gid), 0);
   std::string output;
-  EXPECT_NE(run({"nbdkit", "-f", "-U", run_dir.file("sock"), "-u", "nobody", "-g", "nogroup", NBDXM_PLUGIN,
+  EXPECT_NE(run({"nbdkit", "-f", "-U", run_dir_.file("sock"), "-u", "nobody", "-g", "nogroup", NBDXM_PLUGIN,
                  "db=" + store_.path()},
                 &output),
             0);
