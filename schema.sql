@@ -9,7 +9,9 @@
 -- Table and column names follow the design document "Normalized Database Schema Design" because other appliance
 -- services read and write these tables directly. Its errors are fixed here; each fix is marked FIX.
 --
--- Every connection must set PRAGMA foreign_keys=ON; the cascades and references below depend on it.
+-- References and cleanups hold for every writer, with PRAGMA foreign_keys on or off (SQLite's default is off, and
+-- other services' connections often leave it so): from version 3 triggers enforce each of them; the declared foreign
+-- keys stay, for the design they document and for writers that turn them on.
 -- Timestamps are UTC ISO-8601 text with milliseconds, e.g. 2026-11-27T23:12:00.123Z.
 -- Errors raised by triggers are sentences in the user's terms; the CLI prints them as they are.
 
@@ -348,3 +350,131 @@ BEGIN
     UPDATE export_servers SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
     WHERE export_id = NEW.export_id AND updated_at IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
 END;
+
+-- @version 3
+-- Versions 1 and 2 enforced references and their cleanups with foreign keys only, which a connection that leaves
+-- PRAGMA foreign_keys off (SQLite's default) ignores: it could add a disk of a job that does not exist, or delete a
+-- job and leave its exports active. From here triggers enforce them for every writer. With foreign keys on, a
+-- foreign key's cascade and the trigger's cleanup both run: whichever comes second finds nothing left to do.
+-- Renaming a row that others refer to is refused, as a foreign key (NO ACTION) refuses it.
+-- Rows an older store already holds broken are kept as they are: `nbdxm check` reports them, and export_devices
+-- (below) never shows such an export as live.
+
+-- References: each BEFORE INSERT / UPDATE trigger refuses a row whose referenced row does not exist. (A NULL is left
+-- to the NOT NULL constraints, which name the column.)
+CREATE TRIGGER vm_disks_job_exists_insert BEFORE INSERT ON vm_disks
+WHEN NEW.job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM replication_jobs WHERE id = NEW.job_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the vm_disk''s job does not exist; add the job first');
+END;
+CREATE TRIGGER vm_disks_job_exists_update BEFORE UPDATE OF job_id ON vm_disks
+WHEN NEW.job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM replication_jobs WHERE id = NEW.job_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the vm_disk''s job does not exist; add the job first');
+END;
+CREATE TRIGGER vm_disks_volume_exists_insert BEFORE INSERT ON vm_disks
+WHEN NEW.cloudstack_volume_uuid IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM device_mappings WHERE volume_uuid = NEW.cloudstack_volume_uuid)
+BEGIN
+    SELECT RAISE(ABORT, 'the volume has no device mapping; add the mapping before linking a disk to the volume');
+END;
+CREATE TRIGGER vm_disks_volume_exists_update BEFORE UPDATE OF cloudstack_volume_uuid ON vm_disks
+WHEN NEW.cloudstack_volume_uuid IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM device_mappings WHERE volume_uuid = NEW.cloudstack_volume_uuid)
+BEGIN
+    SELECT RAISE(ABORT, 'the volume has no device mapping; add the mapping before linking a disk to the volume');
+END;
+CREATE TRIGGER nbd_exports_references_exist_insert BEFORE INSERT ON nbd_exports
+BEGIN
+    SELECT RAISE(ABORT, 'the export''s job does not exist')
+    WHERE NEW.job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM replication_jobs WHERE id = NEW.job_id);
+    SELECT RAISE(ABORT, 'the export''s vm_disk does not exist')
+    WHERE NEW.vm_disk_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM vm_disks WHERE id = NEW.vm_disk_id);
+    SELECT RAISE(ABORT, 'the export''s device mapping does not exist')
+    WHERE NEW.device_mapping_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM device_mappings WHERE id = NEW.device_mapping_id);
+END;
+CREATE TRIGGER nbd_exports_references_exist_update BEFORE UPDATE OF job_id, vm_disk_id, device_mapping_id ON nbd_exports
+BEGIN
+    SELECT RAISE(ABORT, 'the export''s job does not exist')
+    WHERE NEW.job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM replication_jobs WHERE id = NEW.job_id);
+    SELECT RAISE(ABORT, 'the export''s vm_disk does not exist')
+    WHERE NEW.vm_disk_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM vm_disks WHERE id = NEW.vm_disk_id);
+    SELECT RAISE(ABORT, 'the export''s device mapping does not exist')
+    WHERE NEW.device_mapping_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM device_mappings WHERE id = NEW.device_mapping_id);
+END;
+CREATE TRIGGER export_servers_export_exists_insert BEFORE INSERT ON export_servers
+WHEN NEW.export_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nbd_exports WHERE id = NEW.export_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the export of the server record does not exist');
+END;
+CREATE TRIGGER export_servers_export_exists_update BEFORE UPDATE OF export_id ON export_servers
+WHEN NEW.export_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nbd_exports WHERE id = NEW.export_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the export of the server record does not exist');
+END;
+
+-- References: the key of a row that others refer to stays (a foreign key without ON UPDATE refuses the same).
+CREATE TRIGGER replication_jobs_id_fixed_while_referenced BEFORE UPDATE OF id ON replication_jobs
+WHEN NEW.id IS NOT OLD.id AND (EXISTS (SELECT 1 FROM vm_disks WHERE job_id = OLD.id)
+                               OR EXISTS (SELECT 1 FROM nbd_exports WHERE job_id = OLD.id))
+BEGIN
+    SELECT RAISE(ABORT, 'a job that has disks or exports cannot change its id');
+END;
+CREATE TRIGGER device_mappings_keys_fixed_while_referenced BEFORE UPDATE OF id, volume_uuid ON device_mappings
+BEGIN
+    SELECT RAISE(ABORT, 'a device mapping that has exports cannot change its id')
+    WHERE NEW.id IS NOT OLD.id AND EXISTS (SELECT 1 FROM nbd_exports WHERE device_mapping_id = OLD.id);
+    SELECT RAISE(ABORT, 'the UUID of a volume that a disk is linked to cannot change; unlink the disk first')
+    WHERE NEW.volume_uuid IS NOT OLD.volume_uuid
+      AND EXISTS (SELECT 1 FROM vm_disks WHERE cloudstack_volume_uuid = OLD.volume_uuid);
+END;
+CREATE TRIGGER vm_disks_id_fixed_while_exported BEFORE UPDATE OF id ON vm_disks
+WHEN NEW.id IS NOT OLD.id AND EXISTS (SELECT 1 FROM nbd_exports WHERE vm_disk_id = OLD.id)
+BEGIN
+    SELECT RAISE(ABORT, 'a vm_disk that has exports cannot change its id');
+END;
+CREATE TRIGGER nbd_exports_id_fixed_while_served BEFORE UPDATE OF id ON nbd_exports
+WHEN NEW.id IS NOT OLD.id AND EXISTS (SELECT 1 FROM export_servers WHERE export_id = OLD.id)
+BEGIN
+    SELECT RAISE(ABORT, 'an export that has a server record cannot change its id');
+END;
+
+-- Cleanup: what goes with a deleted row (the ON DELETE actions of the foreign keys, for every writer).
+CREATE TRIGGER replication_jobs_delete_deletes_disks_and_exports AFTER DELETE ON replication_jobs
+BEGIN
+    DELETE FROM nbd_exports WHERE job_id = OLD.id;
+    DELETE FROM vm_disks WHERE job_id = OLD.id;
+END;
+CREATE TRIGGER device_mappings_delete_deletes_exports_and_unlinks_disk AFTER DELETE ON device_mappings
+BEGIN
+    DELETE FROM nbd_exports WHERE device_mapping_id = OLD.id;
+    UPDATE vm_disks SET cloudstack_volume_uuid = NULL WHERE cloudstack_volume_uuid = OLD.volume_uuid;
+END;
+CREATE TRIGGER vm_disks_delete_deletes_exports AFTER DELETE ON vm_disks
+BEGIN
+    DELETE FROM nbd_exports WHERE vm_disk_id = OLD.id;
+END;
+CREATE TRIGGER nbd_exports_delete_deletes_server AFTER DELETE ON nbd_exports
+BEGIN
+    DELETE FROM export_servers WHERE export_id = OLD.id;
+END;
+
+-- Reading an export with its device, now only through its complete chain (export -> disk -> job, export -> mapping):
+-- an export whose job, disk or mapping a writer of an older version deleted is not shown at all, and an export of a
+-- job that has ended is never shown live, whatever its row says (`nbdxm check` reports both rows). The plugin admits
+-- connects and keeps them open only through this view.
+DROP VIEW export_devices;
+CREATE VIEW export_devices AS
+SELECT e.id AS export_id, e.export_name, e.port,
+       CASE WHEN e.status IN ('pending', 'active') AND j.status IN ('completed', 'failed', 'cancelled')
+            THEN 'revoked' ELSE e.status END AS status,
+       CASE WHEN e.status IN ('pending', 'active') AND j.status IN ('completed', 'failed', 'cancelled')
+            THEN 'job ' || j.id || ' has ended (' || j.status || ')' ELSE e.status_reason END AS status_reason,
+       e.job_id, e.vm_disk_id, d.disk_id, m.id AS device_mapping_id, m.volume_uuid, m.device_path, m.operation_mode,
+       m.requires_device_correlation, m.size, e.created_at, e.updated_at
+FROM nbd_exports e
+JOIN replication_jobs j ON j.id = e.job_id
+JOIN vm_disks d ON d.id = e.vm_disk_id AND d.job_id = e.job_id
+JOIN device_mappings m ON m.id = e.device_mapping_id;

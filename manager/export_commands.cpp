@@ -176,7 +176,7 @@ NbdExport wait_until_served(Store& store, const NbdExport& created, const Manage
 void create_command(const GlobalOptions& options, const CreateArgs& args) {
   const auto timeout = timeout_of(args.timeout);
   Store store(options, Database::Access::read_write);
-  const auto manager = store.exports.running_manager();
+  const auto manager = store.exports.running_manager(still_running);
   if (!manager) {
     throw Error(ExitCode::unavailable,
                 fmt::format("no manager is running for store {}; start it with `nbdxm serve` (or `systemctl start "
@@ -271,7 +271,7 @@ void wait_for_servers_gone(Store& store, const std::string& db_path, const std::
       if (auto handle = ProcessHandle::open(found.process)) running.push_back(std::move(*handle));
     }
     if (running.empty()) return;
-    if (!store.exports.running_manager()) {
+    if (!store.exports.running_manager(still_running)) {
       throw Error(ExitCode::unavailable,
                   fmt::format("revoked: new connections are refused and open ones are cut off, but no manager is "
                               "running to stop server pid {} (export {}); start `nbdxm serve` to free its port",

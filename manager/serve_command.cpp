@@ -119,7 +119,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   me.byid_dir = config.byid_dir;
   me.max_connections = config.max_connections;
   me.version = NBDXM_VERSION;
-  store.register_manager(me);
+  store.register_manager(me, still_running);
   log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,
             db_path, config.listen, ports.str(), config.run_dir, config.nbdkit, config.plugin);
 

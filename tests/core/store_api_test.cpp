@@ -278,9 +278,7 @@ TEST_F(StoreApiTest, TranslatesEveryKindOfConstraintFailure) {
       {"UPDATE nbd_exports SET port = 'x' WHERE export_name = 'e1'", "a value has the wrong type for its column"},
       {"UPDATE nbd_exports SET export_name = NULL WHERE export_name = 'e1'",
        "nbd_exports.export_name must have a value"},
-      {"UPDATE vm_disks SET job_id = 'nope' WHERE disk_id = 'd2'",
-       "the job, disk or device mapping it refers to does not exist, or rows that others refer to cannot be renamed or "
-       "removed this way"},
+      {"UPDATE vm_disks SET job_id = 'nope' WHERE disk_id = 'd2'", "the vm_disk's job does not exist; add the job first"},
       {"UPDATE vm_disks SET job_id = 'j2' WHERE disk_id = 'd1'", "a vm_disk with exports cannot move to another job"},
       {"INSERT INTO replication_jobs (id, source_vm_id, source_vm_name) VALUES ('j1', 'a', 'b')",
        "a job with that id already exists"},

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "nbdxm/schema.hpp"
 #include "store_test_support.hpp"
 
 namespace nbdxm::test {
@@ -33,11 +34,7 @@ class CheckTest : public StoreTest {
     return lines;
   }
 
-  void with_foreign_keys_off(const std::string& sql) {
-    db_.sql().exec("PRAGMA foreign_keys = OFF");
-    db_.sql().exec(sql);
-    db_.sql().exec("PRAGMA foreign_keys = ON");
-  }
+  void with_foreign_keys_off(const std::string& sql) { exec_as_older_writer(db_, sql); }
 
   std::string device_of(const std::string& volume) { return store_.get_mapping(volume).device_path; }
 };
@@ -256,6 +253,67 @@ TEST_F(CheckTest, FailoverPlaceholdersAreNotDevices) {
   // Volume 4 is 'failover' with the placeholder "remote": not a problem.
   EXPECT_EQ(store_.get_mapping(kVolume4).device_path, "remote");
   EXPECT_THAT(problems(), IsEmpty());
+}
+
+
+// A store of schema version 2 (no triggers for references), written by a service whose connection leaves foreign keys
+// off: deleting a job or a mapping left rows behind. The upgrade to the current version keeps those rows (it must not
+// fail on them), check names each, and no export of theirs reads as live.
+TEST(CheckOfAnUpgradedStore, ReportsWhatAVersion2WriterWithForeignKeysOffLeftBroken) {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  create_store_at_version(path, 2);
+  {
+    SQLite::Database older(path, SQLite::OPEN_READWRITE);
+    older.exec("PRAGMA foreign_keys = OFF");
+    std::string rows = "INSERT INTO replication_jobs (id, source_vm_id, source_vm_name, status) VALUES "
+                       "('j1', 'vm-1', 'web01', 'replicating'), ('j2', 'vm-2', 'db01', 'replicating'), "
+                       "('j3', 'vm-3', 'app01', 'replicating');";
+    const std::vector<std::string> volumes{kVolume1, kVolume2, kVolume3};
+    for (int i = 1; i <= 3; ++i) {
+      const std::string device = dir.file(fmt::format("vd{}", i));
+      create_volume_file(device, kGiB);
+      rows += fmt::format(
+          "INSERT INTO device_mappings (id, volume_uuid, volume_id, vm_id, device_path, size) "
+          "VALUES ('m{0}', '{1}', {0}, 'appliance', '{2}', {3});"
+          "INSERT INTO vm_disks (id, job_id, disk_id, vm_dk_path, size_gb, cloudstack_volume_uuid) "
+          "VALUES ({0}, 'j{0}', 'd{0}', 'x.vmdk', 1, '{1}');"
+          "INSERT INTO nbd_exports (id, job_id, vm_disk_id, device_mapping_id, export_name, port, status) "
+          "VALUES ({0}, 'j{0}', {0}, 'm{0}', 'e{0}', {4}, 'active');"
+          "INSERT INTO export_servers (export_id) VALUES ({0});",
+          i, volumes[i - 1], device, kGiB, 10808 + i);
+    }
+    older.exec(rows);
+    older.exec("DELETE FROM replication_jobs WHERE id = 'j1'");
+    // Deleted and added again, ended: the end of a job revokes its exports only when its status changes.
+    older.exec("DELETE FROM replication_jobs WHERE id = 'j2'");
+    older.exec("INSERT INTO replication_jobs (id, source_vm_id, source_vm_name, status) "
+               "VALUES ('j2', 'vm-2', 'db01', 'completed')");
+    older.exec("DELETE FROM device_mappings WHERE id = 'm3'");
+    older.exec("INSERT INTO vm_disks (id, job_id, disk_id, vm_dk_path, size_gb) VALUES (9, 'gone', 'd9', 'x', 1)");
+    older.exec("INSERT INTO export_servers (export_id) VALUES (99)");
+  }
+  Database db = Database::open(path, Database::Access::read_write);
+  const auto upgraded = db.init();
+  EXPECT_EQ(upgraded.from_version, 2);
+  EXPECT_EQ(upgraded.to_version, schema::latest_version());
+  EXPECT_EQ(db.sql().execAndGet("SELECT count(*) FROM nbd_exports WHERE status = 'active'").getInt(), 3);
+  EXPECT_EQ(db.sql().execAndGet("SELECT count(*) FROM export_devices WHERE status IN ('pending', 'active')").getInt(),
+            0);
+
+  ExportStore store(db);
+  std::vector<std::string> lines;
+  for (const auto& problem : store.check()) lines.push_back(problem.rule + ": " + problem.message);
+  EXPECT_THAT(lines,
+              UnorderedElementsAre(
+                  "reference: disk d1 (vm_disks.id 1) belongs to job j1, which does not exist",
+                  "reference: disk d9 (vm_disks.id 9) belongs to job gone, which does not exist",
+                  "reference: export e1 belongs to job j1, which does not exist",
+                  fmt::format("reference: disk d3 of job j3 is linked to volume {}, which has no device mapping",
+                              kVolume3),
+                  "reference: export e3 refers to device mapping m3, which does not exist",
+                  "live_export_job: live export e2 belongs to job j2, which has ended (completed)",
+                  "reference: export_servers row 99 refers to a nbd_exports row that does not exist"));
 }
 
 }  // namespace

@@ -6,8 +6,12 @@
 #include <fmt/format.h>
 
 #include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
 #include <filesystem>
+#include <regex>
 #include <stdexcept>
+
+#include "nbdxm/schema.hpp"
 
 namespace nbdxm::test {
 namespace {
@@ -111,6 +115,34 @@ void exec_without_trigger(Database& db, const std::string& trigger, const std::s
   db.sql().exec(fmt::format("DROP TRIGGER {}", trigger));
   db.sql().exec(sql);
   db.sql().exec(definition);
+}
+
+void exec_as_older_writer(Database& db, const std::string& sql) {
+  static const std::regex trigger_name(R"(CREATE TRIGGER (\w+))");
+  const std::string& version3 = schema::steps().at(2).sql;
+  std::vector<std::pair<std::string, std::string>> dropped;  // name, definition
+  for (std::sregex_iterator it(version3.begin(), version3.end(), trigger_name), end; it != end; ++it) {
+    const std::string name = (*it)[1].str();
+    dropped.emplace_back(
+        name, db.sql()
+                  .execAndGet(fmt::format("SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = '{}'", name))
+                  .getString());
+    db.sql().exec(fmt::format("DROP TRIGGER {}", name));
+  }
+  db.sql().exec("PRAGMA foreign_keys = OFF");
+  db.sql().exec(sql);
+  db.sql().exec("PRAGMA foreign_keys = ON");
+  for (const auto& [name, definition] : dropped) db.sql().exec(definition);
+}
+
+void create_store_at_version(const std::string& path, int version) {
+  SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  SQLite::Transaction tx(db);
+  for (const auto& step : schema::steps()) {
+    if (step.version <= version) db.exec(step.sql);
+  }
+  db.exec(fmt::format("PRAGMA user_version = {}", version));
+  tx.commit();
 }
 
 void add_standard_rows(ExportStore& store, const TempDir& dir) {

@@ -54,6 +54,14 @@ std::string expect_refused(Database& db, const std::string& sql);
 // gets past a trigger (another tool, an older schema, a mistake) so that `check` has something to find.
 void exec_without_trigger(Database& db, const std::string& trigger, const std::string& sql);
 
+// Runs sql on a connection with foreign keys off, past the triggers that enforce references and cleanups for such
+// writers since schema version 3, then puts those triggers back exactly as they were: how a writer with foreign
+// keys off left a store of an older version (before these triggers), so that `check` has something to find.
+void exec_as_older_writer(Database& db, const std::string& sql);
+
+// A store at an older schema version, as an nbdxm of that version made it (the sections up to `version` only).
+void create_store_at_version(const std::string& path, int version);
+
 constexpr int64_t kGiB = int64_t{1} << 30;
 
 // UUIDs of the standard store's volumes.

@@ -28,8 +28,7 @@ TEST_F(CliCheckTest, FindsProblemsPlantedWithForeignKeysOff) {
   std::string volume3_device;
   with_store([&](ExportStore& store) {
     volume3_device = store.get_mapping(kVolume3).device_path;
-    store.database().sql().exec("PRAGMA foreign_keys = OFF");
-    store.database().sql().exec("DELETE FROM replication_jobs WHERE id = 'j2'");
+    exec_as_older_writer(store.database(), "DELETE FROM replication_jobs WHERE id = 'j2'");
   });
   std::filesystem::remove(volume3_device);
   const std::string before = state();

@@ -3,6 +3,7 @@
 // and exports by nbdxm goes through here; the schema's constraints and triggers are the real guard, and this layer
 // turns their refusals into one-line Errors in the user's terms (exit code 4) with the store unchanged.
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -160,11 +161,14 @@ class ExportStore {
   // on purpose. A newer server recorded for the export is left alone.
   void record_server_gone(int64_t export_id, const std::optional<ProcessIdentity>& process,
                           const std::optional<std::string>& failure);
+  // Whether a recorded process still runs: the store cannot tell (that is /proc's, the process layer's
+  // still_running), so its callers say.
+  using StillRunning = std::function<bool(const ProcessIdentity&)>;
   // Records `self` as the store's manager; Error(conflict) naming the other one while another manager is alive.
-  void register_manager(const ManagerInstance& self);
+  void register_manager(const ManagerInstance& self, const StillRunning& still_running);
   void unregister_manager(const ProcessIdentity& self);
-  // The recorded manager, if its process still runs (checked in /proc: pid, start time and boot).
-  std::optional<ManagerInstance> running_manager();
+  // The recorded manager, if its process still runs.
+  std::optional<ManagerInstance> running_manager(const StillRunning& still_running);
 
  private:
   // Inserts an export row of the disk's linked volume (inside the caller's write transaction).

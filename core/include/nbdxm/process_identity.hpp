@@ -11,14 +11,9 @@
 #include <string>
 #include <vector>
 
-namespace nbdxm {
+#include "nbdxm/records.hpp"  // ProcessIdentity
 
-struct ProcessIdentity {
-  pid_t pid = -1;
-  uint64_t start_time = 0;  // /proc/PID/stat field 22
-  std::string boot_id;      // /proc/sys/kernel/random/boot_id
-  bool operator==(const ProcessIdentity&) const = default;
-};
+namespace nbdxm {
 
 struct ProcessStatus {
   char state = '?';  // R, S, D, Z, ...

@@ -1,13 +1,24 @@
 #pragma once
 // Plain values read from the store, one struct per table (NbdExport is a row of the export_devices view: the
 // export joined with its disk and its device mapping, the only way anything learns an export's device).
+// The store layer reads and writes these values only; finding and checking processes in /proc is the process layer's
+// (process_identity.hpp), which the store does not use.
+#include <sys/types.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 
-#include "nbdxm/process_identity.hpp"
-
 namespace nbdxm {
+
+// A process as the store records it (export_manager, export_servers): a pid alone names nothing for long, so the
+// start time and the boot go with it.
+struct ProcessIdentity {
+  pid_t pid = -1;
+  uint64_t start_time = 0;  // /proc/PID/stat field 22
+  std::string boot_id;      // /proc/sys/kernel/random/boot_id
+  bool operator==(const ProcessIdentity&) const = default;
+};
 
 struct Job {
   std::string id;

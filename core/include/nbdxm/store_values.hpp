@@ -19,11 +19,23 @@ inline constexpr size_t kMaxNameLength = 191;                 // job ids, disk i
 inline constexpr size_t kMaxMappingFieldLength = 64;          // mapping ids and vm ids
 inline constexpr size_t kMaxDevicePathLength = 255;
 
-bool is_canonical_uuid(std::string_view value);           // 8-4-4-4-12 lower-case hex digits
-bool is_valid_export_name(std::string_view value);        // 1..191 of [A-Za-z0-9._-], first a letter or digit
-bool is_normalized_absolute_path(std::string_view path);  // no empty, '.' or '..' component, no trailing '/'
-bool is_job_status(std::string_view value);
-bool is_export_status(std::string_view value);
+// One predicate per CHECK constraint nbdxm checks before a write (nbdxm/store_rules.hpp names which is which; a test
+// feeds values at the edges of each rule both to the predicate and to the schema and expects the same answer).
+bool is_job_id(std::string_view value);                   // job_id_format
+bool is_job_status(std::string_view value);               // job_status_valid
+bool is_canonical_uuid(std::string_view value);           // volume_uuid_canonical: 8-4-4-4-12 lower-case hex digits
+bool is_mapping_vm_id(std::string_view value);            // mapping_vm_id_format
+bool is_device_path_length(std::string_view value);       // device_path_length
+bool is_normalized_absolute_path(std::string_view path);  // oma_device_path_normalized: no empty, '.' or '..'
+                                                          // component, no trailing '/'
+bool is_operation_mode(std::string_view value);           // operation_mode_valid
+bool is_mapping_size(int64_t bytes);                      // mapping_size_range
+bool is_disk_id(std::string_view value);                  // disk_id_format
+bool is_disk_size_gb(int64_t size_gb);                    // disk_size_range
+bool is_valid_export_name(std::string_view value);        // export_name_format: 1..191 of [A-Za-z0-9._-], first a
+                                                          // letter or digit
+bool is_port(int64_t port);                               // port_range
+bool is_export_status(std::string_view value);            // export_status_valid
 
 // Each throws Error(usage) naming the value and the rule.
 void require_not_empty(std::string_view what, const std::string& value);

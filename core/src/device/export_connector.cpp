@@ -56,7 +56,9 @@ std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& re
   ExportWatcher::Admission admission = watcher_.admit(name);
   if (!admission.found) {
     throw Error(ExitCode::not_found,
-                fmt::format("export {} does not exist in the state store", printable_export_name(name)));
+                fmt::format("export {} does not exist in the state store, or its job, disk or device mapping does "
+                            "not (`nbdxm check` names such exports)",
+                            printable_export_name(name)));
   }
   const NbdExport& found = *admission.found;
   if (found.status != "active") {

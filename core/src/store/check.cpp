@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "nbdxm/export_store.hpp"
-#include "store_rules.hpp"
+#include "nbdxm/store_rules.hpp"
 
 namespace nbdxm {
 namespace {
@@ -115,62 +115,14 @@ const std::set<std::pair<std::string, std::string>> kReportedForeignKeys{
     {"nbd_exports", "vm_disks"},      {"nbd_exports", "device_mappings"},
 };
 
-// Invariant 5, re-checked row by row: each named CHECK constraint of schema.sql with its condition as written
-// there. A row breaks it when the condition is false (NULL passes, as in a CHECK constraint).
-struct ValueRule {
-  const char* constraint;
-  const char* table;
-  const char* column;
-  const char* condition;
-};
-
-constexpr ValueRule kValueRules[] = {
-    {"job_id_format", "replication_jobs", "id", "length(id) BETWEEN 1 AND 191"},
-    {"job_status_valid", "replication_jobs", "status",
-     "status IN ('pending', 'replicating', 'completed', 'failed', 'cancelled')"},
-    {"mapping_id_format", "device_mappings", "id", "length(id) BETWEEN 1 AND 64"},
-    {"volume_uuid_canonical", "device_mappings", "volume_uuid",
-     "volume_uuid GLOB '[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]-"
-     "[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-"
-     "[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]'"},
-    {"volume_id_range", "device_mappings", "volume_id", "volume_id >= 0"},
-    {"mapping_vm_id_format", "device_mappings", "vm_id", "length(vm_id) BETWEEN 1 AND 64"},
-    {"device_path_length", "device_mappings", "device_path", "length(device_path) BETWEEN 1 AND 255"},
-    {"oma_device_path_normalized", "device_mappings", "device_path",
-     "operation_mode <> 'oma' OR (length(device_path) >= 2 AND substr(device_path, 1, 1) = '/' "
-     "AND device_path NOT GLOB '*/' AND device_path NOT GLOB '*//*' AND device_path NOT GLOB '*/./*' "
-     "AND device_path NOT GLOB '*/.' AND device_path NOT GLOB '*/../*' AND device_path NOT GLOB '*/..')"},
-    {"operation_mode_valid", "device_mappings", "operation_mode", "operation_mode IN ('oma', 'failover')"},
-    {"requires_device_correlation_bool", "device_mappings", "requires_device_correlation",
-     "requires_device_correlation IN (0, 1)"},
-    {"mapping_size_range", "device_mappings", "size", "size > 0 AND size <= 1125899906842624"},
-    {"disk_id_format", "vm_disks", "disk_id", "length(disk_id) BETWEEN 1 AND 191"},
-    {"disk_size_range", "vm_disks", "size_gb", "size_gb > 0 AND size_gb <= 1048576"},
-    {"unit_number_range", "vm_disks", "unit_number", "unit_number IS NULL OR unit_number >= 0"},
-    {"sync_status_valid", "vm_disks", "sync_status",
-     "sync_status IN ('pending', 'syncing', 'completed', 'failed', 'cancelled')"},
-    {"sync_progress_range", "vm_disks", "sync_progress_percent", "sync_progress_percent BETWEEN 0 AND 100"},
-    {"bytes_synced_range", "vm_disks", "bytes_synced", "bytes_synced >= 0"},
-    {"export_name_format", "nbd_exports", "export_name",
-     "length(export_name) BETWEEN 1 AND 191 AND export_name GLOB '[A-Za-z0-9]*' "
-     "AND export_name NOT GLOB '*[^A-Za-z0-9._-]*'"},
-    {"port_range", "nbd_exports", "port", "port BETWEEN 1 AND 65535"},
-    {"export_status_valid", "nbd_exports", "status", "status IN ('pending', 'active', 'revoked', 'failed')"},
-    {"operation_id_format", "volume_operations", "id", "length(id) BETWEEN 1 AND 64"},
-    {"operation_type_valid", "volume_operations", "type",
-     "type IN ('create', 'attach', 'detach', 'delete', 'cleanup')"},
-    {"operation_status_valid", "volume_operations", "status",
-     "status IN ('pending', 'executing', 'completed', 'failed', 'cancelled')"},
-    {"operation_request_json", "volume_operations", "request", "json_valid(request)"},
-    {"operation_response_json", "volume_operations", "response", "response IS NULL OR json_valid(response)"},
-};
-
 // How a row of each table is named in a problem.
 std::string row_name_sql(std::string_view table) {
   if (table == "replication_jobs") return "printf('job %s', id)";
   if (table == "device_mappings") return "printf('device mapping %s (volume %s)', id, volume_uuid)";
   if (table == "vm_disks") return "printf('disk %s of job %s', disk_id, job_id)";
   if (table == "nbd_exports") return "printf('export %s', export_name)";
+  if (table == "export_manager") return "'the manager record'";
+  if (table == "export_servers") return "printf('the server record of nbd_exports.id %d', export_id)";
   return "printf('volume operation %s', id)";
 }
 
@@ -183,7 +135,7 @@ std::string one_line(std::string text) {
 
 class Checker {
  public:
-  explicit Checker(Database& db) : db_(db.sql()) {}
+  explicit Checker(Database& db) : db_(db.sql()), reference_(Database::create(":memory:")) { reference_.init(); }
 
   std::vector<StoreProblem> run() {
     check_value_rules();  // first: the integrity check defers to its row-by-row findings
@@ -240,9 +192,7 @@ class Checker {
 
   // Every table, index, trigger and view of this binary's schema must be in the store exactly as written there.
   void check_schema_objects() {
-    Database reference = Database::create(":memory:");
-    reference.init();
-    const auto expected = schema_objects(reference.sql());
+    const auto expected = schema_objects(reference_.sql());
     const auto actual = schema_objects(db_);
     for (const auto& [key, sql] : expected) {
       const auto found = actual.find(key);
@@ -285,14 +235,19 @@ class Checker {
     }
   }
 
+  // Invariant 5, re-checked row by row: each named CHECK constraint with its condition as this binary's schema
+  // writes it. A row breaks it when the condition is false (NULL passes, as in a CHECK constraint).
   void check_value_rules() {
-    for (const auto& rule : kValueRules) {
-      const std::string sentence(rules::check_constraint_sentence(rule.constraint).value_or(rule.constraint));
+    for (const auto& check : rules::check_constraints(reference_.sql())) {
+      const auto* rule = rules::find_value_rule(check.name);
+      const std::string column(rule ? rule->column : "a value");
+      const std::string shown = rule ? fmt::format("quote({})", column) : "''";
+      const std::string sentence = rule ? rule->sentence : fmt::format("it breaks {}", check.name);
       const size_t before = problems_.size();
-      add_rows("value", fmt::format("SELECT {} || ' has {} ' || quote({}) || '; ' || {} FROM {} WHERE NOT ({})",
-                                    row_name_sql(rule.table), rule.column, rule.column, quoted(sentence), rule.table,
-                                    rule.condition));
-      if (problems_.size() > before) tables_with_value_problems_.insert(rule.table);
+      add_rows("value", fmt::format("SELECT {} || ' has {} ' || {} || '; ' || {} FROM {} WHERE NOT ({})",
+                                    row_name_sql(check.table), column, shown, quoted(sentence), check.table,
+                                    check.condition));
+      if (problems_.size() > before) tables_with_value_problems_.insert(check.table);
     }
   }
 
@@ -335,6 +290,7 @@ class Checker {
   }
 
   SQLite::Database& db_;
+  Database reference_;  // this binary's schema, in memory: what the store's is compared with
   std::vector<StoreProblem> problems_;
   std::set<std::string, std::less<>> tables_with_value_problems_;
 };

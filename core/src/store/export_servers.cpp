@@ -5,7 +5,6 @@
 
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
-#include "nbdxm/process_identity.hpp"
 
 namespace nbdxm {
 namespace {
@@ -131,7 +130,7 @@ void ExportStore::record_server_gone(int64_t export_id, const std::optional<Proc
   tx.commit();
 }
 
-void ExportStore::register_manager(const ManagerInstance& self) {
+void ExportStore::register_manager(const ManagerInstance& self, const StillRunning& still_running) {
   WriteTransaction tx(db_);
   if (auto other = read_manager(db_.sql()); other && other->process != self.process && still_running(other->process)) {
     throw Error(ExitCode::conflict,
@@ -168,7 +167,7 @@ void ExportStore::unregister_manager(const ProcessIdentity& self) {
   tx.commit();
 }
 
-std::optional<ManagerInstance> ExportStore::running_manager() {
+std::optional<ManagerInstance> ExportStore::running_manager(const StillRunning& still_running) {
   auto manager = read_manager(db_.sql());
   if (!manager || !still_running(manager->process)) return std::nullopt;
   return manager;

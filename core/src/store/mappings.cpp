@@ -74,7 +74,7 @@ DeviceMapping ExportStore::add_mapping(const NewMapping& mapping) {
   if (mapping.volume_id < 0) {
     throw Error(ExitCode::usage, fmt::format("volume id {} must not be negative", mapping.volume_id));
   }
-  if (mapping.vm_id.empty() || mapping.vm_id.size() > values::kMaxMappingFieldLength) {
+  if (!values::is_mapping_vm_id(mapping.vm_id)) {
     throw Error(ExitCode::usage, fmt::format("the mapping's vm id {:?} must be 1 to {} characters", mapping.vm_id,
                                              values::kMaxMappingFieldLength));
   }

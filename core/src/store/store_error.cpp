@@ -10,13 +10,13 @@
 #include <optional>
 #include <string>
 
-#include "store_rules.hpp"
+#include "nbdxm/store_rules.hpp"
 
 namespace nbdxm {
 namespace {
 
 struct Rule {
-  std::string_view key;  // "table.column[, table.column]" for UNIQUE, the constraint name for CHECK
+  std::string_view key;  // "table.column[, table.column]"
   std::string_view sentence;
 };
 
@@ -34,38 +34,6 @@ constexpr std::array kUniqueRules{
     Rule{"nbd_exports.vm_disk_id", "the disk already has a live export"},
     Rule{"nbd_exports.device_mapping_id", "the volume already has a live export"},
     Rule{"volume_operations.id", "a volume operation with that id already exists"},
-};
-
-constexpr std::array kCheckRules{
-    Rule{"job_id_format", "a job id must be 1 to 191 characters"},
-    Rule{"job_status_valid", "a job status must be pending, replicating, completed, failed or cancelled"},
-    Rule{"mapping_id_format", "a device mapping id must be 1 to 64 characters"},
-    Rule{"volume_uuid_canonical", "a volume UUID must be a canonical lower-case UUID"},
-    Rule{"volume_id_range", "a volume id must not be negative"},
-    Rule{"mapping_vm_id_format", "a device mapping's vm id must be 1 to 64 characters"},
-    Rule{"device_path_length", "a device path must be 1 to 255 characters"},
-    Rule{"oma_device_path_normalized",
-         "an 'oma' device path must be absolute, without empty, '.' or '..' components or a trailing '/'"},
-    Rule{"operation_mode_valid", "an operation mode must be oma or failover"},
-    Rule{"requires_device_correlation_bool", "requires_device_correlation must be 0 or 1"},
-    Rule{"mapping_size_range", "a volume size must be 1 byte to 1 PiB"},
-    Rule{"disk_id_format", "a disk id must be 1 to 191 characters"},
-    Rule{"disk_size_range", "a disk size must be 1 to 1048576 GiB"},
-    Rule{"unit_number_range", "a unit number must not be negative"},
-    Rule{"sync_status_valid", "a sync status must be pending, syncing, completed, failed or cancelled"},
-    Rule{"sync_progress_range", "sync progress must be 0 to 100 percent"},
-    Rule{"bytes_synced_range", "bytes synced must not be negative"},
-    Rule{"export_name_format",
-         "an export name must be 1 to 191 characters of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or "
-         "digit"},
-    Rule{"port_range", "a port must be 1 to 65535"},
-    Rule{"export_status_valid", "an export status must be pending, active, revoked or failed"},
-    Rule{"operation_id_format", "a volume operation id must be 1 to 64 characters"},
-    Rule{"operation_type_valid", "a volume operation type must be create, attach, detach, delete or cleanup"},
-    Rule{"operation_status_valid",
-         "a volume operation status must be pending, executing, completed, failed or cancelled"},
-    Rule{"operation_request_json", "a volume operation request must be valid JSON"},
-    Rule{"operation_response_json", "a volume operation response must be valid JSON"},
 };
 
 std::string_view after_colon(std::string_view message) {
@@ -92,8 +60,8 @@ std::string constraint_sentence(const SQLite::Exception& e) {
       return std::string(
           lookup(kUniqueRules, after_colon(message)).value_or("a row with the same unique value already exists"));
     case SQLITE_CONSTRAINT_CHECK:
-      return std::string(rules::check_constraint_sentence(after_colon(message))
-                             .value_or("a value is outside its allowed range or set"));
+      if (const auto* rule = rules::find_value_rule(after_colon(message))) return rule->sentence;
+      return "a value is outside its allowed range or set";
     case SQLITE_CONSTRAINT_FOREIGNKEY:
       return "the job, disk or device mapping it refers to does not exist, or rows that others refer to cannot be "
              "renamed or removed this way";
@@ -111,12 +79,6 @@ std::string with_context(std::string_view context, const std::string& sentence) 
 }
 
 }  // namespace
-
-namespace rules {
-std::optional<std::string_view> check_constraint_sentence(std::string_view constraint_name) {
-  return lookup(kCheckRules, constraint_name);
-}
-}  // namespace rules
 
 Error store_error(const SQLite::Exception& e, std::string_view context) {
   switch (e.getErrorCode() & 0xff) {  // the primary result code, whether or not it came extended

@@ -1,4 +1,5 @@
-// Value rules checked before writes; each mirrors a CHECK constraint of schema.sql.
+// Value rules checked before writes; each predicate answers as a CHECK constraint of schema.sql does (a test proves
+// it), and each message names the value and the rule.
 #include "nbdxm/store_values.hpp"
 
 #include <fmt/format.h>
@@ -25,8 +26,10 @@ std::string join(const std::array<std::string_view, N>& set) {
 
 [[noreturn]] void usage(const std::string& message) { throw Error(ExitCode::usage, message); }
 
+bool has_length(std::string_view value, size_t max) { return !value.empty() && value.size() <= max; }
+
 void require_length(std::string_view what, const std::string& value, size_t max) {
-  if (value.empty() || value.size() > max) usage(fmt::format("{} {:?} must be 1 to {} characters", what, value, max));
+  if (!has_length(value, max)) usage(fmt::format("{} {:?} must be 1 to {} characters", what, value, max));
 }
 
 }  // namespace
@@ -58,7 +61,15 @@ bool is_normalized_absolute_path(std::string_view path) {
   return true;
 }
 
+bool is_job_id(std::string_view value) { return has_length(value, kMaxNameLength); }
 bool is_job_status(std::string_view value) { return one_of(kJobStatuses, value); }
+bool is_mapping_vm_id(std::string_view value) { return has_length(value, kMaxMappingFieldLength); }
+bool is_device_path_length(std::string_view value) { return has_length(value, kMaxDevicePathLength); }
+bool is_operation_mode(std::string_view value) { return one_of(kOperationModes, value); }
+bool is_mapping_size(int64_t bytes) { return bytes > 0 && bytes <= kMaxMappingSize; }
+bool is_disk_id(std::string_view value) { return has_length(value, kMaxNameLength); }
+bool is_disk_size_gb(int64_t size_gb) { return size_gb > 0 && size_gb <= kMaxDiskSizeGb; }
+bool is_port(int64_t port) { return port >= 1 && port <= 65535; }
 bool is_export_status(std::string_view value) { return one_of(kExportStatuses, value); }
 
 void require_not_empty(std::string_view what, const std::string& value) {
@@ -91,13 +102,13 @@ void require_device_path(const std::string& path, const std::string& operation_m
 }
 
 void require_operation_mode(const std::string& mode) {
-  if (!one_of(kOperationModes, mode)) {
+  if (!is_operation_mode(mode)) {
     usage(fmt::format("operation mode {:?} is not one of {}", mode, join(kOperationModes)));
   }
 }
 
 void require_mapping_size(int64_t bytes) {
-  if (bytes <= 0 || bytes > kMaxMappingSize) {
+  if (!is_mapping_size(bytes)) {
     usage(fmt::format("volume size {} bytes is out of range: it must be 1 to {} bytes", bytes, kMaxMappingSize));
   }
 }
@@ -105,7 +116,7 @@ void require_mapping_size(int64_t bytes) {
 void require_disk_id(const std::string& disk_id) { require_length("disk id", disk_id, kMaxNameLength); }
 
 void require_disk_size_gb(int64_t size_gb) {
-  if (size_gb <= 0 || size_gb > kMaxDiskSizeGb) {
+  if (!is_disk_size_gb(size_gb)) {
     usage(fmt::format("disk size {} GiB is out of range: it must be 1 to {} GiB", size_gb, kMaxDiskSizeGb));
   }
 }
@@ -126,7 +137,7 @@ void require_export_status(const std::string& status) {
 }
 
 void require_port(int64_t port) {
-  if (port < 1 || port > 65535) usage(fmt::format("port {} is out of range: it must be 1 to 65535", port));
+  if (!is_port(port)) usage(fmt::format("port {} is out of range: it must be 1 to 65535", port));
 }
 
 }  // namespace nbdxm::values
