@@ -255,7 +255,6 @@ TEST_F(CheckTest, FailoverPlaceholdersAreNotDevices) {
   EXPECT_THAT(problems(), IsEmpty());
 }
 
-
 // A store of schema version 2 (no triggers for references), written by a service whose connection leaves foreign keys
 // off: deleting a job or a mapping left rows behind. The upgrade to the current version keeps those rows (it must not
 // fail on them), check names each, and no export of theirs reads as live.
@@ -266,9 +265,10 @@ TEST(CheckOfAnUpgradedStore, ReportsWhatAVersion2WriterWithForeignKeysOffLeftBro
   {
     SQLite::Database older(path, SQLite::OPEN_READWRITE);
     older.exec("PRAGMA foreign_keys = OFF");
-    std::string rows = "INSERT INTO replication_jobs (id, source_vm_id, source_vm_name, status) VALUES "
-                       "('j1', 'vm-1', 'web01', 'replicating'), ('j2', 'vm-2', 'db01', 'replicating'), "
-                       "('j3', 'vm-3', 'app01', 'replicating');";
+    std::string rows =
+        "INSERT INTO replication_jobs (id, source_vm_id, source_vm_name, status) VALUES "
+        "('j1', 'vm-1', 'web01', 'replicating'), ('j2', 'vm-2', 'db01', 'replicating'), "
+        "('j3', 'vm-3', 'app01', 'replicating');";
     const std::vector<std::string> volumes{kVolume1, kVolume2, kVolume3};
     for (int i = 1; i <= 3; ++i) {
       const std::string device = dir.file(fmt::format("vd{}", i));
@@ -287,8 +287,9 @@ TEST(CheckOfAnUpgradedStore, ReportsWhatAVersion2WriterWithForeignKeysOffLeftBro
     older.exec("DELETE FROM replication_jobs WHERE id = 'j1'");
     // Deleted and added again, ended: the end of a job revokes its exports only when its status changes.
     older.exec("DELETE FROM replication_jobs WHERE id = 'j2'");
-    older.exec("INSERT INTO replication_jobs (id, source_vm_id, source_vm_name, status) "
-               "VALUES ('j2', 'vm-2', 'db01', 'completed')");
+    older.exec(
+        "INSERT INTO replication_jobs (id, source_vm_id, source_vm_name, status) "
+        "VALUES ('j2', 'vm-2', 'db01', 'completed')");
     older.exec("DELETE FROM device_mappings WHERE id = 'm3'");
     older.exec("INSERT INTO vm_disks (id, job_id, disk_id, vm_dk_path, size_gb) VALUES (9, 'gone', 'd9', 'x', 1)");
     older.exec("INSERT INTO export_servers (export_id) VALUES (99)");
@@ -304,16 +305,15 @@ TEST(CheckOfAnUpgradedStore, ReportsWhatAVersion2WriterWithForeignKeysOffLeftBro
   ExportStore store(db);
   std::vector<std::string> lines;
   for (const auto& problem : store.check()) lines.push_back(problem.rule + ": " + problem.message);
-  EXPECT_THAT(lines,
-              UnorderedElementsAre(
-                  "reference: disk d1 (vm_disks.id 1) belongs to job j1, which does not exist",
-                  "reference: disk d9 (vm_disks.id 9) belongs to job gone, which does not exist",
-                  "reference: export e1 belongs to job j1, which does not exist",
-                  fmt::format("reference: disk d3 of job j3 is linked to volume {}, which has no device mapping",
-                              kVolume3),
-                  "reference: export e3 refers to device mapping m3, which does not exist",
-                  "live_export_job: live export e2 belongs to job j2, which has ended (completed)",
-                  "reference: export_servers row 99 refers to a nbd_exports row that does not exist"));
+  EXPECT_THAT(lines, UnorderedElementsAre(
+                         "reference: disk d1 (vm_disks.id 1) belongs to job j1, which does not exist",
+                         "reference: disk d9 (vm_disks.id 9) belongs to job gone, which does not exist",
+                         "reference: export e1 belongs to job j1, which does not exist",
+                         fmt::format("reference: disk d3 of job j3 is linked to volume {}, which has no device mapping",
+                                     kVolume3),
+                         "reference: export e3 refers to device mapping m3, which does not exist",
+                         "live_export_job: live export e2 belongs to job j2, which has ended (completed)",
+                         "reference: export_servers row 99 refers to a nbd_exports row that does not exist"));
 }
 
 }  // namespace

@@ -51,7 +51,9 @@ class InvariantTest : public RulesTest, public ::testing::WithParamInterface<boo
 };
 
 INSTANTIATE_TEST_SUITE_P(Writers, InvariantTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& param_info) { return foreign_keys_name(param_info.param); });
+                         [](const ::testing::TestParamInfo<bool>& param_info) {
+                           return foreign_keys_name(param_info.param);
+                         });
 
 // --- Invariant 1: every vm_disk has its job; every export has its job, its vm_disk and its device mapping.
 
@@ -116,7 +118,8 @@ TEST_P(InvariantTest, KeysThatOthersReferToStay) {
 }
 
 TEST_P(InvariantTest, LinkedVolumeMustHaveAMapping) {
-  const std::string no_mapping = "the volume has no device mapping; add the mapping before linking a disk to the volume";
+  const std::string no_mapping =
+      "the volume has no device mapping; add the mapping before linking a disk to the volume";
   EXPECT_EQ(expect_refused(db_,
                            "UPDATE vm_disks SET cloudstack_volume_uuid = '11111111-2222-4333-8444-555555555555'"
                            " WHERE disk_id = 'd2'"),
@@ -309,74 +312,79 @@ constexpr const char* kAddMapping =
 
 INSTANTIATE_TEST_SUITE_P(
     Invariant5, ValueTest,
-    ::testing::Combine(::testing::Values(
-        RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
-                     "('B3BB9310-1B59-4F62-97E8-CEFFFDFE3805', 1, 'a', '/dev/vdx', 1)",
-                     "volume_uuid_canonical"},
-        RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
-                     "('{b3bb9310-1b59-4f62-97e8-cefffdfe3805}', 1, 'a', '/dev/vdx', 1)",
-                     "volume_uuid_canonical"},
-        RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
-                     "('b3bb93101b594f6297e8cefffdfe3805', 1, 'a', '/dev/vdx', 1)",
-                     "volume_uuid_canonical"},
-        RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
-                     "('b3bb9310-1b59-4f62-97e8-cefffdfe380g', 1, 'a', '/dev/vdx', 1)",
-                     "volume_uuid_canonical"},
-        RefusedValue{"UPDATE device_mappings SET size = 0 WHERE volume_uuid = '0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f'",
-                     "mapping_size_range"},
-        RefusedValue{"UPDATE device_mappings SET size = 1125899906842625 "
-                     "WHERE volume_uuid = '0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f'",
-                     "mapping_size_range"},
-        RefusedValue{"UPDATE device_mappings SET volume_id = -1", "volume_id_range"},
-        RefusedValue{"UPDATE device_mappings SET operation_mode = 'OMA'", "operation_mode_valid"},
-        RefusedValue{"UPDATE device_mappings SET requires_device_correlation = 2", "requires_device_correlation_bool"},
-        RefusedValue{"UPDATE device_mappings SET vm_id = ''", "mapping_vm_id_format"},
-        RefusedValue{"UPDATE device_mappings SET device_path = 'vdx' WHERE operation_mode = 'oma'",
-                     "oma_device_path_normalized"},
-        RefusedValue{"UPDATE device_mappings SET device_path = '/dev//vdx' WHERE operation_mode = 'oma'",
-                     "oma_device_path_normalized"},
-        RefusedValue{"UPDATE device_mappings SET device_path = '/dev/./vdx' WHERE operation_mode = 'oma'",
-                     "oma_device_path_normalized"},
-        RefusedValue{"UPDATE device_mappings SET device_path = '/dev/../dev/vdx' WHERE operation_mode = 'oma'",
-                     "oma_device_path_normalized"},
-        RefusedValue{"UPDATE device_mappings SET device_path = '/dev/vdx/' WHERE operation_mode = 'oma'",
-                     "oma_device_path_normalized"},
-        RefusedValue{"UPDATE device_mappings SET device_path = '' WHERE operation_mode = 'failover'",
-                     "device_path_length"},
-        RefusedValue{"UPDATE device_mappings SET operation_mode = 'oma' WHERE operation_mode = 'failover'",
-                     "oma_device_path_normalized"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = '' WHERE export_name = 'e1'", "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = '-e1' WHERE export_name = 'e1'", "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = '.e1' WHERE export_name = 'e1'", "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = 'e 1' WHERE export_name = 'e1'", "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = 'e/1' WHERE export_name = 'e1'", "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = 'e1' || char(10) WHERE export_name = 'e1'",
-                     "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = 'e' || char(233) WHERE export_name = 'e1'",
-                     "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET export_name = printf('%.192c', 'a') WHERE export_name = 'e1'",
-                     "export_name_format"},
-        RefusedValue{"UPDATE nbd_exports SET port = 0 WHERE export_name = 'e1'", "port_range"},
-        RefusedValue{"UPDATE nbd_exports SET port = 65536 WHERE export_name = 'e1'", "port_range"},
-        RefusedValue{"UPDATE nbd_exports SET port = 'x' WHERE export_name = 'e1'", "cannot store TEXT value"},
-        RefusedValue{"UPDATE nbd_exports SET status = 'deleted' WHERE export_name = 'e1'", "export_status_valid"},
-        RefusedValue{"UPDATE replication_jobs SET status = 'running'", "job_status_valid"},
-        RefusedValue{"INSERT INTO replication_jobs (id, source_vm_id, source_vm_name) VALUES ('', 'v', 'n')",
-                     "job_id_format"},
-        RefusedValue{"UPDATE vm_disks SET size_gb = 0 WHERE disk_id = 'd2'", "disk_size_range"},
-        RefusedValue{"UPDATE vm_disks SET size_gb = 1048577 WHERE disk_id = 'd2'", "disk_size_range"},
-        RefusedValue{"UPDATE vm_disks SET unit_number = -1", "unit_number_range"},
-        RefusedValue{"UPDATE vm_disks SET disk_id = '' WHERE disk_id = 'd2'", "disk_id_format"},
-        RefusedValue{"UPDATE vm_disks SET sync_status = 'done'", "sync_status_valid"},
-        RefusedValue{"UPDATE vm_disks SET sync_progress_percent = 100.5", "sync_progress_range"},
-        RefusedValue{"UPDATE vm_disks SET bytes_synced = -1", "bytes_synced_range"},
-        RefusedValue{"INSERT INTO volume_operations (id, type, volume_id) VALUES ('op1', 'resize', 'v')",
-                     "operation_type_valid"},
-        RefusedValue{"INSERT INTO volume_operations (id, type, status, volume_id) VALUES ('op1', 'attach', 'ok', 'v')",
-                     "operation_status_valid"},
-        RefusedValue{"INSERT INTO volume_operations (id, type, volume_id, request) VALUES ('op1', 'attach', 'v', '{')",
-                     "operation_request_json"}),
-                       ::testing::Bool()),
+    ::testing::Combine(
+        ::testing::Values(
+            RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
+                         "('B3BB9310-1B59-4F62-97E8-CEFFFDFE3805', 1, 'a', '/dev/vdx', 1)",
+                         "volume_uuid_canonical"},
+            RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
+                         "('{b3bb9310-1b59-4f62-97e8-cefffdfe3805}', 1, 'a', '/dev/vdx', 1)",
+                         "volume_uuid_canonical"},
+            RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
+                         "('b3bb93101b594f6297e8cefffdfe3805', 1, 'a', '/dev/vdx', 1)",
+                         "volume_uuid_canonical"},
+            RefusedValue{"INSERT INTO device_mappings (volume_uuid, volume_id, vm_id, device_path, size) VALUES "
+                         "('b3bb9310-1b59-4f62-97e8-cefffdfe380g', 1, 'a', '/dev/vdx', 1)",
+                         "volume_uuid_canonical"},
+            RefusedValue{
+                "UPDATE device_mappings SET size = 0 WHERE volume_uuid = '0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f'",
+                "mapping_size_range"},
+            RefusedValue{"UPDATE device_mappings SET size = 1125899906842625 "
+                         "WHERE volume_uuid = '0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f'",
+                         "mapping_size_range"},
+            RefusedValue{"UPDATE device_mappings SET volume_id = -1", "volume_id_range"},
+            RefusedValue{"UPDATE device_mappings SET operation_mode = 'OMA'", "operation_mode_valid"},
+            RefusedValue{"UPDATE device_mappings SET requires_device_correlation = 2",
+                         "requires_device_correlation_bool"},
+            RefusedValue{"UPDATE device_mappings SET vm_id = ''", "mapping_vm_id_format"},
+            RefusedValue{"UPDATE device_mappings SET device_path = 'vdx' WHERE operation_mode = 'oma'",
+                         "oma_device_path_normalized"},
+            RefusedValue{"UPDATE device_mappings SET device_path = '/dev//vdx' WHERE operation_mode = 'oma'",
+                         "oma_device_path_normalized"},
+            RefusedValue{"UPDATE device_mappings SET device_path = '/dev/./vdx' WHERE operation_mode = 'oma'",
+                         "oma_device_path_normalized"},
+            RefusedValue{"UPDATE device_mappings SET device_path = '/dev/../dev/vdx' WHERE operation_mode = 'oma'",
+                         "oma_device_path_normalized"},
+            RefusedValue{"UPDATE device_mappings SET device_path = '/dev/vdx/' WHERE operation_mode = 'oma'",
+                         "oma_device_path_normalized"},
+            RefusedValue{"UPDATE device_mappings SET device_path = '' WHERE operation_mode = 'failover'",
+                         "device_path_length"},
+            RefusedValue{"UPDATE device_mappings SET operation_mode = 'oma' WHERE operation_mode = 'failover'",
+                         "oma_device_path_normalized"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = '' WHERE export_name = 'e1'", "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = '-e1' WHERE export_name = 'e1'", "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = '.e1' WHERE export_name = 'e1'", "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = 'e 1' WHERE export_name = 'e1'", "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = 'e/1' WHERE export_name = 'e1'", "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = 'e1' || char(10) WHERE export_name = 'e1'",
+                         "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = 'e' || char(233) WHERE export_name = 'e1'",
+                         "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET export_name = printf('%.192c', 'a') WHERE export_name = 'e1'",
+                         "export_name_format"},
+            RefusedValue{"UPDATE nbd_exports SET port = 0 WHERE export_name = 'e1'", "port_range"},
+            RefusedValue{"UPDATE nbd_exports SET port = 65536 WHERE export_name = 'e1'", "port_range"},
+            RefusedValue{"UPDATE nbd_exports SET port = 'x' WHERE export_name = 'e1'", "cannot store TEXT value"},
+            RefusedValue{"UPDATE nbd_exports SET status = 'deleted' WHERE export_name = 'e1'", "export_status_valid"},
+            RefusedValue{"UPDATE replication_jobs SET status = 'running'", "job_status_valid"},
+            RefusedValue{"INSERT INTO replication_jobs (id, source_vm_id, source_vm_name) VALUES ('', 'v', 'n')",
+                         "job_id_format"},
+            RefusedValue{"UPDATE vm_disks SET size_gb = 0 WHERE disk_id = 'd2'", "disk_size_range"},
+            RefusedValue{"UPDATE vm_disks SET size_gb = 1048577 WHERE disk_id = 'd2'", "disk_size_range"},
+            RefusedValue{"UPDATE vm_disks SET unit_number = -1", "unit_number_range"},
+            RefusedValue{"UPDATE vm_disks SET disk_id = '' WHERE disk_id = 'd2'", "disk_id_format"},
+            RefusedValue{"UPDATE vm_disks SET sync_status = 'done'", "sync_status_valid"},
+            RefusedValue{"UPDATE vm_disks SET sync_progress_percent = 100.5", "sync_progress_range"},
+            RefusedValue{"UPDATE vm_disks SET bytes_synced = -1", "bytes_synced_range"},
+            RefusedValue{"INSERT INTO volume_operations (id, type, volume_id) VALUES ('op1', 'resize', 'v')",
+                         "operation_type_valid"},
+            RefusedValue{
+                "INSERT INTO volume_operations (id, type, status, volume_id) VALUES ('op1', 'attach', 'ok', 'v')",
+                "operation_status_valid"},
+            RefusedValue{
+                "INSERT INTO volume_operations (id, type, volume_id, request) VALUES ('op1', 'attach', 'v', '{')",
+                "operation_request_json"}),
+        ::testing::Bool()),
     [](const ::testing::TestParamInfo<std::tuple<RefusedValue, bool>>& param_info) {
       std::string name = std::to_string(param_info.index) + "_";
       for (const char* c = std::get<0>(param_info.param).constraint; *c != '\0'; ++c) {
@@ -435,15 +443,16 @@ INSTANTIATE_TEST_SUITE_P(RecursiveTriggers, UpdatedAtTest, ::testing::Combine(::
 // --- Invariant 7: cleanup.
 
 // Each of e1 (active) and e3 (pending) has a server record, as the manager keeps them.
-constexpr const char* kRecordServers = "INSERT INTO export_servers (export_id) SELECT id FROM nbd_exports WHERE status IN ('pending', 'active')";
+constexpr const char* kRecordServers =
+    "INSERT INTO export_servers (export_id) SELECT id FROM nbd_exports WHERE status IN ('pending', 'active')";
 
 TEST_P(InvariantTest, DeletingAJobDeletesItsDisksAndExportsAndKeepsMappings) {
   db_.sql().exec(kRecordServers);
   db_.sql().exec("DELETE FROM replication_jobs WHERE id = 'j1'");
   EXPECT_EQ(count("SELECT count(*) FROM vm_disks WHERE job_id = 'j1'"), 0);
   EXPECT_EQ(count("SELECT count(*) FROM nbd_exports WHERE job_id = 'j1'"), 0);
-  EXPECT_EQ(count("SELECT count(*) FROM vm_disks"), 1);     // d3 of j2
-  EXPECT_EQ(count("SELECT count(*) FROM nbd_exports"), 1);  // e3 of j2
+  EXPECT_EQ(count("SELECT count(*) FROM vm_disks"), 1);        // d3 of j2
+  EXPECT_EQ(count("SELECT count(*) FROM nbd_exports"), 1);     // e3 of j2
   EXPECT_EQ(count("SELECT count(*) FROM export_servers"), 1);  // e3's
   EXPECT_EQ(count("SELECT count(*) FROM export_devices WHERE status = 'active'"), 0);
   EXPECT_EQ(count("SELECT count(*) FROM device_mappings"), 4);
@@ -455,7 +464,7 @@ TEST_P(InvariantTest, DeletingAMappingDeletesItsExportsAndUnlinksItsDisk) {
   db_.sql().exec(fmt::format("DELETE FROM device_mappings WHERE volume_uuid = '{}'", kVolume1));
   EXPECT_EQ(count("SELECT count(*) FROM nbd_exports WHERE export_name IN ('e1', 'e1-old')"), 0);
   EXPECT_EQ(count("SELECT count(*) FROM vm_disks WHERE disk_id = 'd1' AND cloudstack_volume_uuid IS NULL"), 1);
-  EXPECT_EQ(count("SELECT count(*) FROM nbd_exports"), 1);  // e3 of volume 2 stays
+  EXPECT_EQ(count("SELECT count(*) FROM nbd_exports"), 1);     // e3 of volume 2 stays
   EXPECT_EQ(count("SELECT count(*) FROM export_servers"), 1);  // e3's
   EXPECT_EQ(count("SELECT count(*) FROM export_devices WHERE status = 'active'"), 0);
   EXPECT_EQ(count("SELECT count(*) FROM pragma_foreign_key_check"), 0);
@@ -465,7 +474,7 @@ TEST_P(InvariantTest, DeletingADiskDeletesItsExports) {
   db_.sql().exec(kRecordServers);
   db_.sql().exec("DELETE FROM vm_disks WHERE disk_id = 'd1'");
   EXPECT_EQ(count("SELECT count(*) FROM nbd_exports WHERE export_name IN ('e1', 'e1-old')"), 0);
-  EXPECT_EQ(count("SELECT count(*) FROM nbd_exports"), 1);  // e3 of d3 stays
+  EXPECT_EQ(count("SELECT count(*) FROM nbd_exports"), 1);     // e3 of d3 stays
   EXPECT_EQ(count("SELECT count(*) FROM export_servers"), 1);  // e3's
   EXPECT_EQ(count("SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }

@@ -127,8 +127,8 @@ TEST_F(StoreRulesTest, EveryNamedCheckConstraintHasExactlyOneRule) {
                                          [&](const rules::CheckConstraint& c) { return c.name == check.name; });
     EXPECT_EQ(same_name, 1) << "constraint name " << check.name << " is used more than once in schema.sql";
     const auto& all = rules::value_rules();
-    const auto rules_of = std::count_if(all.begin(), all.end(),
-                                        [&](const rules::ValueRule& r) { return r.constraint == check.name; });
+    const auto rules_of =
+        std::count_if(all.begin(), all.end(), [&](const rules::ValueRule& r) { return r.constraint == check.name; });
     EXPECT_EQ(rules_of, 1) << "constraint " << check.name << " of " << check.table
                            << " needs exactly one entry in the table of nbdxm/store_rules.hpp";
     if (const auto* rule = rules::find_value_rule(check.name)) {
@@ -140,10 +140,10 @@ TEST_F(StoreRulesTest, EveryNamedCheckConstraintHasExactlyOneRule) {
     const bool in_schema = std::any_of(checks.begin(), checks.end(),
                                        [&](const rules::CheckConstraint& c) { return c.name == rule.constraint; });
     EXPECT_TRUE(in_schema) << "the rules table names " << rule.constraint << ", which schema.sql does not have";
-    const std::string columns = db_.sql()
-                                    .execAndGet(fmt::format("SELECT group_concat(name, ' ') FROM pragma_table_info('{}')",
-                                                            rule.table))
-                                    .getString();
+    const std::string columns =
+        db_.sql()
+            .execAndGet(fmt::format("SELECT group_concat(name, ' ') FROM pragma_table_info('{}')", rule.table))
+            .getString();
     EXPECT_THAT(" " + columns + " ", ::testing::HasSubstr(fmt::format(" {} ", rule.column))) << rule.constraint;
   }
 }

@@ -20,9 +20,8 @@ class PluginBrokenChain : public PluginTest {
     OpenWatch watch({device});
     ASSERT_TRUE(NbdClient::connect_error(server.socket(), export_name).has_value())
         << "the plugin served " << export_name;
-    EXPECT_NE(server.log().find(reason), std::string::npos)
-        << "expected \"" << reason << "\" in nbdkit's log:\n"
-        << server.log();
+    EXPECT_NE(server.log().find(reason), std::string::npos) << "expected \"" << reason << "\" in nbdkit's log:\n"
+                                                            << server.log();
     EXPECT_EQ(watch.opens(), 0) << "a refused connect opened the device";
   }
 
@@ -39,9 +38,9 @@ TEST_F(PluginBrokenChain, ExportWhoseJobWasDeletedIsRefusedAndItsConnectionsCut)
   ASSERT_EQ(open.try_read(4096, 0), 0);
 
   exec_as_older_writer(store_.database(), "DELETE FROM replication_jobs WHERE id = '" + served.job_id + "'");
-  ASSERT_EQ(store_.database().sql().execAndGet("SELECT status FROM nbd_exports WHERE export_name = 'export-a'")
-                .getString(),
-            "active");
+  ASSERT_EQ(
+      store_.database().sql().execAndGet("SELECT status FROM nbd_exports WHERE export_name = 'export-a'").getString(),
+      "active");
   expect_refused(*server, "export-a", a->device(),
                  "export export-a does not exist in the state store, or its job, disk or device mapping does not");
   EXPECT_TRUE(eventually([&] { return open.try_read(4096, 0) == ESHUTDOWN; }, std::chrono::seconds(30)))
@@ -69,12 +68,12 @@ TEST_F(PluginBrokenChain, ExportOfAJobThatEndedIsRefusedAndItsConnectionsCut) {
                        "DELETE FROM replication_jobs WHERE id = '" + served.job_id +
                            "'; INSERT INTO replication_jobs (id, source_vm_id, source_vm_name, status) VALUES ('" +
                            served.job_id + "', 'vm', 'vm', 'completed')");
-  ASSERT_EQ(store_.database().sql().execAndGet("SELECT status FROM nbd_exports WHERE export_name = 'export-a'")
-                .getString(),
-            "active");
-  expect_refused(*server, "export-a", a->device(),
-                 "export export-a is revoked (job " + served.job_id +
-                     " has ended (completed)); only active exports are served");
+  ASSERT_EQ(
+      store_.database().sql().execAndGet("SELECT status FROM nbd_exports WHERE export_name = 'export-a'").getString(),
+      "active");
+  expect_refused(
+      *server, "export-a", a->device(),
+      "export export-a is revoked (job " + served.job_id + " has ended (completed)); only active exports are served");
   EXPECT_TRUE(eventually([&] { return open.try_read(4096, 0) == ESHUTDOWN; }, std::chrono::seconds(30)))
       << "the open connection was not cut";
 }

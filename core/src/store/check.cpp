@@ -244,9 +244,9 @@ class Checker {
       const std::string shown = rule ? fmt::format("quote({})", column) : "''";
       const std::string sentence = rule ? rule->sentence : fmt::format("it breaks {}", check.name);
       const size_t before = problems_.size();
-      add_rows("value", fmt::format("SELECT {} || ' has {} ' || {} || '; ' || {} FROM {} WHERE NOT ({})",
-                                    row_name_sql(check.table), column, shown, quoted(sentence), check.table,
-                                    check.condition));
+      add_rows("value",
+               fmt::format("SELECT {} || ' has {} ' || {} || '; ' || {} FROM {} WHERE NOT ({})",
+                           row_name_sql(check.table), column, shown, quoted(sentence), check.table, check.condition));
       if (problems_.size() > before) tables_with_value_problems_.insert(check.table);
     }
   }

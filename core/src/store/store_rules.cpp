@@ -131,14 +131,16 @@ const std::vector<ValueRule>& value_rules() {
 
 const ValueRule* find_value_rule(std::string_view constraint) {
   const auto& rules = value_rules();
-  const auto it = std::find_if(rules.begin(), rules.end(), [&](const ValueRule& r) { return r.constraint == constraint; });
+  const auto it =
+      std::find_if(rules.begin(), rules.end(), [&](const ValueRule& r) { return r.constraint == constraint; });
   return it == rules.end() ? nullptr : &*it;
 }
 
 std::vector<CheckConstraint> check_constraints(SQLite::Database& db) {
   static const std::regex named_check(R"(CONSTRAINT\s+(\w+)\s+CHECK\s*\()", std::regex::icase);
   std::vector<CheckConstraint> found;
-  SQLite::Statement q(db, "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql IS NOT NULL ORDER BY rowid");
+  SQLite::Statement q(db,
+                      "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql IS NOT NULL ORDER BY rowid");
   while (q.executeStep()) {
     const std::string table = q.getColumn(0).getString();
     const std::string code = without_comments(q.getColumn(1).getString());
