@@ -1,6 +1,8 @@
 // nbdxm: entry point. Parses the command line with CLI11 and maps every failure to one line and an exit code.
 #include <fmt/format.h>
 
+#include <sqlite3.h>
+
 #include <SQLiteCpp/Exception.h>
 #include <cstdlib>
 
@@ -90,7 +92,9 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "nbdxm: {}\n", e.what());
     return e.exit_code();
   } catch (const SQLite::Exception& e) {
-    const Error error = store_error(e);  // never the raw SQLite message for a refusal
+    // Never the raw SQLite message for a refusal; a busy store is named, since other services share it.
+    const bool busy = (e.getErrorCode() & 0xff) == SQLITE_BUSY;
+    const Error error = store_error(e, busy ? fmt::format("state store {} is busy", options.db) : "");
     fmt::print(stderr, "nbdxm: {}\n", error.what());
     return error.exit_code();
   } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <SQLiteCpp/Statement.h>
+#include <algorithm>
 #include <filesystem>
 
 #include "nbdxm/error.hpp"
@@ -62,8 +63,12 @@ Database Database::create(const std::string& path) {
   }
 }
 
+void Database::set_busy_timeout(std::chrono::milliseconds timeout) {
+  db_.setBusyTimeout(static_cast<int>(std::max<int64_t>(timeout.count(), 0)));
+}
+
 void Database::configure(Access access) {
-  db_.setBusyTimeout(static_cast<int>(kBusyTimeout.count()));
+  set_busy_timeout(kBusyTimeout);
   // Keep the -wal and -shm files after the last connection closes, so read-only openers (the plugin, running as
   // the service user) always find them and never need to create them.
   int persist = 1;

@@ -32,6 +32,9 @@ class Database {
 
   SQLite::Database& sql() { return db_; }
   const std::string& path() const { return path_; }
+  // How long each later statement waits for a lock another connection holds before it fails with SQLITE_BUSY
+  // (kBusyTimeout from the start). The manager's loop and the plugin's watcher wait much less than a command does.
+  void set_busy_timeout(std::chrono::milliseconds timeout);
 
   int user_version();
   struct InitResult {
