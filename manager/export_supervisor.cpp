@@ -86,9 +86,9 @@ void ExportSupervisor::adopt(ProcessHandle server, bool as_recorded, Clock::time
 
 void ExportSupervisor::reactivate(Clock::time_point now) {
   if (phase_ != Phase::running || writes_.waiting_for(target_.export_id)) return;  // recorded once it is running
-  if (!owns_listener(server_->identity().pid, target_.port)) return;  // not serving: its exit restarts it
-  log_event("{}: is pending again in the store while its server pid {} runs; recording the server again",
-            describe(), server_->identity().pid);
+  if (!owns_listener(server_->identity().pid, target_.port)) return;               // not serving: its exit restarts it
+  log_event("{}: is pending again in the store while its server pid {} runs; recording the server again", describe(),
+            server_->identity().pid);
   record_running(now);
 }
 
@@ -286,12 +286,11 @@ void ExportSupervisor::on_serving(ProcessHandle server, Clock::time_point now) {
 
 void ExportSupervisor::record_running(Clock::time_point now) {
   // False when the export is gone already: the manager's next look at the store stops this server.
-  writes_.add(target_.export_id, fmt::format("{}: recording server pid {}", describe(), server_->identity().pid),
-              [id = target_.export_id, process = server_->identity(), address = settings_.listen_address,
-               restarted = restarting_](ExportStore& store) {
-                store.record_server_running(id, process, address, restarted);
-              },
-              now);
+  writes_.add(
+      target_.export_id, fmt::format("{}: recording server pid {}", describe(), server_->identity().pid),
+      [id = target_.export_id, process = server_->identity(), address = settings_.listen_address,
+       restarted = restarting_](ExportStore& store) { store.record_server_running(id, process, address, restarted); },
+      now);
   restarting_ = false;
 }
 

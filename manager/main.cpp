@@ -1,8 +1,6 @@
 // nbdxm: entry point. Parses the command line with CLI11 and maps every failure to one line and an exit code.
 #include <fmt/format.h>
 
-#include <sqlite3.h>
-
 #include <SQLiteCpp/Exception.h>
 #include <cstdlib>
 
@@ -92,9 +90,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "nbdxm: {}\n", e.what());
     return e.exit_code();
   } catch (const SQLite::Exception& e) {
-    // Never the raw SQLite message for a refusal; a busy store is named, since other services share it.
-    const bool busy = (e.getErrorCode() & 0xff) == SQLITE_BUSY;
-    const Error error = store_error(e, busy ? fmt::format("state store {} is busy", options.db) : "");
+    const Error error = store_error(e);  // never the raw SQLite message for a refusal
     fmt::print(stderr, "nbdxm: {}\n", error.what());
     return error.exit_code();
   } catch (const std::exception& e) {

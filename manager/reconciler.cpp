@@ -169,7 +169,8 @@ void Reconciler::adopt(Clock::time_point now) {
     if (!handle) continue;
     log_event("server pid {} (export {}, port {}) serves no live export there: stopping it", f.process.pid,
               f.export_name, f.port);
-    auto supervisor = std::make_unique<ExportSupervisor>(ServerTarget{0, f.export_name, f.port, ""}, settings_, writes_);
+    auto supervisor =
+        std::make_unique<ExportSupervisor>(ServerTarget{0, f.export_name, f.port, ""}, settings_, writes_);
     supervisor->adopt(std::move(*handle), true, now);
     retire(std::move(supervisor), now);
   }

@@ -30,7 +30,7 @@ namespace nbdxm::cli {
 
 class Reconciler {
  public:
-  static constexpr std::chrono::seconds kResync{2};  // a full look at the store even without a change
+  static constexpr std::chrono::seconds kResync{2};             // a full look at the store even without a change
   static constexpr std::chrono::milliseconds kStoreWait{100};   // the longest the loop waits for a locked store
   static constexpr std::chrono::milliseconds kStoreRetry{200};  // when a failed read of the store is tried again
 

@@ -36,6 +36,14 @@ void StoreWrites::retry(Clock::time_point now) {
   }
 }
 
+bool StoreWrites::waits(Pending& pending, const std::string& why) {
+  if (!pending.logged) {
+    log_event("{}: will retry every {} ms: {}", pending.what, kRetryInterval.count(), why);
+    pending.logged = true;
+  }
+  return false;
+}
+
 void StoreWrites::flush() {
   next_try_ = Clock::time_point::min();
   retry(Clock::now());
@@ -46,17 +54,12 @@ bool StoreWrites::attempt(Pending& pending) {
     pending.write(store_);
     if (pending.logged) log_event("{}: done now", pending.what);
     return true;
+  } catch (const StoreBusy& e) {
+    return waits(pending, e.what());
   } catch (const SQLite::Exception& e) {
-    if (!store_locked(e)) {
-      log_event("{}: the store refused it: {}", pending.what, e.what());
-      return true;
-    }
-    if (!pending.logged) {
-      log_event("{}: the store is locked by another process (will retry every {} ms)", pending.what,
-                kRetryInterval.count());
-      pending.logged = true;
-    }
-    return false;
+    if (store_locked(e)) return waits(pending, e.what());
+    log_event("{}: the store refused it: {}", pending.what, e.what());
+    return true;
   } catch (const std::exception& e) {
     log_event("{}: the store refused it: {}", pending.what, e.what());
     return true;

@@ -30,8 +30,8 @@ class StoreWrites {
   // Tries every waiting write now, due or not (the manager is exiting).
   void flush();
   bool waiting() const { return !queue_.empty(); }
-  bool waiting_for(int64_t export_id) const;      // a write about this export waits
-  Clock::time_point next_deadline() const;        // Clock::time_point::max() when none waits
+  bool waiting_for(int64_t export_id) const;  // a write about this export waits
+  Clock::time_point next_deadline() const;    // Clock::time_point::max() when none waits
 
  private:
   struct Pending {
@@ -40,7 +40,8 @@ class StoreWrites {
     Write write;
     bool logged = false;  // "will retry" is said once per write
   };
-  bool attempt(Pending& pending);  // false: the store is still locked
+  bool attempt(Pending& pending);                        // false: the store is still locked
+  bool waits(Pending& pending, const std::string& why);  // says so once; false
 
   ExportStore& store_;
   std::deque<Pending> queue_;

@@ -64,7 +64,7 @@ TEST_P(ServeLockedStoreTest, AServerKilledWhileTheStoreIsLockedIsRestartedAtOnce
 }
 
 INSTANTIATE_TEST_SUITE_P(Locks, ServeLockedStoreTest, ::testing::Values(Lock::immediate, Lock::exclusive),
-                         [](const auto& info) { return info.param == Lock::immediate ? "Immediate" : "Exclusive"; });
+                         [](const auto& param) { return param.param == Lock::immediate ? "Immediate" : "Exclusive"; });
 
 class CliLockedStoreTest : public ManagerTest {};
 
@@ -88,8 +88,8 @@ TEST_F(CliLockedStoreTest, AWriteThatOutwaitsItsBusyTimeoutSaysTheStoreIsBusyInO
     EXPECT_TRUE(holder.holding());
     EXPECT_EQ(result.code, 1);
     EXPECT_EQ(result.err,
-              fmt::format("nbdxm: state store {} is busy: another process kept the state store locked for longer "
-                          "than 10 s; try again once it is done\n",
+              fmt::format("nbdxm: the state store {} is busy: another process kept it locked for longer than 10 s; "
+                          "try again once it is done\n",
                           db_path_));
     EXPECT_EQ(result.out, "");
   }

@@ -27,7 +27,8 @@ TEST_F(ServeStatusTest, APendingExportWrittenByRawSqlBecomesActiveOnceItsServerA
   manager_.start();
   const auto volume = add_volume("job-1", "disk-1");
   const int port = ports_.low() + 10;
-  sql(fmt::format("INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port) "
+  sql(
+      fmt::format("INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port) "
                   "SELECT d.job_id, d.id, m.id, 'raw-pending', {} FROM vm_disks d JOIN device_mappings m "
                   "ON m.volume_uuid = d.cloudstack_volume_uuid WHERE d.job_id = 'job-1' AND d.disk_id = 'disk-1'",
                   port));
@@ -88,7 +89,8 @@ TEST_F(ServeStatusTest, ARevokedRowReusedInOneTransactionGetsANewServerThenBecom
   const ProcessIdentity old_server = *server_of(e);
 
   // Revoked and re-used as `export create` re-uses a row, in one transaction: the manager never sees it revoked.
-  sql(fmt::format("BEGIN IMMEDIATE; UPDATE nbd_exports SET status = 'revoked' WHERE id = {0}; "
+  sql(
+      fmt::format("BEGIN IMMEDIATE; UPDATE nbd_exports SET status = 'revoked' WHERE id = {0}; "
                   "UPDATE nbd_exports SET status = 'pending', status_reason = NULL, "
                   "created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+1 second') WHERE id = {0}; "
                   "DELETE FROM export_servers WHERE export_id = {0}; COMMIT",

@@ -1,8 +1,8 @@
 #include "nbdxm/export_watcher.hpp"
 
+#include <SQLiteCpp/Exception.h>
 #include <fmt/format.h>
 #include <poll.h>
-#include <SQLiteCpp/Exception.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 

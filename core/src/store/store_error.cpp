@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 
-#include "nbdxm/database.hpp"
 #include "store_rules.hpp"
 
 namespace nbdxm {
@@ -126,9 +125,9 @@ Error store_error(const SQLite::Exception& e, std::string_view context) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return Error(ExitCode::failure,
-                   with_context(context, fmt::format("another process kept the state store locked for longer than "
-                                                     "{} s; try again once it is done",
-                                                     Database::kBusyTimeout.count() / 1000)));
+                   with_context(context,
+                                "the state store stayed locked by another process for longer than the busy "
+                                "timeout; try again"));
     case SQLITE_READONLY:
     case SQLITE_PERM:
     case SQLITE_CANTOPEN:
