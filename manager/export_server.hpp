@@ -26,11 +26,13 @@ struct ServerSettings {
   int max_connections = 16;
 };
 
-// The export a server is for. A different name or port is a different server.
+// The export a server is for. A different name or port is a different server, and so is a re-used row (`export
+// create` resets created_at): its clients must not be those of the old server.
 struct ServerTarget {
   int64_t export_id = 0;
   std::string export_name;
   int port = 0;
+  std::string created_at;  // not on the command line: an adopted server is matched by name and port
   bool operator==(const ServerTarget&) const = default;
 };
 

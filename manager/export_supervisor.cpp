@@ -56,8 +56,8 @@ std::chrono::milliseconds backoff(int failures) {
 
 }  // namespace
 
-ExportSupervisor::ExportSupervisor(ServerTarget target, const ServerSettings& settings, ExportStore& store)
-    : target_(std::move(target)), settings_(settings), store_(store) {}
+ExportSupervisor::ExportSupervisor(ServerTarget target, const ServerSettings& settings, StoreWrites& writes)
+    : target_(std::move(target)), settings_(settings), writes_(writes) {}
 
 bool ExportSupervisor::settled() const {
   return phase_ == Phase::running || phase_ == Phase::stopped || phase_ == Phase::failed;
@@ -76,11 +76,20 @@ std::string ExportSupervisor::describe() const {
 
 void ExportSupervisor::start(Clock::time_point now) { launch(now); }
 
-void ExportSupervisor::adopt(ProcessHandle server, Clock::time_point now) {
+void ExportSupervisor::adopt(ProcessHandle server, bool as_recorded, Clock::time_point now) {
   server_ = std::move(server);
   phase_ = Phase::running;
   running_since_ = now;
   deadline_ = Clock::time_point::max();
+  if (!as_recorded) record_running(now);
+}
+
+void ExportSupervisor::reactivate(Clock::time_point now) {
+  if (phase_ != Phase::running || writes_.waiting_for(target_.export_id)) return;  // recorded once it is running
+  if (!owns_listener(server_->identity().pid, target_.port)) return;               // not serving: its exit restarts it
+  log_event("{}: is pending again in the store while its server pid {} runs; recording the server again", describe(),
+            server_->identity().pid);
+  record_running(now);
 }
 
 void ExportSupervisor::launch(Clock::time_point now) {
@@ -201,11 +210,7 @@ void ExportSupervisor::advance(Clock::time_point now) {
       check_pid_file(now);
       break;
     case Phase::running:
-      if (server_->exited()) {
-        on_server_exit(now);
-      } else if (!recorded_) {
-        record_running();
-      }
+      if (server_->exited()) on_server_exit(now);
       break;
     case Phase::backoff:
       if (now >= deadline_) launch(now);
@@ -276,22 +281,17 @@ void ExportSupervisor::on_serving(ProcessHandle server, Clock::time_point now) {
   phase_ = Phase::running;
   log_event("{}: {} server pid {} on {}:{}", describe(), restarting_ ? "restarted" : "started", server_->identity().pid,
             settings_.listen_address, target_.port);
-  recorded_ = false;
-  record_running();
+  record_running(now);
 }
 
-void ExportSupervisor::record_running() {
-  try {
-    if (!store_.record_server_running(target_.export_id, server_->identity(), settings_.listen_address, restarting_)) {
-      // The export is gone already; the manager's next look at the store stops this server.
-      recorded_ = true;
-      return;
-    }
-    restarting_ = false;
-    recorded_ = true;
-  } catch (const std::exception& e) {
-    log_event("{}: cannot record the server in the store (will retry): {}", describe(), e.what());
-  }
+void ExportSupervisor::record_running(Clock::time_point now) {
+  // False when the export is gone already: the manager's next look at the store stops this server.
+  writes_.add(
+      target_.export_id, fmt::format("{}: recording server pid {}", describe(), server_->identity().pid),
+      [id = target_.export_id, process = server_->identity(), address = settings_.listen_address,
+       restarted = restarting_](ExportStore& store) { store.record_server_running(id, process, address, restarted); },
+      now);
+  restarting_ = false;
 }
 
 void ExportSupervisor::on_server_exit(Clock::time_point now) {
@@ -302,11 +302,9 @@ void ExportSupervisor::on_server_exit(Clock::time_point now) {
   if (phase_ == Phase::stopping) {
     phase_ = Phase::stopped;
     log_event("{}: server pid {} stopped", describe(), gone.pid);
-    try {
-      store_.record_server_gone(target_.export_id, gone, std::nullopt);
-    } catch (const std::exception& e) {
-      log_event("{}: cannot record the stop in the store: {}", describe(), e.what());
-    }
+    writes_.add(
+        target_.export_id, fmt::format("{}: recording the stop of server pid {}", describe(), gone.pid),
+        [id = target_.export_id, gone](ExportStore& store) { store.record_server_gone(id, gone, std::nullopt); }, now);
     return;
   }
   if (now - running_since_ >= kStableRun) consecutive_failures_ = 0;
@@ -318,11 +316,9 @@ void ExportSupervisor::on_failure(const std::string& reason, Clock::time_point n
                                   const std::optional<ProcessIdentity>& gone) {
   ++consecutive_failures_;
   log_event("{}: {}", describe(), reason);
-  try {
-    store_.record_server_gone(target_.export_id, gone, reason);
-  } catch (const std::exception& e) {
-    log_event("{}: cannot record the failure in the store: {}", describe(), e.what());
-  }
+  writes_.add(
+      target_.export_id, fmt::format("{}: recording the failure", describe()),
+      [id = target_.export_id, gone, reason](ExportStore& store) { store.record_server_gone(id, gone, reason); }, now);
   if (stop_requested_) {
     phase_ = Phase::stopped;
     return;
@@ -331,11 +327,9 @@ void ExportSupervisor::on_failure(const std::string& reason, Clock::time_point n
     const std::string why = fmt::format("its server failed {} times in a row; last: {}", consecutive_failures_, reason);
     log_event("{}: marking the export failed: {}", describe(), why);
     phase_ = Phase::failed;
-    try {
-      store_.fail_export(target_.export_id, why);
-    } catch (const std::exception& e) {
-      log_event("{}: cannot mark the export failed (will retry): {}", describe(), e.what());
-    }
+    writes_.add(
+        target_.export_id, fmt::format("{}: marking the export failed", describe()),
+        [id = target_.export_id, why](ExportStore& store) { store.fail_export(id, why); }, now);
     return;
   }
   restarting_ = true;
@@ -360,7 +354,6 @@ ExportSupervisor::Clock::time_point ExportSupervisor::next_deadline() const {
     case Phase::backoff:
       return deadline_;
     case Phase::running:
-      return recorded_ ? Clock::time_point::max() : Clock::now() + 1s;
     case Phase::idle:
     case Phase::stopped:
     case Phase::failed:

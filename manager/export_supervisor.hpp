@@ -15,6 +15,9 @@
 // adopted from an earlier manager) and the server has clients, or where it does not exit within kStopGrace, the
 // manager stops it (SIGSTOP: it acknowledges nothing more), syncs every file and device it has open, and kills it:
 // every write it acknowledged is on stable storage before its connections close.
+//
+// What it records in the store (server running, server gone, export failed) goes through StoreWrites: a store
+// locked by another process delays a record, never the supervisor.
 #include <poll.h>
 
 #include <chrono>
@@ -26,6 +29,7 @@
 #include "nbdxm/child_process.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/process_identity.hpp"
+#include "store_writes.hpp"
 
 namespace nbdxm::cli {
 
@@ -40,7 +44,7 @@ class ExportSupervisor {
 
   enum class Phase { idle, launching, awaiting_pid, running, backoff, stopping, stopped, failed };
 
-  ExportSupervisor(ServerTarget target, const ServerSettings& settings, ExportStore& store);
+  ExportSupervisor(ServerTarget target, const ServerSettings& settings, StoreWrites& writes);
   ExportSupervisor(const ExportSupervisor&) = delete;
   ExportSupervisor& operator=(const ExportSupervisor&) = delete;
 
@@ -51,7 +55,11 @@ class ExportSupervisor {
   std::optional<ProcessIdentity> server() const;
 
   void start(Clock::time_point now);
-  void adopt(ProcessHandle server, Clock::time_point now);  // a running server, verified by the caller
+  // A running server, verified by the caller; recorded in the store unless `as_recorded`.
+  void adopt(ProcessHandle server, bool as_recorded, Clock::time_point now);
+  // The store says the export is pending although its server runs (another writer set it back): once the server
+  // is verified listening again, record it, which makes the export active again.
+  void reactivate(Clock::time_point now);
   void stop(Clock::time_point now);
   // The manager is exiting: leave the server (and a launch in progress) running for the next manager to adopt.
   void release();
@@ -73,12 +81,12 @@ class ExportSupervisor {
   void kill_server(const std::string& why, Clock::time_point now);
   void close_connections(Clock::time_point now);
   bool deliver(int signo, Clock::time_point now);  // false when the server is gone or out of reach
-  void record_running();
+  void record_running(Clock::time_point now);
   std::string describe() const;
 
   ServerTarget target_;
   const ServerSettings& settings_;
-  ExportStore& store_;
+  StoreWrites& writes_;
   Phase phase_ = Phase::idle;
   std::optional<ChildProcess> launcher_;
   std::optional<ProcessHandle> server_;
@@ -89,7 +97,6 @@ class ExportSupervisor {
   bool stop_requested_ = false;  // stop once the launch in progress has produced a server
   bool killed_ = false;          // SIGKILL was sent
   Clock::time_point next_cut_{};
-  bool recorded_ = true;  // the running server is in the store (retried until it is)
 };
 
 }  // namespace nbdxm::cli

@@ -31,7 +31,8 @@ int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
 
 }  // namespace
 
-Reconciler::Reconciler(const ServerSettings& settings, ExportStore& store) : settings_(settings), store_(store) {}
+Reconciler::Reconciler(const ServerSettings& settings, ExportStore& store)
+    : settings_(settings), store_(store), writes_(store) {}
 
 Reconciler::~Reconciler() {
   for (auto& [id, supervisor] : supervisors_) supervisor->release();
@@ -47,6 +48,7 @@ int Reconciler::run(int signal_fd) {
   StoreCheckSchedule schedule(StoreCheckPace{}, store_signal != nullptr, started);
   data_version_ = store_.database().data_version();
   sync(started);
+  store_.database().set_busy_timeout(kStoreWait);  // from here on the loop must not wait long
   auto next_resync = started + kResync;
   bool ready = false;
   for (;;) {
@@ -62,7 +64,8 @@ int Reconciler::run(int signal_fd) {
 
     const bool listening = schedule.listening(now);  // see StoreCheckSchedule
     std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
-    auto deadline = std::min(schedule.next_check(now), next_resync);
+    auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline()});
+    if (store_failing_since_) deadline = std::min(deadline, now + kStoreRetry);
     for (auto& [id, supervisor] : supervisors_) {
       supervisor->collect_fds(fds);
       deadline = std::min(deadline, supervisor->next_deadline());
@@ -79,6 +82,8 @@ int Reconciler::run(int signal_fd) {
       if (::read(signal_fd, &info, sizeof info) == sizeof info) {
         log_event("received {}; stopping the manager", strsignal(static_cast<int>(info.ssi_signo)));
       }
+      store_.database().set_busy_timeout(Database::kBusyTimeout);  // exiting: a write may wait as a command's does
+      writes_.flush();
       return static_cast<int>(std::count_if(supervisors_.begin(), supervisors_.end(),
                                             [](const auto& entry) { return entry.second->server().has_value(); }));
     }
@@ -91,17 +96,25 @@ int Reconciler::run(int signal_fd) {
       // exited may be one that the store no longer wants.
       const int64_t version = store_.database().data_version();
       schedule.checked(now);
-      if (version != data_version_ || now >= next_resync) {
-        data_version_ = version;
-        next_resync = now + kResync;
+      if (version != data_version_ || now >= next_resync || store_failing_since_) {
         sync(now);
+        data_version_ = version;  // only once the store has been looked at
+        next_resync = now + kResync;
       }
-      advance(now);
+      if (store_failing_since_) {
+        log_event("the store can be read again after {} ms", elapsed_ms(*store_failing_since_));
+        store_failing_since_.reset();
+      }
     } catch (const std::exception& e) {
-      // A busy or briefly unreadable store must not take the manager (or any server) down: try again shortly.
-      log_event("store error, retrying: {}", e.what());
-      std::this_thread::sleep_for(200ms);
+      // A locked or briefly unreadable store must not take the manager (or any server) down, nor stall the servers
+      // it keeps: they are still advanced below, and the store is tried again kStoreRetry later.
+      if (!store_failing_since_) {
+        log_event("cannot read the store (will retry every {} ms): {}", kStoreRetry.count(), e.what());
+        store_failing_since_ = now;
+      }
     }
+    advance(now);
+    writes_.retry(Clock::now());
     report_status(false);
   }
 }
@@ -139,12 +152,9 @@ void Reconciler::adopt(Clock::time_point now) {
       used[i] = true;
       const auto record = recorded.find(e.id);
       const bool as_recorded = record != recorded.end() && record->second.process == f.process;
-      auto supervisor =
-          std::make_unique<ExportSupervisor>(ServerTarget{e.id, e.export_name, e.port}, settings_, store_);
-      supervisor->adopt(std::move(*handle), now);
-      if (!as_recorded || e.status == "pending") {
-        store_.record_server_running(e.id, f.process, f.listen_address, false);
-      }
+      auto supervisor = std::make_unique<ExportSupervisor>(ServerTarget{e.id, e.export_name, e.port, e.created_at},
+                                                           settings_, writes_);
+      supervisor->adopt(std::move(*handle), as_recorded && e.status != "pending", now);
       log_event("export {} (port {}): adopted server pid {} ({})", e.export_name, e.port, f.process.pid,
                 as_recorded ? "pid, start time and command line as recorded"
                             : "found by its command line and listening socket; its start had not been recorded");
@@ -159,36 +169,52 @@ void Reconciler::adopt(Clock::time_point now) {
     if (!handle) continue;
     log_event("server pid {} (export {}, port {}) serves no live export there: stopping it", f.process.pid,
               f.export_name, f.port);
-    auto supervisor = std::make_unique<ExportSupervisor>(ServerTarget{0, f.export_name, f.port}, settings_, store_);
-    supervisor->adopt(std::move(*handle), now);
+    auto supervisor =
+        std::make_unique<ExportSupervisor>(ServerTarget{0, f.export_name, f.port, ""}, settings_, writes_);
+    supervisor->adopt(std::move(*handle), true, now);
     retire(std::move(supervisor), now);
   }
 }
 
 void Reconciler::sync(Clock::time_point now) {
-  std::map<int64_t, ServerTarget> desired;
-  for (const auto& e : store_.live_exports()) desired.emplace(e.id, ServerTarget{e.id, e.export_name, e.port});
+  std::map<int64_t, NbdExport> desired;
+  for (auto& e : store_.live_exports()) desired.emplace(e.id, std::move(e));
 
   for (auto it = supervisors_.begin(); it != supervisors_.end();) {
+    ExportSupervisor& supervisor = *it->second;
     const auto want = desired.find(it->first);
-    if (want != desired.end() && want->second == it->second->target()) {
+    if (want != desired.end() && keeps_serving(supervisor, want->second)) {
+      if (want->second.status == "pending") supervisor.reactivate(now);
       ++it;
       continue;
     }
-    if (it->second->server()) {
-      log_event("export {} (port {}) is {}: stopping its server pid {}", it->second->target().export_name,
-                it->second->target().port, want == desired.end() ? "no longer live" : "now on another port or name",
-                it->second->server()->pid);
+    if (want != desired.end() && supervisor.finished()) {
+      log_event("export {} (port {}) is {} again: starting it anew", want->second.export_name, want->second.port,
+                want->second.status);
+    } else if (supervisor.server()) {
+      log_event("export {} (port {}) is {}: stopping its server pid {}", supervisor.target().export_name,
+                supervisor.target().port,
+                want == desired.end() ? "no longer live" : "now on another port or name, or created anew",
+                supervisor.server()->pid);
     }
     retire(std::move(it->second), now);
     it = supervisors_.erase(it);
   }
-  for (const auto& [id, target] : desired) {
+  for (const auto& [id, e] : desired) {
     if (supervisors_.contains(id)) continue;
-    auto supervisor = std::make_unique<ExportSupervisor>(target, settings_, store_);
+    auto supervisor =
+        std::make_unique<ExportSupervisor>(ServerTarget{e.id, e.export_name, e.port, e.created_at}, settings_, writes_);
     supervisor->start(now);
     supervisors_.emplace(id, std::move(supervisor));
   }
+}
+
+bool Reconciler::keeps_serving(const ExportSupervisor& supervisor, const NbdExport& e) const {
+  const ServerTarget wanted{e.id, e.export_name, e.port, e.created_at};
+  if (!(supervisor.target() == wanted)) return false;  // another name or port, or the row was created anew
+  // A supervisor that gave up leaves the export live only until its record of the failure is written; once it is,
+  // a live export means another writer made it live again.
+  return !supervisor.finished() || writes_.waiting_for(e.id);
 }
 
 void Reconciler::advance(Clock::time_point now) {

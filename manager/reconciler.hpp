@@ -7,9 +7,16 @@
 // when a server or launcher exits (pidfds). On start it first adopts the servers already running for this store,
 // found in /proc by their command line and verified by their listening socket, so none is started twice and none
 // is left orphaned, even one whose start the previous manager never recorded.
+//
+// It acts on each export's status, not only on its presence: an export set back to pending while its server runs
+// gets its server recorded again (which makes it active); a supervisor that gave up (failed) on an export that
+// another writer made live again is replaced by a new one; a row re-used by `export create` (a new created_at)
+// gets a new server. Another process holding the store locked never stalls the loop: the connection waits at most
+// kStoreWait, a read that fails is tried again kStoreRetry later, and writes wait in StoreWrites.
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,12 +24,15 @@
 #include "export_supervisor.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/store_change_signal.hpp"
+#include "store_writes.hpp"
 
 namespace nbdxm::cli {
 
 class Reconciler {
  public:
-  static constexpr std::chrono::seconds kResync{2};  // a full look at the store even without a change
+  static constexpr std::chrono::seconds kResync{2};             // a full look at the store even without a change
+  static constexpr std::chrono::milliseconds kStoreWait{100};   // the longest the loop waits for a locked store
+  static constexpr std::chrono::milliseconds kStoreRetry{200};  // when a failed read of the store is tried again
 
   Reconciler(const ServerSettings& settings, ExportStore& store);
   ~Reconciler();  // releases every server: they outlive the manager
@@ -42,6 +52,8 @@ class Reconciler {
   std::vector<FoundServer> running_servers() const;
   void adopt(Clock::time_point now);
   void sync(Clock::time_point now);
+  // Whether the supervisor can go on serving the export as the store has it now.
+  bool keeps_serving(const ExportSupervisor& supervisor, const NbdExport& e) const;
   void advance(Clock::time_point now);
   void retire(std::unique_ptr<ExportSupervisor> supervisor, Clock::time_point now);
   bool settled() const;
@@ -50,9 +62,11 @@ class Reconciler {
 
   const ServerSettings& settings_;
   ExportStore& store_;
+  StoreWrites writes_;
   std::map<int64_t, std::unique_ptr<ExportSupervisor>> supervisors_;  // by export id
   std::vector<std::unique_ptr<ExportSupervisor>> retiring_;           // being stopped
   int64_t data_version_ = -1;
+  std::optional<Clock::time_point> store_failing_since_;  // the last look at the store failed
   std::string last_status_;
 };
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <SQLiteCpp/Statement.h>
+#include <algorithm>
 #include <filesystem>
 
 #include "nbdxm/error.hpp"
@@ -62,8 +63,13 @@ Database Database::create(const std::string& path) {
   }
 }
 
+void Database::set_busy_timeout(std::chrono::milliseconds timeout) {
+  busy_timeout_ = std::max(timeout, std::chrono::milliseconds(0));
+  db_.setBusyTimeout(static_cast<int>(busy_timeout_.count()));
+}
+
 void Database::configure(Access access) {
-  db_.setBusyTimeout(static_cast<int>(kBusyTimeout.count()));
+  set_busy_timeout(kBusyTimeout);
   // Keep the -wal and -shm files after the last connection closes, so read-only openers (the plugin, running as
   // the service user) always find them and never need to create them.
   int persist = 1;
@@ -123,6 +129,21 @@ void Database::require_current_schema() {
               fmt::format("state store {} has schema version {}, newer than this nbdxm ({} understands up to {}); "
                           "upgrade nbdxm",
                           path_, version, NBDXM_VERSION, latest));
+}
+
+WriteTransaction::WriteTransaction(Database& db) {
+  try {
+    tx_.emplace(db.sql(), SQLite::TransactionBehavior::IMMEDIATE);
+  } catch (const SQLite::Exception& e) {
+    if ((e.getErrorCode() & 0xff) != SQLITE_BUSY) throw;
+    const auto waited = db.busy_timeout();
+    throw StoreBusy(ExitCode::failure,
+                    fmt::format("the state store {} is busy: another process kept it locked for longer than {}; try "
+                                "again once it is done",
+                                db.path(),
+                                waited.count() % 1000 == 0 ? fmt::format("{} s", waited.count() / 1000)
+                                                           : fmt::format("{} ms", waited.count())));
+  }
 }
 
 }  // namespace nbdxm

@@ -7,7 +7,10 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+
+#include "nbdxm/error.hpp"
 
 namespace nbdxm {
 
@@ -32,6 +35,10 @@ class Database {
 
   SQLite::Database& sql() { return db_; }
   const std::string& path() const { return path_; }
+  // How long each later statement waits for a lock another connection holds before it fails with SQLITE_BUSY
+  // (kBusyTimeout from the start). The manager's loop and the plugin's watcher wait much less than a command does.
+  void set_busy_timeout(std::chrono::milliseconds timeout);
+  std::chrono::milliseconds busy_timeout() const { return busy_timeout_; }
 
   int user_version();
   struct InitResult {
@@ -53,6 +60,7 @@ class Database {
   void configure(Access access);
 
   std::string path_;
+  std::chrono::milliseconds busy_timeout_{kBusyTimeout};
   SQLite::Database db_;
   std::unique_ptr<SQLite::Statement> data_version_query_;  // after db_: finalized before the connection closes
 };
@@ -70,15 +78,22 @@ class StatementReset {
   SQLite::Statement& query_;
 };
 
+// Another process kept the store's write lock for longer than the connection's busy timeout. Its message names the
+// store; callers that can wait (the manager) try again later.
+class StoreBusy : public Error {
+ public:
+  using Error::Error;
+};
+
 // A write transaction that takes the write lock at BEGIN, so two writers never deadlock on a lock upgrade.
 // Rolls back unless commit() is called.
 class WriteTransaction {
  public:
-  explicit WriteTransaction(Database& db) : tx_(db.sql(), SQLite::TransactionBehavior::IMMEDIATE) {}
-  void commit() { tx_.commit(); }
+  explicit WriteTransaction(Database& db);  // throws StoreBusy
+  void commit() { tx_->commit(); }
 
  private:
-  SQLite::Transaction tx_;
+  std::optional<SQLite::Transaction> tx_;
 };
 
 }  // namespace nbdxm

@@ -11,6 +11,11 @@
 // check a second, a safety net for writes that inotify cannot report (a store on a network file system). The bound
 // on noticing a change is the short interval plus the commit's own time from writing to publishing. Where the
 // store cannot be watched, the thread checks at the short interval all the time.
+//
+// A locked store (another process holding it in exclusive locking mode, or recovering it) never stalls a connect:
+// a connect waits at most kConnectWait for the store, watcher's work included, and is then refused (fail closed).
+// For that, every check waits at most kCheckWait for the store, so the lock it holds is never held for long; a
+// failed check is repeated at the short interval, and a store unreadable for kUnreadableLimit revokes every watch.
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -59,6 +64,10 @@ class ExportWatcher {
  public:
   // A store that cannot be read for this long revokes every connection: nothing proves their exports still live.
   static constexpr std::chrono::milliseconds kUnreadableLimit{1000};
+  // How long a connect (or a listing of the exports) waits for the store before it is refused.
+  static constexpr std::chrono::milliseconds kConnectWait{1000};
+  // How long one check waits for a locked store before it counts as failed.
+  static constexpr std::chrono::milliseconds kCheckWait{100};
   using Log = std::function<void(const std::string& line)>;
 
   // Takes the connection (opened read-only by the caller). `log` receives one line per revoked export and per
@@ -73,9 +82,10 @@ class ExportWatcher {
     std::unique_ptr<ExportWatch> watch;  // set when found
   };
   // Looks the export up and starts watching it in one step, so that no store change between the lookup and the
-  // start of the watch can be missed.
+  // start of the watch can be missed. Throws Error(unavailable) naming the store when it could not be read within
+  // kConnectWait.
   Admission admit(const std::string& export_name);
-  std::vector<NbdExport> active_exports();
+  std::vector<NbdExport> active_exports();  // the same bound as admit
 
   // One check: when another connection committed since the last check, re-check every watched export. The thread
   // calls this; tests may call it directly. Throws when the store cannot be read.
@@ -101,10 +111,14 @@ class ExportWatcher {
     bool gave_up = false;
   };
   void check_store(ReadFailures& failures);
+  // Runs `body` (a read of the store) with mutex_ held, for a connect: the lock and the store together get at most
+  // kConnectWait. Throws Error(unavailable) naming the store and `what` was refused when that was not enough.
+  template <typename Body>
+  auto read_for_connect(const std::string& what, Body body);
 
   // Guards db_ to log_. Every use of db_ holds it, which is why the plugin may open the connection with
-  // Database::Serialization::by_caller.
-  std::mutex mutex_;
+  // Database::Serialization::by_caller. Timed: a connect gives up waiting for it after kConnectWait.
+  std::timed_mutex mutex_;
   Database db_;
   ExportLookup lookup_;
   int64_t last_version_ = 0;

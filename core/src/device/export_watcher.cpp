@@ -1,5 +1,6 @@
 #include "nbdxm/export_watcher.hpp"
 
+#include <SQLiteCpp/Exception.h>
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -45,27 +46,48 @@ void ExportWatch::revoke(const std::string& reason) {
 ExportWatcher::ExportWatcher(Database db, Log log)
     : db_(std::move(db)), lookup_(db_), log_(std::move(log)), stop_event_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!stop_event_.valid()) throw Error(ExitCode::failure, fmt::format("eventfd: {}", strerror(errno)));
-  last_version_ = db_.data_version();
+  last_version_ = db_.data_version();  // a start may wait for the store as long as any command
+  db_.set_busy_timeout(kCheckWait);
 }
 
 ExportWatcher::~ExportWatcher() { stop(); }
 
-ExportWatcher::Admission ExportWatcher::admit(const std::string& export_name) {
-  std::lock_guard lock(mutex_);
-  Admission admission;
-  admission.found = lookup_.find(export_name);
-  if (admission.found) {
-    admission.watch.reset(new ExportWatch(*this, *admission.found));
-    watches_.insert(admission.watch.get());
+template <typename Body>
+auto ExportWatcher::read_for_connect(const std::string& what, Body body) {
+  const auto deadline = std::chrono::steady_clock::now() + kConnectWait;
+  const auto refusal = [&](const std::string& why) {
+    return Error(ExitCode::unavailable,
+                 fmt::format("the state store {} could not be read within {} ms ({}); refusing {}", db_.path(),
+                             kConnectWait.count(), why, what));
+  };
+  std::unique_lock lock(mutex_, deadline);
+  if (!lock.owns_lock()) throw refusal("the check of open connections still waits for it");
+  db_.set_busy_timeout(std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+  try {
+    return body();
+  } catch (const SQLite::Exception& e) {
+    throw refusal(e.what());
   }
-  return admission;
+}
+
+ExportWatcher::Admission ExportWatcher::admit(const std::string& export_name) {
+  return read_for_connect(fmt::format("the connection to export {}", export_name), [&] {
+    Admission admission;
+    admission.found = lookup_.find(export_name);
+    if (admission.found) {
+      admission.watch.reset(new ExportWatch(*this, *admission.found));
+      watches_.insert(admission.watch.get());
+    }
+    return admission;
+  });
 }
 
 std::vector<NbdExport> ExportWatcher::active_exports() {
-  std::lock_guard lock(mutex_);
-  ExportFilter filter;
-  filter.status = "active";
-  return ExportStore(db_).list_exports(filter);
+  return read_for_connect("the listing of exports", [&] {
+    ExportFilter filter;
+    filter.status = "active";
+    return ExportStore(db_).list_exports(filter);
+  });
 }
 
 size_t ExportWatcher::watch_count() {
@@ -81,6 +103,7 @@ void ExportWatcher::unregister(ExportWatch* watch) {
 void ExportWatcher::poll() {
   checks_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(mutex_);
+  db_.set_busy_timeout(kCheckWait);  // see kCheckWait: never hold mutex_ for long
   const int64_t version = db_.data_version();
   if (version == last_version_) return;
   recheck_locked();
