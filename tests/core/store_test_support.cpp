@@ -187,12 +187,13 @@ std::vector<std::string> nbdkit_environment() {
   env.push_back("LD_PRELOAD=" NBDXM_SANITIZER_PRELOAD);
   env.push_back("ASAN_OPTIONS=detect_leaks=0:abort_on_error=0");
   env.push_back("UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1");
+  env.push_back("TSAN_OPTIONS=second_deadlock_stack=1");  // reports go to nbdkit's log, where tests look for them
 #endif
   return env;
 }
 
 const std::vector<std::string>& nbdkit_unset_environment() {
-  static const std::vector<std::string> names = {"LD_PRELOAD",    "ASAN_OPTIONS", "UBSAN_OPTIONS",
+  static const std::vector<std::string> names = {"LD_PRELOAD",    "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS",
                                                  "NOTIFY_SOCKET", "NBDXM_DB",     "NBDXM_CONFIG"};
   return names;
 }

@@ -72,7 +72,7 @@ TEST_F(ServeCleanupTest, AMovedMappingCutsOpenConnectionsAndNewOnesReachTheNewPa
   create_volume_file(moved, kGiB);
   store_.set_mapping_path(volume.uuid, moved);
   // The plugin notices within its bound; until then a write may still reach the old device, never after.
-  EXPECT_TRUE(wait_until([&] { return before.try_write(pattern(4096, 2), 8192) != 0; }, 1s));
+  EXPECT_TRUE(wait_until([&] { return before.try_write(pattern(4096, 2), 8192) != 0; }, 30s));
   EXPECT_NE(before.try_write(pattern(4096, 4), 16384), 0);
   TcpClient after(e.port, e.export_name);
   after.write(pattern(4096, 3), 0);

@@ -11,10 +11,22 @@
 
 namespace nbdxm::test {
 
-enum class Backing { file, loop };
+// A sparse file, a loop device over one with 512-byte sectors, or with 4096-byte logical sectors (the alignment
+// that write-zeroes and trim must respect on such a device).
+enum class Backing { file, loop, loop4k };
+
+inline bool is_loop(Backing backing) { return backing != Backing::file; }
 
 inline std::string backing_name(const ::testing::TestParamInfo<Backing>& info) {
-  return info.param == Backing::file ? "File" : "LoopDevice";
+  switch (info.param) {
+    case Backing::file:
+      return "File";
+    case Backing::loop:
+      return "LoopDevice";
+    case Backing::loop4k:
+      return "LoopDevice4kSectors";
+  }
+  return "Unknown";
 }
 
 // A volume: a sparse file, served either as it is or through a loop device.
@@ -23,10 +35,11 @@ class Volume {
   Volume(const TempDir& dir, const std::string& name, Backing backing, int64_t size = kGiB)
       : backing_file_(dir.file(name + ".img")) {
     create_volume_file(backing_file_, size);
-    if (backing == Backing::loop) loop_ = std::make_unique<LoopDevice>(backing_file_);
+    if (is_loop(backing)) loop_ = std::make_unique<LoopDevice>(backing_file_, backing == Backing::loop4k ? 4096 : 512);
   }
   const std::string& device() const { return loop_ ? loop_->path() : backing_file_; }
   const std::string& backing_file() const { return backing_file_; }
+  const LoopDevice* loop() const { return loop_.get(); }
 
  private:
   std::string backing_file_;
@@ -47,7 +60,7 @@ class PluginTest : public ::testing::Test {
 class BackedPluginTest : public PluginTest, public ::testing::WithParamInterface<Backing> {
  protected:
   void SetUp() override {
-    if (GetParam() == Backing::loop) {
+    if (is_loop(GetParam())) {
       if (auto reason = LoopDevice::unavailable_reason()) GTEST_SKIP() << *reason;
     }
   }

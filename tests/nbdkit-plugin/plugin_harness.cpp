@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -148,12 +149,21 @@ std::optional<std::string> LoopDevice::unavailable_reason() {
   return std::nullopt;
 }
 
-LoopDevice::LoopDevice(const std::string& backing_file) {
+LoopDevice::LoopDevice(const std::string& backing_file, uint32_t sector_size) {
   std::string output;
-  if (run({"losetup", "-f", "--show", backing_file}, &output) != 0) {
+  if (run({"losetup", "-f", "--show", "--sector-size", std::to_string(sector_size), backing_file}, &output) != 0) {
     throw std::runtime_error("losetup failed: " + trim(output));
   }
   path_ = trim(output);
+}
+
+uint64_t LoopDevice::flushes_completed() const {
+  const std::string stat_path = "/sys/block/" + std::filesystem::path(path_).filename().string() + "/stat";
+  std::istringstream fields(slurp(stat_path));
+  std::vector<uint64_t> values;
+  for (uint64_t value = 0; fields >> value;) values.push_back(value);
+  if (values.size() < 16) throw std::runtime_error(stat_path + " has no flush counts (Linux 5.5 or later has them)");
+  return values[15];
 }
 
 LoopDevice::~LoopDevice() {
@@ -189,21 +199,28 @@ NbdExport TestStore::add(const Spec& spec) {
 }
 
 NbdkitServer::NbdkitServer(const TempDir& dir, const std::string& db, std::vector<std::string> plugin_params,
-                           std::vector<std::string> nbdkit_options) {
+                           std::vector<std::string> nbdkit_options, std::vector<std::string> launcher) {
   static int counter = 0;
   const int n = ++counter;
   socket_ = dir.file(fmt::format("nbd{}.sock", n));
   pidfile_ = dir.file(fmt::format("nbdkit{}.pid", n));
   log_ = dir.file(fmt::format("nbdkit{}.log", n));
   SpawnOptions options;
-  options.argv = {"nbdkit", "-f", "--exit-with-parent", "-U", socket_, "-P", pidfile_};
+  launched_ = !launcher.empty();
+  options.argv = std::move(launcher);
+  if (launched_) {
+    options.argv.push_back("env");
+    for (const auto& assignment : nbdkit_environment()) options.argv.push_back(assignment);
+  } else {
+    options.extra_env = nbdkit_environment();
+  }
+  options.argv.insert(options.argv.end(), {"nbdkit", "-f", "--exit-with-parent", "-U", socket_, "-P", pidfile_});
   options.argv.insert(options.argv.end(), nbdkit_options.begin(), nbdkit_options.end());
   options.argv.push_back(NBDXM_PLUGIN);
   options.argv.push_back("db=" + db);
   options.argv.insert(options.argv.end(), plugin_params.begin(), plugin_params.end());
   options.stderr_path = log_;
   options.stdout_path = log_;
-  options.extra_env = nbdkit_environment();
   options.unset_env = nbdkit_unset_environment();
   process_ = std::make_unique<ChildProcess>(ChildProcess::spawn(options));
   // nbdkit writes its pid file once it listens.
@@ -221,7 +238,7 @@ NbdkitServer::~NbdkitServer() {
   stop();
   // A sanitizer report inside the server is a failure of the test that ran it.
   const std::string text = log();
-  for (const char* sign : {"AddressSanitizer", "runtime error:", "LeakSanitizer"}) {
+  for (const char* sign : {"AddressSanitizer", "runtime error:", "LeakSanitizer", "ThreadSanitizer"}) {
     if (text.find(sign) != std::string::npos) ADD_FAILURE() << "sanitizer report in nbdkit's log:\n" << text;
   }
 }
@@ -233,7 +250,13 @@ std::string NbdkitServer::uri(const std::string& export_name) const {
 std::string NbdkitServer::log() const { return slurp(log_); }
 
 void NbdkitServer::stop() {
-  if (process_) process_->stop(std::chrono::seconds(20));
+  if (!process_) return;
+  if (launched_) {
+    // A launcher (strace) may ignore SIGTERM and exit only with nbdkit: nbdkit itself is told to stop.
+    const pid_t server = static_cast<pid_t>(std::atol(slurp(pidfile_).c_str()));
+    if (server > 0 && process_->running()) ::kill(server, SIGTERM);
+  }
+  process_->stop(std::chrono::seconds(20));
 }
 
 NbdClient::NbdClient(const std::string& socket, const std::string& export_name, bool strict) {

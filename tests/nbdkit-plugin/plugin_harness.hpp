@@ -39,11 +39,14 @@ class LoopDevice {
  public:
   // Why loop devices cannot be used here, or nullopt when they can.
   static std::optional<std::string> unavailable_reason();
-  explicit LoopDevice(const std::string& backing_file);
+  // `sector_size`: the device's logical sector size (losetup --sector-size).
+  explicit LoopDevice(const std::string& backing_file, uint32_t sector_size = 512);
   ~LoopDevice();
   LoopDevice(const LoopDevice&) = delete;
   LoopDevice& operator=(const LoopDevice&) = delete;
   const std::string& path() const { return path_; }
+  // Flush requests the device has completed (/sys/block/loopN/stat, field 16 since Linux 5.5).
+  uint64_t flushes_completed() const;
 
  private:
   std::string path_;
@@ -77,8 +80,9 @@ class TestStore {
 // An nbdkit process (foreground, Unix socket) loading the built plugin.
 class NbdkitServer {
  public:
+  // `launcher`: a command that runs nbdkit (strace, say); nbdkit's environment is passed through env(1) after it.
   NbdkitServer(const TempDir& dir, const std::string& db, std::vector<std::string> plugin_params = {},
-               std::vector<std::string> nbdkit_options = {});
+               std::vector<std::string> nbdkit_options = {}, std::vector<std::string> launcher = {});
   ~NbdkitServer();
   NbdkitServer(const NbdkitServer&) = delete;
   NbdkitServer& operator=(const NbdkitServer&) = delete;
@@ -95,6 +99,7 @@ class NbdkitServer {
  private:
   std::string socket_;
   std::string pidfile_;
+  bool launched_ = false;  // through a launcher: nbdkit's pid is not process_'s
   std::string log_;
   std::unique_ptr<ChildProcess> process_;
 };

@@ -63,7 +63,8 @@ TEST_P(PluginInterop, QemuImgConvertAndNbdcopyRoundTripsCompareEqual) {
   EXPECT_TRUE(export_equals(*server, "export-b", source));
 }
 
-INSTANTIATE_TEST_SUITE_P(Backings, PluginInterop, ::testing::Values(Backing::file, Backing::loop), backing_name);
+INSTANTIATE_TEST_SUITE_P(Backings, PluginInterop, ::testing::Values(Backing::file, Backing::loop, Backing::loop4k),
+                         backing_name);
 
 TEST_F(PluginTest, NbdinfoListsOnlyActiveExportsAndDescribesThem) {
   Volume a(dir_, "a", Backing::file);

@@ -282,18 +282,24 @@ TEST_F(WatchedStore, TheThreadNoticesAChangeWithoutAnyoneAsking) {
   auto a = watcher_->admit("export-a");
   watcher_->start();
   store_.store().set_export_status("export-a", "failed", "device error");
-  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(30)));
   watcher_->stop();
 }
 
+// However slow the machine, a watcher checks the store at most once per interval of its settling time after the
+// start, and then not again until the store is written: writes to other files of the store's folder, for as long
+// as they go on, add no check. (Its cost while idle, one check a second, is a figure in bench/README.md.)
 TEST_F(WatchedStore, AnIdleWatcherLeavesTheStoreAlone) {
   auto a = watcher_->admit("export-a");
   watcher_->start(kEventsOnly);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past the settling time after the start
-  const uint64_t settled = watcher_->checks();
-  std::ofstream(dir_.file("unrelated")) << "another file in the store's directory";
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  EXPECT_EQ(watcher_->checks(), settled) << "checked the store with nothing written to it";
+  const uint64_t settling_checks = kEventsOnly.settle_window / kEventsOnly.interval + 1;
+  for (int i = 0; i < 100; ++i) {  // for a while: 100 writes, 10 ms apart
+    std::ofstream(dir_.file("unrelated")) << "another file in the store's directory " << i;
+    ASSERT_LE(watcher_->checks(), settling_checks) << "checked the store with nothing written to it";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  store_.store().set_export_status("export-a", "revoked", "job cancelled");  // ...and a commit still wakes it
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(30)));
   watcher_->stop();
 }
 
@@ -303,12 +309,12 @@ TEST_F(WatchedStore, ACommitWakesAnIdleWatcher) {
   watcher_->start(kEventsOnly);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   store_.store().set_export_status("export-a", "revoked", "job cancelled");
-  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(30)));
   EXPECT_FALSE(b.watch->revoked());
 
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // idle again
   store_.store().set_export_status("export-b", "failed", "device error");
-  EXPECT_TRUE(revoked_within(*b.watch, std::chrono::seconds(5)));
+  EXPECT_TRUE(revoked_within(*b.watch, std::chrono::seconds(30)));
   watcher_->stop();
 }
 
@@ -323,7 +329,7 @@ TEST_F(WatchedStore, ACommitWakesAWatcherThatOpenedTheStoreThroughASymbolicLink)
   linked.start(kEventsOnly);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   store_.store().set_export_status("export-a", "revoked", "job cancelled");
-  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(30)));
   linked.stop();
 }
 
@@ -334,7 +340,7 @@ TEST_F(WatchedStore, StopsAndStartsAgain) {
   watcher_->start(kEventsOnly);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   store_.store().set_export_status("export-a", "revoked", "job cancelled");
-  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(5)));
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(30)));
   watcher_->stop();
 }
 

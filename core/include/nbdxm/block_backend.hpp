@@ -14,10 +14,14 @@
 namespace nbdxm {
 
 struct BlockSizes {
-  uint32_t minimum = 0;  // all zero: no constraints (regular files)
+  uint32_t minimum = 0;
   uint32_t preferred = 0;
   uint32_t maximum = 0;
 };
+
+// The largest request advertised, and the largest zero or trim done: the migration client's largest request. A
+// zero or trim cannot be interrupted once in the kernel, so a revoked connection holds the device at most this long.
+constexpr uint32_t kMaxRequest = 32 * 1024 * 1024;
 
 struct ZeroFlags {
   bool may_trim = false;  // the client allows a hole (NBD: no NO_HOLE flag)
@@ -38,7 +42,8 @@ class BlockBackend {
   bool read_only() const noexcept { return device_.read_only; }
   DeviceKind kind() const noexcept { return device_.kind; }
   const std::string& path() const noexcept { return device_.path; }
-  // Block devices: minimum = logical sector, preferred = max(physical block, 4096). Regular files: none.
+  // Block devices: minimum = logical sector, preferred = max(physical block, 4096); regular files: 1 and 4096.
+  // The maximum is kMaxRequest for both.
   BlockSizes block_sizes() const noexcept;
   // Holes are only meaningful for regular files on file systems that report them (SEEK_HOLE).
   bool can_extents() const noexcept;

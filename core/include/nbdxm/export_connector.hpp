@@ -44,6 +44,11 @@ class ExportConnection {
   int finish() noexcept { return backend_.sync_if_written(); }
 
  private:
+  // Zero and trim are done kMaxRequest bytes at a time, with the revocation checked before each piece: a client
+  // that ignores the advertised maximum cannot keep a revoked connection zeroing for long. FUA goes with the last.
+  template <typename Piece>
+  int in_pieces(uint32_t count, uint64_t offset, bool fua, Piece piece) noexcept;
+
   BlockBackend backend_;
   std::unique_ptr<ExportWatch> watch_;
 };

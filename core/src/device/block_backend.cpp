@@ -27,8 +27,8 @@ int fallocate_errno(int fd, int mode, uint64_t offset, uint32_t count) {
 BlockBackend::BlockBackend(OpenedDevice device) : device_(std::move(device)) {}
 
 BlockSizes BlockBackend::block_sizes() const noexcept {
-  if (device_.kind != DeviceKind::block_device) return {};
-  return {device_.logical_sector, std::max<uint32_t>(device_.physical_block, 4096), 0xffffffff};
+  if (device_.kind != DeviceKind::block_device) return {1, 4096, kMaxRequest};
+  return {device_.logical_sector, std::max<uint32_t>(device_.physical_block, 4096), kMaxRequest};
 }
 
 bool BlockBackend::can_extents() const noexcept {
@@ -78,6 +78,7 @@ int BlockBackend::write(const void* buf, uint32_t count, uint64_t offset, bool f
       if (errno == EINTR) continue;
       return errno;
     }
+    if (r == 0) return EIO;  // no progress: retrying would spin for ever
     p += r;
     count -= static_cast<uint32_t>(r);
     offset += static_cast<uint64_t>(r);

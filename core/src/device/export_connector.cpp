@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "nbdxm/error.hpp"
@@ -22,11 +23,28 @@ int ExportConnection::write(const void* buf, uint32_t count, uint64_t offset, bo
 int ExportConnection::flush() noexcept { return revoked() ? ESHUTDOWN : backend_.flush(); }
 
 int ExportConnection::zero(uint32_t count, uint64_t offset, ZeroFlags flags) noexcept {
-  return revoked() ? ESHUTDOWN : backend_.zero(count, offset, flags);
+  return in_pieces(count, offset, flags.fua, [&](uint32_t n, uint64_t at, bool fua) {
+    ZeroFlags piece = flags;
+    piece.fua = fua;
+    return backend_.zero(n, at, piece);
+  });
 }
 
 int ExportConnection::trim(uint32_t count, uint64_t offset, bool fua) noexcept {
-  return revoked() ? ESHUTDOWN : backend_.trim(count, offset, fua);
+  return in_pieces(count, offset, fua,
+                   [&](uint32_t n, uint64_t at, bool last_fua) { return backend_.trim(n, at, last_fua); });
+}
+
+template <typename Piece>
+int ExportConnection::in_pieces(uint32_t count, uint64_t offset, bool fua, Piece piece) noexcept {
+  do {
+    if (revoked()) return ESHUTDOWN;
+    const uint32_t n = std::min(count, kMaxRequest);
+    if (const int err = piece(n, offset, fua && n == count); err != 0) return err;
+    count -= n;
+    offset += n;
+  } while (count > 0);
+  return 0;
 }
 
 int ExportConnection::prefetch(uint32_t count, uint64_t offset) const noexcept {
