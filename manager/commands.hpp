@@ -14,5 +14,6 @@ struct GlobalOptions {
 void register_store_commands(CLI::App& app, GlobalOptions& options);   // init, job, mapping, disk, check
 void register_export_commands(CLI::App& app, GlobalOptions& options);  // export, gc
 void register_serve_command(CLI::App& app, GlobalOptions& options);    // serve (the daemon)
+void register_import_command(CLI::App& app, GlobalOptions& options);   // import legacy
 
 }  // namespace nbdxm::cli

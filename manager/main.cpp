@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   cli::register_store_commands(app, options);
   cli::register_export_commands(app, options);
   cli::register_serve_command(app, options);
+  cli::register_import_command(app, options);
 
   try {
     app.parse(argc, argv);

@@ -12,7 +12,7 @@ enum class ExitCode : int {
   usage = 2,         // bad arguments or input format
   not_found = 3,     // the named job, disk, mapping or export does not exist
   conflict = 4,      // the write would break an invariant; nothing was changed
-  check_failed = 5,  // `nbdxm check` found problems
+  check_failed = 5,  // `nbdxm check` found problems; `nbdxm import legacy` rejected rows (the rest committed)
   unavailable = 6,   // the manager is not running or a server could not be started
 };
 

@@ -87,6 +87,26 @@ struct Revocation {
   bool revoked_now = false;
 };
 
+// Rows of an import (`nbdxm import legacy`), written as they are: the importer has already decided every value.
+// Timestamps left empty get the schema's default (now).
+// Imported exports are history: written as 'revoked' with the reason, never live.
+struct ImportedExport {
+  std::string job_id;
+  std::string disk_id;  // with job_id: the vm_disk
+  std::string device_mapping_id;
+  std::string export_name;
+  int port = 0;
+  std::string status_reason;
+  std::string created_at;
+};
+struct ImportRecords {
+  std::vector<Job> jobs;
+  std::vector<DeviceMapping> mappings;
+  std::vector<VmDisk> disks;
+  std::vector<ImportedExport> exports;
+  std::vector<VolumeOperation> operations;
+};
+
 class PortAllocator;
 
 class ExportStore {
@@ -123,6 +143,15 @@ class ExportStore {
   // off, triggers dropped or check constraints ignored), the schema objects compared with this binary's schema,
   // and every 'oma' mapping's device present and distinct. Empty when the store is sound. Read-only.
   std::vector<StoreProblem> check();
+
+  // Volume operations (the volume daemon's), read-only here.
+  std::vector<VolumeOperation> list_volume_operations();
+
+  // Import (import.cpp): runs `plan` inside one write transaction, so that what it reads through this store is
+  // what the write sees, then inserts the records it returns, all or nothing (Error conflict naming the row the
+  // schema refused, store unchanged). Jobs, mappings and operations are written as given (empty timestamps: now);
+  // disks get their id from the store and cloudstack_volume_id from their mapping; exports are written 'revoked'.
+  void write_import(const std::function<ImportRecords()>& plan);
 
   // Exports: the low-level row writes. Port allocation and naming (the manager) build on these.
   NbdExport add_export(const std::string& job_id, const std::string& disk_id, const std::string& export_name, int port,

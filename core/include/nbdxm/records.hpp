@@ -83,6 +83,21 @@ struct NbdExport {
   bool live() const { return status == "pending" || status == "active"; }
 };
 
+// A volume daemon operation (table volume_operations; nbdxm only keeps its shape valid).
+struct VolumeOperation {
+  std::string id;
+  std::string type;
+  std::string status;
+  std::string volume_id;
+  std::optional<std::string> vm_id;
+  std::string request;  // JSON text
+  std::optional<std::string> response;
+  std::optional<std::string> error;
+  std::string created_at;
+  std::string updated_at;
+  std::optional<std::string> completed_at;
+};
+
 // The manager's record of an export's server (table export_servers, schema version 2).
 struct ExportServer {
   int64_t export_id = 0;
