@@ -1,6 +1,6 @@
 #pragma once
-// Another process holding the store's lock, as another appliance service might: the sqlite3 shell, in a transaction
-// of its own, for the tests of what a locked store must not stall.
+// Another process holding the store's lock, as another appliance service might, for the tests of what a locked store
+// must not stall.
 #include <chrono>
 #include <optional>
 #include <string>
@@ -13,11 +13,17 @@ namespace nbdxm::test {
 class StoreLockHolder {
  public:
   enum class Lock {
-    immediate,  // BEGIN IMMEDIATE: other writers wait; in WAL mode readers do not
-    exclusive,  // exclusive locking mode and a write: readers wait too
+    immediate,  // BEGIN IMMEDIATE (the sqlite3 shell): other writers wait; in WAL mode readers do not
+    // A WAL recovery in progress: readers wait too (SQLITE_BUSY_RECOVERY). Exclusive locking mode cannot stand in
+    // for it: while other processes keep the store open (the plugin and the manager always do), a connection in
+    // exclusive locking mode cannot get its lock. A python3 process holds the -shm file's write and recover locks,
+    // as a recovering connection does, with the wal-index header's second copy changed so that readers see it torn
+    // and must wait for the recovery; the header is put back before the locks are released.
+    recovery,
   };
-  // Starts `sqlite3` on the store, runs `sql` in its transaction and returns once the lock is held (a probe from
-  // another connection is refused). It commits and exits at release() or after `at_most`, whichever comes first.
+  // Starts the holder and returns once the lock is held (a probe from another connection is refused). It releases
+  // it (commits; puts the header back) and exits at release() or after `at_most`, whichever comes first. `sql`
+  // (immediate only) runs in its transaction.
   StoreLockHolder(const TempDir& dir, const std::string& db, Lock lock, std::chrono::seconds at_most,
                   const std::string& sql = "");
   ~StoreLockHolder();  // releases
@@ -25,7 +31,7 @@ class StoreLockHolder {
   StoreLockHolder& operator=(const StoreLockHolder&) = delete;
 
   // Whether the lock is held now: another connection's probe is refused (a write for immediate, a read for
-  // exclusive).
+  // recovery).
   bool holding();
   // Whether the holder has exited: its lock is gone.
   bool released();
