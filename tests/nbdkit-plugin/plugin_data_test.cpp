@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cerrno>
 #include <fstream>
+#include <optional>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -208,6 +209,13 @@ TEST_P(PluginData, RequestsUpToTheMaximumWorkAndLargerZeroesAreDoneExactly) {
   EXPECT_TRUE(holds_exactly(a->backing_file(), kept));
 }
 
+// Why strace cannot trace a program here (not installed, or ptrace not permitted), or nullopt when it can.
+std::optional<std::string> strace_unavailable_reason() {
+  std::string output;
+  if (run({"strace", "-qq", "-o", "/dev/null", "true"}, &output) != 0) return "strace cannot run here: " + output;
+  return std::nullopt;
+}
+
 // What the nbdkit server (run under strace) asked of the kernel: fdatasync, fsync and pwritev2 calls, one a line.
 class SyscallLog {
  public:
@@ -240,6 +248,7 @@ bool any_contains(const std::vector<std::string>& lines, const std::string& text
 // A flush or a FUA write reaches the device: the server syncs the device (or writes with RWF_DSYNC), and a loop
 // device completes a flush request of its own (it passes it on to its backing file).
 TEST_P(PluginData, FlushAndFuaReachTheDevice) {
+  if (auto reason = strace_unavailable_reason()) GTEST_SKIP() << *reason;
   auto a = volume("a");
   store_.add({"export-a", a->device()});
   SyscallLog syscalls(dir_.file("strace.log"));
@@ -357,6 +366,7 @@ int completion_of(nbd_handle* h, int64_t cookie, std::chrono::seconds limit) {
 // progress) fails as an I/O error instead of being retried for ever. No real device here returns 0 for a non-empty
 // write (a full file system says ENOSPC), so strace makes the kernel's answer 0 for the server's writes.
 TEST_F(PluginTest, AWriteThatMakesNoProgressFailsWithAnIoErrorInsteadOfSpinning) {
+  if (auto reason = strace_unavailable_reason()) GTEST_SKIP() << *reason;
   Volume a(dir_, "a", Backing::file);
   store_.add({"export-a", a.device()});
   NbdkitServer server(dir_, store_.path(), {"allow-regular-files=true"}, {},
