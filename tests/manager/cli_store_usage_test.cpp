@@ -47,8 +47,8 @@ INSTANTIATE_TEST_SUITE_P(
 TEST_F(CliStoreTest, UsageErrorsNameTheCommandAndItsHelp) {
   init_store();
   EXPECT_EQ(refused(2, {}),
-            "nbdxm: a command is required; expected one of: init, job, mapping, disk, check, export, gc, serve (see "
-            "`nbdxm --help`)");
+            "nbdxm: a command is required; expected one of: init, job, mapping, disk, check, export, gc, serve, import "
+            "(see `nbdxm --help`)");
   EXPECT_EQ(refused(2, {"job"}),
             "nbdxm job: a command is required; expected one of: add, list, show, set-status, delete (see `nbdxm job "
             "--help`)");
