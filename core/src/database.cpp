@@ -74,18 +74,20 @@ void refuse_unsafe_store_files(const std::string& path) {
 
 // A process running as root that creates the -wal/-shm side files would leave them owned by root, and the service
 // user could then no longer write. Give them to the store file's owner: through a descriptor opened without
-// following links, and only a regular file with one link on the store's file system.
+// following links, and only a regular file with one link on the store's file system. The descriptor is O_PATH:
+// closing any other descriptor of the -shm file would drop this process's POSIX locks on it, SQLite's included,
+// and the next connection elsewhere would then truncate the shared memory this process has mapped (SIGBUS).
 void give_side_files_to_store_owner(const std::string& path) {
   if (geteuid() != 0) return;
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
   for (const char* suffix : {"-wal", "-shm"}) {
-    const FileDescriptor side(::open((path + suffix).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    const FileDescriptor side(::open((path + suffix).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
     struct stat side_st {};
     if (!side.valid() || ::fstat(side.get(), &side_st) != 0) continue;
     if (!S_ISREG(side_st.st_mode) || side_st.st_nlink != 1 || side_st.st_dev != st.st_dev) continue;
     if (side_st.st_uid == st.st_uid && side_st.st_gid == st.st_gid) continue;
-    if (::fchown(side.get(), st.st_uid, st.st_gid) != 0) {
+    if (::fchownat(side.get(), "", st.st_uid, st.st_gid, AT_EMPTY_PATH) != 0) {
       // Not fatal for this process; `nbdxm check` reports ownership problems.
     }
   }
