@@ -51,23 +51,27 @@ std::optional<std::string> unsafe_for_root(const std::string& file, const struct
   return std::nullopt;
 }
 
-// As root: refuses a store whose path or side files could make root write or chown a file outside the store.
-void refuse_unsafe_store_files(const std::string& path) {
+// As root: refuses a store whose path or side files could make root write or chown a file outside the store. A
+// reader may open the store through a link: SQLite resolves it and opens the side files next to the real store,
+// without following links, and a reader hands no file to anyone.
+void refuse_unsafe_store_files(const std::string& path, Database::Access access) {
   if (geteuid() != 0) return;
-  if (const auto problem = unsafe_for_root(path, nullptr)) {
+  const auto problem = unsafe_for_root(path, nullptr);
+  if (problem && (access == Database::Access::read_write || problem->find("symbolic link") == std::string::npos)) {
     throw Error(ExitCode::failure,
                 fmt::format("state store {}: {}; as root nbdxm opens only the store's own file: give its real path "
                             "with --db (or NBDXM_DB), or run nbdxm as the store's owner",
                             path, *problem));
   }
   struct stat store {};
-  if (::lstat(path.c_str(), &store) != 0) return;  // nbdxm init creates it
+  if (::stat(path.c_str(), &store) != 0) return;                              // nbdxm init creates it
+  const std::string real = std::filesystem::weakly_canonical(path).string();  // where SQLite puts the side files
   for (const char* suffix : {"-wal", "-shm", "-journal"}) {
-    if (const auto problem = unsafe_for_root(path + suffix, &store)) {
+    if (const auto side_problem = unsafe_for_root(real + suffix, &store)) {
       throw Error(ExitCode::failure,
                   fmt::format("state store {}: {}; root will not write through it: remove {} (nothing but a "
                               "running nbdxm may have created it) and run the command again",
-                              path, *problem, path + suffix));
+                              path, *side_problem, real + suffix));
     }
   }
 }
@@ -101,7 +105,7 @@ Database::Database(const std::string& path, int flags, Access access) : path_(pa
 
 Database Database::open(const std::string& path, Access access, Serialization serialization) {
   install_open_without_following();
-  refuse_unsafe_store_files(path);
+  refuse_unsafe_store_files(path, access);
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
     throw Error(ExitCode::failure,
@@ -118,7 +122,7 @@ Database Database::open(const std::string& path, Access access, Serialization se
 
 Database Database::create(const std::string& path) {
   install_open_without_following();
-  refuse_unsafe_store_files(path);
+  refuse_unsafe_store_files(path, Access::read_write);
   try {
     return Database(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE, Access::read_write);
   } catch (const SQLite::Exception& e) {
