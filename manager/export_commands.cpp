@@ -18,6 +18,7 @@
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
+#include "nbdxm/printable.hpp"
 #include "nbdxm/process_identity.hpp"
 #include "nbdxm/store_values.hpp"
 #include "output.hpp"
@@ -42,21 +43,31 @@ struct Store {
   ExportStore exports;
 };
 
+constexpr double kMaxTimeoutSeconds = 86400;
+constexpr int64_t kMaxRetentionSeconds = int64_t{36500} * 86400;  // 100 years: far beyond any retention, no overflow
+
+// --timeout as a duration; refuses what is not a number of seconds in (0, one day] (NaN, infinity and values
+// beyond the range of the conversion included).
 std::chrono::milliseconds timeout_of(double seconds) {
-  if (!(seconds > 0)) throw Error(ExitCode::usage, fmt::format("--timeout {} is not valid; give seconds > 0", seconds));
+  if (!(seconds > 0 && seconds <= kMaxTimeoutSeconds)) {
+    throw Error(ExitCode::usage, fmt::format("--timeout {} is not valid; give seconds greater than 0 and at most {} "
+                                             "(one day)",
+                                             seconds, kMaxTimeoutSeconds));
+  }
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
-// Parses 30s, 15m, 24h, 7d (or a bare number of seconds).
+// Parses --older-than: 30s, 15m, 24h, 7d (or a bare number of seconds), from 0 to 36500 days.
 std::chrono::seconds parse_duration(const std::string& text) {
   int64_t value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   const std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
   const std::map<std::string_view, int64_t> units{{"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
   const auto found = units.find(unit);
-  if (ec != std::errc() || value < 0 || found == units.end()) {
-    throw Error(ExitCode::usage,
-                fmt::format("duration '{}' is not valid; give a number with s, m, h or d, e.g. 7d or 12h", text));
+  if (ec != std::errc() || value < 0 || found == units.end() || value > kMaxRetentionSeconds / found->second) {
+    throw Error(ExitCode::usage, fmt::format("--older-than '{}' is not valid; give a number with s, m, h or d from 0s "
+                                             "to {}d, e.g. 7d or 12h",
+                                             text, kMaxRetentionSeconds / 86400));
   }
   return std::chrono::seconds(value * found->second);
 }
@@ -183,21 +194,27 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
                             "nbdxm`) and create the export again",
                             options.db));
   }
+  if (args.port && (*args.port < manager->port_low || *args.port > manager->port_high)) {
+    throw Error(ExitCode::usage,
+                fmt::format("--port {} is outside the port range {}-{} of the running manager; give a port in that "
+                            "range, or leave --port out for the lowest free one",
+                            *args.port, manager->port_low, manager->port_high));
+  }
   const PortAllocator ports(PortRange{manager->port_low, manager->port_high}, manager->listen_address);
   const NbdExport created = store.exports.create_export({args.job_id, args.disk_id, args.name, args.port}, ports);
   const NbdExport served = wait_until_served(store, created, *manager, timeout);
   const std::string uri = nbd_uri(manager->listen_address, served.port, served.export_name);
-  print_result(
-      options,
-      Json{{"name", served.export_name},
-           {"port", served.port},
-           {"state", served.status},
-           {"uri", uri},
-           {"job_id", served.job_id},
-           {"disk_id", served.disk_id},
-           {"volume_uuid", served.volume_uuid},
-           {"device_path", served.device_path}},
-      fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", served.export_name, served.port, served.status, uri));
+  print_result(options,
+               Json{{"name", served.export_name},
+                    {"port", served.port},
+                    {"state", served.status},
+                    {"uri", uri},
+                    {"job_id", served.job_id},
+                    {"disk_id", served.disk_id},
+                    {"volume_uuid", served.volume_uuid},
+                    {"device_path", served.device_path}},
+               fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", printable(served.export_name), served.port,
+                           printable(served.status), printable(uri)));
 }
 
 // ---- list, show ---------------------------------------------------------------------------------------------------
@@ -226,8 +243,9 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   cells.reserve(exports.size());
   for (const auto& e : exports) {
     const auto facts = servers.facts(e);
-    cells.push_back({e.export_name, std::to_string(e.port), e.status, e.job_id, e.disk_id, e.volume_uuid, e.device_path,
-                     text_value(facts.connections), text_value(facts.pid), e.created_at});
+    cells.push_back({printable(e.export_name), std::to_string(e.port), printable(e.status), printable(e.job_id),
+                     printable(e.disk_id), printable(e.volume_uuid), printable(e.device_path),
+                     text_value(facts.connections), text_value(facts.pid), printable(e.created_at)});
   }
   fmt::print("{}", format_table(cells, kListColumns));
 }
@@ -308,8 +326,10 @@ void revoke_command(const GlobalOptions& options, const RevokeArgs& args) {
                         {"status", r.target.status},
                         {"revoked_now", r.revoked_now},
                         {"status_reason", optional_json(r.target.status_reason)}});
-    text += r.revoked_now ? fmt::format("revoked export {}; port {} is free\n", r.target.export_name, r.target.port)
-                          : fmt::format("export {} was already {}\n", r.target.export_name, r.target.status);
+    text +=
+        r.revoked_now
+            ? fmt::format("revoked export {}; port {} is free\n", printable(r.target.export_name), r.target.port)
+            : fmt::format("export {} was already {}\n", printable(r.target.export_name), printable(r.target.status));
   }
   if (revocations.empty()) text = "no exports to revoke\n";
   if (!names.empty()) wait_for_servers_gone(store, canonical_db_path(options.db), names, timeout);
@@ -333,7 +353,7 @@ void gc_command(const GlobalOptions& options, const std::string& older_than, boo
   }
   std::string text = removed.empty() ? "" : format_table(rows, {"export_name", "status", "job_id", "updated_at"});
   text += fmt::format("{} {} export row{} older than {}\n", dry_run ? "would delete" : "deleted", removed.size(),
-                      removed.size() == 1 ? "" : "s", older_than);
+                      removed.size() == 1 ? "" : "s", printable(older_than));
   print_result(options, rows, text);
 }
 

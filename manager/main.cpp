@@ -7,6 +7,7 @@
 #include "commands.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
+#include "nbdxm/printable.hpp"
 #include "nbdxm/store_error.hpp"
 
 namespace {
@@ -85,17 +86,17 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "{}\n", usage_message(app, e));
+    fmt::print(stderr, "{}\n", printable(usage_message(app, e)));
     return static_cast<int>(ExitCode::usage);
   } catch (const Error& e) {
-    fmt::print(stderr, "nbdxm: {}\n", e.what());
+    fmt::print(stderr, "nbdxm: {}\n", printable(e.what()));
     return e.exit_code();
   } catch (const SQLite::Exception& e) {
     const Error error = store_error(e);  // never the raw SQLite message for a refusal
-    fmt::print(stderr, "nbdxm: {}\n", error.what());
+    fmt::print(stderr, "nbdxm: {}\n", printable(error.what()));
     return error.exit_code();
   } catch (const std::exception& e) {
-    fmt::print(stderr, "nbdxm: {}\n", e.what());
+    fmt::print(stderr, "nbdxm: {}\n", printable(e.what()));
     return static_cast<int>(ExitCode::failure);
   }
   return 0;

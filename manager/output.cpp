@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "nbdxm/printable.hpp"
+
 namespace nbdxm::cli {
 namespace {
 
@@ -82,7 +84,7 @@ Json to_json(const NbdExport& nbd_export) {
 
 std::string text_value(const Json& value) {
   if (value.is_null()) return "-";
-  if (value.is_string()) return value.get<std::string>();
+  if (value.is_string()) return printable(value.get<std::string>());
   if (value.is_array()) {
     std::vector<std::string> items;
     for (const auto& item : value) items.push_back(text_value(item));

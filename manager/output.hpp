@@ -27,11 +27,13 @@ Json to_json(const std::vector<Record>& records) {
   return array;
 }
 
-// A value as text: strings bare, null as "-", arrays joined with ", ".
+// A value as text: strings bare but printable() (store values come from outside), null as "-", arrays joined
+// with ", ".
 std::string text_value(const Json& value);
 // A table of the given columns (their names as headings) with one line per object of rows; always has the heading.
 std::string format_table(const Json& rows, const std::vector<std::string>& columns);
-// The same table from text cells (one vector per row, in the order of columns, values as text_value gives them):
+// The same table from text cells (one vector per row, in the order of columns, values as text_value gives them,
+// store strings through printable()):
 // for long lists, where building JSON objects only to print them costs more than the rest of the command.
 std::string format_table(const std::vector<std::vector<std::string>>& cells, const std::vector<std::string>& columns);
 // One "key  value" line per member, values aligned.

@@ -9,7 +9,9 @@
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
+#include "nbdxm/printable.hpp"
 #include "output.hpp"
+#include "whole_number.hpp"
 
 namespace nbdxm::cli {
 namespace {
@@ -42,7 +44,7 @@ std::string count_of(size_t n, std::string_view noun) { return fmt::format("{} {
 template <class Record, class Name>
 std::string names(const std::vector<Record>& records, Name name) {
   std::vector<std::string> result;
-  for (const auto& record : records) result.push_back(name(record));
+  for (const auto& record : records) result.push_back(printable(name(record)));
   return fmt::format("{}", fmt::join(result, ", "));
 }
 
@@ -52,7 +54,8 @@ std::string disk_name(const VmDisk& d) { return fmt::format("{} of job {}", d.di
 std::string revoked_lines(const std::vector<NbdExport>& revoked) {
   std::string text;
   for (const auto& e : revoked) {
-    text += fmt::format("revoked live export {} on port {}: {}\n", e.export_name, e.port, e.status_reason.value_or(""));
+    text += fmt::format("revoked live export {} on port {}: {}\n", printable(e.export_name), e.port,
+                        printable(e.status_reason.value_or("")));
   }
   return text;
 }
@@ -67,13 +70,13 @@ void add_init_command(CLI::App& app, GlobalOptions& options) {
     const auto result = db.init();
     std::string text;
     if (result.from_version == 0) {
-      text = fmt::format("created state store {} at schema version {}\n", options.db, result.to_version);
+      text = fmt::format("created state store {} at schema version {}\n", printable(options.db), result.to_version);
     } else if (result.from_version == result.to_version) {
-      text =
-          fmt::format("state store {} is already at schema version {}; nothing to do\n", options.db, result.to_version);
-    } else {
-      text = fmt::format("upgraded state store {} from schema version {} to {}\n", options.db, result.from_version,
+      text = fmt::format("state store {} is already at schema version {}; nothing to do\n", printable(options.db),
                          result.to_version);
+    } else {
+      text = fmt::format("upgraded state store {} from schema version {} to {}\n", printable(options.db),
+                         result.from_version, result.to_version);
     }
     print_result(options,
                  Json{{"path", options.db}, {"from_version", result.from_version}, {"to_version", result.to_version}},
@@ -135,7 +138,7 @@ void add_job_commands(CLI::App& app, GlobalOptions& options) {
   cmd->callback([&options, delete_id] {
     Store store(options, kWrite);
     const auto deleted = store->delete_job(*delete_id);
-    std::string text = fmt::format("deleted job {}", deleted.job.id);
+    std::string text = fmt::format("deleted job {}", printable(deleted.job.id));
     if (!deleted.disks.empty()) {
       text += fmt::format(" with {} ({})", count_of(deleted.disks.size(), "disk"),
                           names(deleted.disks, [](const VmDisk& d) { return d.disk_id; }));
@@ -166,10 +169,12 @@ void add_mapping_commands(CLI::App& app, GlobalOptions& options) {
                                     "Record the device a volume is attached as and print the mapping. An 'oma' "
                                     "device path maps at most one volume");
   cmd->add_option("--volume-uuid", add->mapping.volume_uuid, "Volume UUID, canonical lower case")->required();
-  cmd->add_option("--volume-id", add->mapping.volume_id, "Numeric volume id of the cloud")->required();
+  cmd->add_option("--volume-id", add->mapping.volume_id, "Numeric volume id of the cloud")
+      ->required()
+      ->transform(whole_number());
   cmd->add_option("--vm-id", add->mapping.vm_id, "VM the volume is attached to")->required();
   cmd->add_option("--device-path", add->mapping.device_path, "Device path, like /dev/vdc")->required();
-  cmd->add_option("--size", add->mapping.size, "Volume size in bytes")->required();
+  cmd->add_option("--size", add->mapping.size, "Volume size in bytes")->required()->transform(whole_number());
   cmd->add_option("--mode", add->mapping.operation_mode,
                   "oma (attached to this appliance, the default) or failover (attached to another VM; the path is "
                   "a placeholder)");
@@ -218,7 +223,7 @@ void add_mapping_commands(CLI::App& app, GlobalOptions& options) {
     Store store(options, kWrite);
     const auto deleted = store->delete_mapping(*delete_uuid);
     std::string text = fmt::format("deleted the device mapping of volume {} (device path {})",
-                                   deleted.mapping.volume_uuid, deleted.mapping.device_path);
+                                   printable(deleted.mapping.volume_uuid), printable(deleted.mapping.device_path));
     if (!deleted.unlinked_disks.empty()) text += "; unlinked disk " + names(deleted.unlinked_disks, disk_name);
     if (!deleted.exports.empty()) {
       text += fmt::format("; deleted {} ({})", count_of(deleted.exports.size(), "export"),
@@ -246,8 +251,9 @@ void add_disk_commands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--job", add->disk.job_id, "Job id")->required();
   cmd->add_option("--disk-id", add->disk.disk_id, "Disk id, unique within the job")->required();
   cmd->add_option("--vmdk-path", add->disk.vm_dk_path, "Path of the VMDK on the source")->required();
-  cmd->add_option("--size-gb", add->disk.size_gb, "Disk size in GiB")->required();
-  auto* unit = cmd->add_option("--unit", add->unit, "Unit number on the source VM's controller");
+  cmd->add_option("--size-gb", add->disk.size_gb, "Disk size in GiB")->required()->transform(whole_number());
+  auto* unit =
+      cmd->add_option("--unit", add->unit, "Unit number on the source VM's controller")->transform(whole_number());
   cmd->callback([&options, add, unit] {
     NewDisk disk = add->disk;
     if (unit->count() > 0) disk.unit_number = add->unit;
@@ -305,9 +311,9 @@ void add_check_command(CLI::App& app, GlobalOptions& options) {
     std::string text;
     for (const auto& problem : problems) {
       json_problems.push_back(Json{{"rule", problem.rule}, {"message", problem.message}});
-      text += fmt::format("{}: {}\n", problem.rule, problem.message);
+      text += fmt::format("{}: {}\n", printable(problem.rule), printable(problem.message));
     }
-    if (problems.empty()) text = fmt::format("state store {}: no problems found\n", options.db);
+    if (problems.empty()) text = fmt::format("state store {}: no problems found\n", printable(options.db));
     print_result(options, Json{{"path", options.db}, {"problems", json_problems}}, text);
     if (!problems.empty()) {
       throw Error(ExitCode::check_failed,

@@ -2,7 +2,7 @@
 //
 // This file only translates between nbdkit's C callbacks and ExportConnector (core/), which does the work and is
 // tested on its own. Rules kept here: no exception crosses into nbdkit (every callback catches), every failure is
-// logged as one line through nbdkit_error and reported to the client through nbdkit_set_error, and the only
+// logged as one printable line through log_error and reported to the client through nbdkit_set_error, and the only
 // global state is what nbdkit's callbacks require (the parsed parameters and the connector).
 #define NBDKIT_API_VERSION 2
 #include <fmt/format.h>
@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_connector.hpp"
+#include "nbdxm/printable.hpp"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -37,6 +39,22 @@ struct Handle {
   std::unique_ptr<ExportConnection> connection;
   std::atomic<bool> revocation_logged{false};
 };
+
+// nbdkit_error with the whole line printable(): export names come from clients and device paths and reasons from
+// the store, and an escape sequence or a line feed in one of them must not reach the log raw.
+__attribute__((format(printf, 1, 2))) void log_error(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  char* line = nullptr;
+  const int length = vasprintf(&line, format, args);
+  va_end(args);
+  if (length < 0) {
+    nbdkit_error("%s", nbdxm::printable(format).c_str());
+    return;
+  }
+  nbdkit_error("%s", nbdxm::printable(line).c_str());
+  free(line);
+}
 
 int errno_for(const nbdxm::Error& e) {
   switch (e.code()) {
@@ -59,20 +77,20 @@ int fail(Handle* h, const char* what, int err, uint32_t count, uint64_t offset) 
   if (err == ESHUTDOWN) {
     // Logged once per connection: the client may keep sending (the migration client retries each request).
     if (!h->revocation_logged.exchange(true)) {
-      nbdkit_error("export %s: refusing every request of this connection: %s", served.export_name.c_str(),
-                   h->connection->revoked_reason().c_str());
+      log_error("export %s: refusing every request of this connection: %s", served.export_name.c_str(),
+                h->connection->revoked_reason().c_str());
     }
   } else if (err != EOPNOTSUPP) {  // EOPNOTSUPP from zero makes nbdkit fall back to writing: not a failure
     const std::string range = count == 0 ? std::string() : fmt::format(" of {} bytes at offset {}", count, offset);
-    nbdkit_error("export %s: %s%s on %s: %s", served.export_name.c_str(), what, range.c_str(),
-                 served.device_path.c_str(), strerror(err));
+    log_error("export %s: %s%s on %s: %s", served.export_name.c_str(), what, range.c_str(), served.device_path.c_str(),
+              strerror(err));
   }
   nbdkit_set_error(err);
   return -1;
 }
 
 int fail_exception(const char* what, const char* message) {
-  nbdkit_error("%s: %s", what, message);
+  log_error("%s: %s", what, message);
   nbdkit_set_error(EIO);
   return -1;
 }
@@ -97,9 +115,9 @@ Result guarded(const char* what, Result on_error, Body body) {
   try {
     return body();
   } catch (const std::exception& e) {
-    nbdkit_error("%s: %s", what, e.what());
+    log_error("%s: %s", what, e.what());
   } catch (...) {
-    nbdkit_error("%s: unexpected exception", what);
+    log_error("%s: unexpected exception", what);
   }
   return on_error;
 }
@@ -118,7 +136,7 @@ int nbdxm_config(const char* key, const char* value) {
       free(absolute);
     } else if (k == "export") {
       if (*value == '\0') {
-        nbdkit_error("export= must name an export; leave it out to serve every active export by name");
+        log_error("export= must name an export; leave it out to serve every active export by name");
         return -1;
       }
       options.pinned_export = value;
@@ -132,7 +150,7 @@ int nbdxm_config(const char* key, const char* value) {
       options.device_rules.byid_dir = absolute;
       free(absolute);
     } else {
-      nbdkit_error("unknown parameter '%s'; `nbdkit nbdxm --help` lists the parameters", key);
+      log_error("unknown parameter '%s'; `nbdkit nbdxm --help` lists the parameters", key);
       return -1;
     }
     return 0;
@@ -141,7 +159,7 @@ int nbdxm_config(const char* key, const char* value) {
 
 int nbdxm_config_complete() {
   if (options.db_path.empty()) {
-    nbdkit_error("the db=PATH parameter is required: the nbdxm state store to serve exports from");
+    log_error("the db=PATH parameter is required: the nbdxm state store to serve exports from");
     return -1;
   }
   return 0;
@@ -152,8 +170,8 @@ int nbdxm_config_complete() {
 int nbdxm_get_ready() {
   struct stat st {};
   if (::stat(options.db_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    nbdkit_error("state store %s does not exist; create it with `nbdxm --db %s init`", options.db_path.c_str(),
-                 options.db_path.c_str());
+    log_error("state store %s does not exist; create it with `nbdxm --db %s init`", options.db_path.c_str(),
+              options.db_path.c_str());
     return -1;
   }
   return 0;
@@ -181,9 +199,9 @@ int nbdxm_after_fork() {
                                       nbdxm::Database::Serialization::by_caller);
       db.require_current_schema();
       connector = std::make_unique<ExportConnector>(options, std::move(db),
-                                                    [](const std::string& line) { nbdkit_error("%s", line.c_str()); });
+                                                    [](const std::string& line) { log_error("%s", line.c_str()); });
     } catch (const std::exception& e) {
-      nbdkit_error("%s", with_permission_hint(e.what()).c_str());
+      log_error("%s", with_permission_hint(e.what()).c_str());
       return -1;
     }
     connector->watcher().start();
@@ -231,13 +249,13 @@ void* nbdxm_open(int readonly) {
     handle->connection = connector->connect(name ? name : "", readonly != 0);
     return handle.release();
   } catch (const nbdxm::Error& e) {
-    nbdkit_error("%s", e.what());
+    log_error("%s", e.what());
     errno = errno_for(e);
   } catch (const std::exception& e) {
-    nbdkit_error("open: %s", e.what());
+    log_error("open: %s", e.what());
     errno = EIO;
   } catch (...) {
-    nbdkit_error("open: unexpected exception");
+    log_error("open: unexpected exception");
     errno = EIO;
   }
   return nullptr;
@@ -248,9 +266,8 @@ void nbdxm_close(void* handle) {
   const int err = h->connection->finish();
   if (err != 0) {
     // The client is gone and cannot be told; say it where the operator looks.
-    nbdkit_error("export %s: making the connection's writes durable on %s failed: %s",
-                 h->connection->served().export_name.c_str(), h->connection->served().device_path.c_str(),
-                 strerror(err));
+    log_error("export %s: making the connection's writes durable on %s failed: %s",
+              h->connection->served().export_name.c_str(), h->connection->served().device_path.c_str(), strerror(err));
   }
 }
 

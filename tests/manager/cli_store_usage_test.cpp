@@ -60,7 +60,7 @@ TEST_F(CliStoreTest, UsageErrorsNameTheCommandAndItsHelp) {
   EXPECT_EQ(refused(2, {"disk", "list", "extra"}),
             "nbdxm disk list: The following argument was not expected: extra (see `nbdxm disk list --help`)");
   EXPECT_THAT(refused(2, {"disk", "add", "--job", "j1", "--disk-id", "d", "--vmdk-path", "p", "--size-gb", "x"}),
-              HasSubstr("nbdxm disk add: Could not convert: --size-gb = x"));
+              HasSubstr("nbdxm disk add: --size-gb: x is not a whole number from"));
 }
 
 TEST_F(CliStoreTest, PrintsItsVersion) {
