@@ -32,7 +32,7 @@ class DemoTest : public ::testing::Test {
     try {
       Database db = Database::open(db_, Database::Access::read_only);
       ExportStore store(db);
-      if (const auto manager = store.running_manager()) {
+      if (const auto manager = store.running_manager(still_running)) {
         if (auto handle = ProcessHandle::open(manager->process)) {
           handle->signal(SIGTERM);
           if (!handle->wait_exit(10s)) handle->signal(SIGKILL);
@@ -94,7 +94,7 @@ class DemoTest : public ::testing::Test {
         << text_of(terminal_);
     Database db = Database::open(db_, Database::Access::read_only);
     ExportStore store(db);
-    EXPECT_FALSE(store.running_manager().has_value()) << "the manager still runs:\n" << text_of(terminal_);
+    EXPECT_FALSE(store.running_manager(still_running).has_value()) << "the manager still runs:\n" << text_of(terminal_);
     EXPECT_TRUE(servers_of(db_).empty()) << "an export server still runs:\n" << text_of(terminal_);
     EXPECT_EQ(store.get_job("demo-job").status, "completed") << text_of(terminal_);
     for (const auto& e : store.list_exports({})) EXPECT_FALSE(e.live()) << e.export_name << " is " << e.status;
