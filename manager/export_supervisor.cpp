@@ -288,8 +288,10 @@ void ExportSupervisor::record_running(Clock::time_point now) {
   // False when the export is gone already: the manager's next look at the store stops this server.
   writes_.add(
       target_.export_id, fmt::format("{}: recording server pid {}", describe(), server_->identity().pid),
-      [id = target_.export_id, process = server_->identity(), address = settings_.listen_address,
-       restarted = restarting_](ExportStore& store) { store.record_server_running(id, process, address, restarted); },
+      [id = target_.export_id, created = target_.created_at, process = server_->identity(),
+       address = settings_.listen_address, restarted = restarting_](ExportStore& store) {
+        store.record_server_running(id, process, address, restarted, created);
+      },
       now);
   restarting_ = false;
 }
@@ -329,7 +331,10 @@ void ExportSupervisor::on_failure(const std::string& reason, Clock::time_point n
     phase_ = Phase::failed;
     writes_.add(
         target_.export_id, fmt::format("{}: marking the export failed", describe()),
-        [id = target_.export_id, why](ExportStore& store) { store.fail_export(id, why); }, now);
+        [id = target_.export_id, created = target_.created_at, why](ExportStore& store) {
+          store.fail_export(id, why, created);
+        },
+        now);
     return;
   }
   restarting_ = true;

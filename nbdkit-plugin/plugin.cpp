@@ -42,18 +42,21 @@ struct Handle {
 
 // nbdkit_error with the whole line printable(): export names come from clients and device paths and reasons from
 // the store, and an escape sequence or a line feed in one of them must not reach the log raw.
-__attribute__((format(printf, 1, 2))) void log_error(const char* format, ...) {
+// noexcept: it is called from catch blocks and from callbacks that return to nbdkit's C code; should escaping fail
+// (memory), the line is logged as it is rather than not at all.
+__attribute__((format(printf, 1, 2))) void log_error(const char* format, ...) noexcept {
   va_list args;
   va_start(args, format);
   char* line = nullptr;
   const int length = vasprintf(&line, format, args);
   va_end(args);
-  if (length < 0) {
-    nbdkit_error("%s", nbdxm::printable(format).c_str());
-    return;
+  const char* text = length < 0 ? format : line;
+  try {
+    nbdkit_error("%s", nbdxm::printable(text).c_str());
+  } catch (...) {
+    nbdkit_error("%s", text);
   }
-  nbdkit_error("%s", nbdxm::printable(line).c_str());
-  free(line);
+  if (length >= 0) free(line);  // on failure vasprintf leaves `line` undefined
 }
 
 int errno_for(const nbdxm::Error& e) {

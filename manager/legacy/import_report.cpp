@@ -1,5 +1,7 @@
 #include "import_report.hpp"
 
+#include "nbdxm/printable.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -53,7 +55,9 @@ size_t ImportReport::written() const {
 }
 
 std::string ImportReport::text() const {
-  std::string out = fmt::format("import of {} into {}{}\n", source, store, dry_run ? " (dry run)" : "");
+  // Source ids and details quote the source's values: escaped here, exact in json().
+  std::string out =
+      fmt::format("import of {} into {}{}\n", printable(source), printable(store), dry_run ? " (dry run)" : "");
   out += fmt::format("{:<18} {:>7} {:>9} {:>9} {:>9} {:>17}\n", "table", "source", "imported", "repaired", "rejected",
                      "already in store");
   for (const auto& t : tables) {
@@ -61,7 +65,8 @@ std::string ImportReport::text() const {
                        t.rejected, t.already_in_store);
   }
   for (const auto& r : rows) {
-    out += fmt::format("{} {} {}: {}: {}\n", outcome_name(r.outcome), r.table, r.source_id, r.rule, r.detail);
+    out += fmt::format("{} {} {}: {}: {}\n", outcome_name(r.outcome), r.table, printable(r.source_id), r.rule,
+                       printable(r.detail));
   }
   if (dry_run) {
     out += fmt::format("dry run: {} rows would be written; nothing was written\n", written());

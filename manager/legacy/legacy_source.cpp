@@ -25,7 +25,15 @@ class Row {
   std::optional<int64_t> integer(unsigned i) const {
     if (row_[i] == nullptr) return std::nullopt;
     int64_t value = 0;
-    std::from_chars(row_[i], row_[i] + lengths_[i], value);
+    const char* end = row_[i] + lengths_[i];
+    const auto [stop, error] = std::from_chars(row_[i], end, value);
+    // Numeric columns arrive as digits; only a BIGINT UNSIGNED beyond int64 can fail here, and reading it as some
+    // other number would import a wrong value.
+    if (error != std::errc{} || stop != end) {
+      throw Error(ExitCode::failure,
+                  fmt::format("the source holds {:?} where a whole number of at most {} was expected",
+                              std::string_view(row_[i], lengths_[i]), INT64_MAX));
+    }
     return value;
   }
   std::optional<double> real(unsigned i) const {

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "nbdxm/error.hpp"
+#include "nbdxm/port_allocator.hpp"
 #include "nbdxm/store_error.hpp"
 #include "store_test_support.hpp"
 
@@ -253,6 +254,35 @@ TEST_F(StoreApiTest, RefusesBadLinks) {
               HasSubstr("job nope does not exist"));
   EXPECT_THAT(refusal(ExitCode::usage, [&] { store_.link_disk("j1", "d2", "7D1C2E9A-0C4B-4D7E-9A51-3F2E1B0C9D8A"); }),
               HasSubstr("not a canonical lower-case UUID"));
+}
+
+// The manager queues its writes while another process holds the store; by the time one is made, `export create`
+// may have re-used the row for a new life of the export. A write about the old life must leave the new one alone.
+TEST_F(StoreApiTest, WritesAboutAnExportsEarlierLifeLeaveARowReusedSinceAlone) {
+  db_.sql().exec("UPDATE nbd_exports SET created_at = '2026-01-01T00:00:00.000Z' WHERE export_name = 'e3'");
+  const NbdExport old_life = store_.get_export("e3");
+  RevokeTarget target;
+  target.export_name = "e3";
+  store_.revoke_exports(target, "revoked by a test");
+  NewExport request;
+  request.job_id = "j2";
+  request.disk_id = "d3";
+  request.name = "e3";
+  const NbdExport new_life =
+      store_.create_export(request, PortAllocator(PortRange{.low = 41000, .high = 41099}, "127.0.0.1"));
+  ASSERT_EQ(new_life.id, old_life.id);
+  ASSERT_NE(new_life.created_at, old_life.created_at);
+
+  const ProcessIdentity stale{.pid = 4242, .start_time = 1, .boot_id = "boot"};
+  EXPECT_FALSE(store_.record_server_running(old_life.id, stale, "127.0.0.1", false, old_life.created_at));
+  EXPECT_FALSE(store_.fail_export(old_life.id, "the old server failed", old_life.created_at));
+  EXPECT_EQ(store_.get_export("e3").status, "pending");
+  EXPECT_EQ(store_.find_export_server(old_life.id), std::nullopt);
+
+  EXPECT_TRUE(store_.record_server_running(new_life.id, stale, "127.0.0.1", false, new_life.created_at));
+  EXPECT_EQ(store_.get_export("e3").status, "active");
+  EXPECT_TRUE(store_.fail_export(new_life.id, "the new server failed", new_life.created_at));
+  EXPECT_EQ(store_.get_export("e3").status, "failed");
 }
 
 TEST_F(StoreApiTest, ExportWritesAreRefusedInTheUsersTerms) {

@@ -28,8 +28,9 @@ TEST_P(ServeLockedStoreTest, AServerKilledWhileTheStoreIsLockedIsRestartedAtOnce
   const NbdExport killed = export_of(killed_volume);
   const ProcessIdentity first = *server_of(killed);
 
-  // At most 5 s: a manager that waited for the lock would restart the server only once it ended.
-  StoreLockHolder holder(dir_, db_path_, GetParam(), 5s);
+  // At most 8 s: shorter than the 10 s busy timeout a manager without its 100 ms bound would wait (it would restart
+  // the server only once the lock had ended), long enough for a slow (sanitized) manager to restart it.
+  StoreLockHolder holder(dir_, db_path_, GetParam(), 8s);
   ASSERT_EQ(::kill(first.pid, SIGKILL), 0);
   ASSERT_TRUE(wait_until(
       [&] {

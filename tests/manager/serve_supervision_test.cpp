@@ -289,7 +289,7 @@ TEST_F(ServeSupervisionTest, ItReportsReadinessAndStatusToSystemd) {
 
 // An idle manager's wakeups (about one a second) are a figure of bench/README.md, not a test: a count over a time
 // window depends on the machine's load. What is tested is that a write wakes it.
-TEST_F(ServeSupervisionTest, AnIdleManagerSleepsUntilTheStoreIsWritten) {
+TEST_F(ServeSupervisionTest, AWriteWakesAnIdleManager) {
   manager_.start();
   const auto volume = add_volume("job-1", "disk-1");
   ASSERT_EQ(create(volume).code, 0);

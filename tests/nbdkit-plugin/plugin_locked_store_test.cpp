@@ -31,8 +31,10 @@ TEST_F(PluginLockedStore, RefusesConnectsAndCutsOpenConnectionsWhileTheStoreIsLo
   NbdClient open_a(server->socket(), "export-a");
   open_a.write(pattern(4096, 'a'), 0);
 
-  // Held for at most 5 s; a connect that waited for the lock to end would find export-b active and be admitted.
-  StoreLockHolder holder(dir_, store_.path(), StoreLockHolder::Lock::recovery, 5s);
+  // Held for at most 8 s: long enough for a slow (sanitized) server to answer within its 1 s bound, shorter than the
+  // 10 s busy timeout a connect would wait without that bound, after which it would find export-b active and be
+  // admitted.
+  StoreLockHolder holder(dir_, store_.path(), StoreLockHolder::Lock::recovery, 8s);
   const auto refusal = NbdClient::connect_error(server->socket(), "export-b");
   EXPECT_TRUE(holder.holding()) << "the connect was answered only once the lock had ended";
   EXPECT_TRUE(refusal.has_value()) << "a connect was admitted without reading the store";

@@ -173,8 +173,9 @@ class ExportStore {
   // Revokes the target's live exports with `reason`; returns every export the target names (already revoked or
   // failed ones too). not_found when the named export, job or volume does not exist.
   std::vector<Revocation> revoke_exports(const RevokeTarget& target, const std::string& reason);
-  // live -> failed with the reason; false (and no change) when the export is gone or no longer live.
-  bool fail_export(int64_t export_id, const std::string& reason);
+  // live -> failed with the reason; false (and no change) when the export is gone or no longer live. A non-empty
+  // `created_at` names the export's life the write is about: a row re-used by `export create` since is left alone.
+  bool fail_export(int64_t export_id, const std::string& reason, const std::string& created_at = {});
   // Revoked and failed exports last changed more than `older_than` ago; deleted unless dry_run.
   std::vector<NbdExport> collect_garbage(std::chrono::seconds older_than, bool dry_run);
 
@@ -183,9 +184,9 @@ class ExportStore {
   std::optional<ExportServer> find_export_server(int64_t export_id);
   // The export's server runs and listens: records the process, and turns a pending export active (the manager
   // does this only after matching the listening socket to the process). `restarted` counts a restart. False when
-  // the export no longer exists.
+  // the export no longer exists, or (with a non-empty `created_at`) has been re-used by `export create` since.
   bool record_server_running(int64_t export_id, const ProcessIdentity& process, const std::string& listen_address,
-                             bool restarted);
+                             bool restarted, const std::string& created_at = {});
   // The export's server `process` is gone (nullopt: none had started); `failure` says why when it was not stopped
   // on purpose. A newer server recorded for the export is left alone.
   void record_server_gone(int64_t export_id, const std::optional<ProcessIdentity>& process,

@@ -34,9 +34,11 @@ ExportServer read_server(SQLite::Statement& q) {
   return s;
 }
 
-bool export_exists(SQLite::Database& db, int64_t export_id) {
-  SQLite::Statement q(db, "SELECT 1 FROM nbd_exports WHERE id = ?");
+// Empty `created_at`: any life of the export.
+bool export_exists(SQLite::Database& db, int64_t export_id, const std::string& created_at = {}) {
+  SQLite::Statement q(db, "SELECT 1 FROM nbd_exports WHERE id = ?1 AND (?2 = '' OR created_at = ?2)");
   q.bind(1, export_id);
+  q.bind(2, created_at);
   return q.executeStep();
 }
 
@@ -78,9 +80,10 @@ std::optional<ExportServer> ExportStore::find_export_server(int64_t export_id) {
 }
 
 bool ExportStore::record_server_running(int64_t export_id, const ProcessIdentity& process,
-                                        const std::string& listen_address, bool restarted) {
+                                        const std::string& listen_address, bool restarted,
+                                        const std::string& created_at) {
   WriteTransaction tx(db_);
-  if (!export_exists(db_.sql(), export_id)) return false;
+  if (!export_exists(db_.sql(), export_id, created_at)) return false;
   SQLite::Statement q(db_.sql(),
                       "INSERT INTO export_servers (export_id, pid, start_time, boot_id, listen_address, started_at, "
                       "restart_count) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?6) "

@@ -170,13 +170,14 @@ std::vector<Revocation> ExportStore::revoke_exports(const RevokeTarget& target, 
   return result;
 }
 
-bool ExportStore::fail_export(int64_t export_id, const std::string& reason) {
+bool ExportStore::fail_export(int64_t export_id, const std::string& reason, const std::string& created_at) {
   WriteTransaction tx(db_);
-  SQLite::Statement q(db_.sql(), fmt::format("UPDATE nbd_exports SET status = 'failed', status_reason = ? "
-                                             "WHERE id = ? AND status IN {}",
+  SQLite::Statement q(db_.sql(), fmt::format("UPDATE nbd_exports SET status = 'failed', status_reason = ?1 "
+                                             "WHERE id = ?2 AND status IN {} AND (?3 = '' OR created_at = ?3)",
                                              kLive));
   q.bind(1, reason);
   q.bind(2, export_id);
+  q.bind(3, created_at);
   const bool changed = q.exec() > 0;
   tx.commit();
   return changed;
