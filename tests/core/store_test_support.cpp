@@ -119,7 +119,7 @@ void exec_without_trigger(Database& db, const std::string& trigger, const std::s
 
 void exec_as_older_writer(Database& db, const std::string& sql) {
   static const std::regex trigger_name(R"(CREATE TRIGGER (\w+))");
-  const std::string version3 = schema::steps().at(2).sql;  // a copy: steps() returns a temporary
+  const std::string version3 = schema::steps().at(2).sql;    // a copy: steps() returns a temporary
   std::vector<std::pair<std::string, std::string>> dropped;  // name, definition
   for (std::sregex_iterator it(version3.begin(), version3.end(), trigger_name), end; it != end; ++it) {
     const std::string name = (*it)[1].str();

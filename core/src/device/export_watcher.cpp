@@ -60,7 +60,11 @@ auto ExportWatcher::read_for_connect(const std::string& what, Body body) {
                  fmt::format("the state store {} could not be read within {} ms ({}); refusing {}", db_.path(),
                              kConnectWait.count(), why, what));
   };
-  std::unique_lock lock(mutex_, deadline);
+  // The lock's deadline is on the system clock, for which libstdc++ waits with pthread_mutex_timedlock; for a
+  // steady-clock deadline it uses pthread_mutex_clocklock, which GCC 12's ThreadSanitizer does not intercept (it
+  // would then see every unlock of mutex_ as unlocking an unlocked mutex, and miss what mutex_ protects). A clock
+  // step can only move this one wait; the store's wait below is bounded on the steady clock.
+  std::unique_lock lock(mutex_, std::chrono::system_clock::now() + kConnectWait);
   if (!lock.owns_lock()) throw refusal("the check of open connections still waits for it");
   db_.set_busy_timeout(std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
   try {
