@@ -170,8 +170,8 @@ class Planner {
       Decision d("replication_jobs", src.id);
       Job job{
           src.id, src.source_vm_id, src.source_vm_name, "", src.created_at.value_or(""), src.updated_at.value_or("")};
-      if (src.id.empty() || src.id.size() > values::kMaxNameLength) {
-        d.reject("job_id_format", "the job id must be 1 to 191 characters");
+      if (!values::is_job_id(src.id)) {
+        d.reject("job_id_format", fmt::format("the job id must be 1 to {} characters", values::kMaxNameLength));
       } else if (src.source_vm_id.empty() || src.source_vm_name.empty()) {
         d.reject("job_vm_missing", "source_vm_id and source_vm_name must not be empty");
       } else {
@@ -201,8 +201,8 @@ class Planner {
       return d.reject("mapping_id_format", "the mapping id must be 1 to 64 characters");
     }
     if (auto uuid = canonical_uuid(d, "volume_uuid", src.volume_uuid, "volume_uuid")) m.volume_uuid = *uuid;
-    if (src.vm_id.empty() || src.vm_id.size() > values::kMaxMappingFieldLength) {
-      d.reject("mapping_vm_id_format", "vm_id must be 1 to 64 characters");
+    if (!values::is_mapping_vm_id(src.vm_id)) {
+      d.reject("mapping_vm_id_format", fmt::format("vm_id must be 1 to {} characters", values::kMaxMappingFieldLength));
     }
     if (!src.operation_mode) {
       d.repair("operation_mode_default", "operation_mode", "NULL", "oma", "the column's default");
@@ -210,12 +210,12 @@ class Planner {
       d.reject("operation_mode_invalid",
                fmt::format("operation_mode {:?} is neither oma nor failover", *src.operation_mode));
     }
-    if (src.device_path.empty() || src.device_path.size() > values::kMaxDevicePathLength ||
+    if (!values::is_device_path_length(src.device_path) ||
         (m.operation_mode == "oma" && !values::is_normalized_absolute_path(src.device_path))) {
       d.reject("device_path_invalid",
                fmt::format("device_path {:?} is not a normalized absolute device path", src.device_path));
     }
-    if (src.size <= 0 || src.size > values::kMaxMappingSize) {
+    if (!values::is_mapping_size(src.size)) {
       d.reject("mapping_size_invalid", fmt::format("size {} bytes is not between 1 byte and 1 PiB", src.size));
     }
     if (!src.volume_id_numeric) {
@@ -339,18 +339,18 @@ class Planner {
     if (!job_ids_.contains(*src.job_id)) {
       return d.reject("disk_job_missing", fmt::format("its job {} does not exist in replication_jobs", *src.job_id));
     }
-    if (src.disk_id.empty() || src.disk_id.size() > values::kMaxNameLength) {
-      return d.reject("disk_id_format", "disk_id must be 1 to 191 characters");
+    if (!values::is_disk_id(src.disk_id)) {
+      return d.reject("disk_id_format", fmt::format("disk_id must be 1 to {} characters", values::kMaxNameLength));
     }
     if (src.size_gb <= 0 && src.capacity_bytes.value_or(0) > 0) {
       disk.size_gb = (*src.capacity_bytes + kGiB - 1) / kGiB;
       d.repair("disk_size_from_capacity", "size_gb", std::to_string(src.size_gb), std::to_string(disk.size_gb),
                fmt::format("from capacity_bytes {}", *src.capacity_bytes));
     }
-    if (disk.size_gb <= 0 || disk.size_gb > values::kMaxDiskSizeGb) {
-      return d.reject("disk_size_invalid", fmt::format("size_gb {} is not between 1 and 1048576 and capacity_bytes "
-                                                       "gives none",
-                                                       src.size_gb));
+    if (!values::is_disk_size_gb(disk.size_gb)) {
+      return d.reject("disk_size_invalid",
+                      fmt::format("size_gb {} is not between 1 and {} and capacity_bytes gives none", src.size_gb,
+                                  values::kMaxDiskSizeGb));
     }
     if (src.unit_number && *src.unit_number < 0) {
       disk.unit_number.reset();
@@ -623,10 +623,10 @@ class Planner {
           fmt::format("imported from the previous generation's database, where its status was {:?}", src.status),
           src.created_at.value_or("")};
       if (!values::is_valid_export_name(src.export_name)) {
-        d.reject("export_name_format", fmt::format("export name {:?} is not 1 to 191 of [A-Za-z0-9._-] starting "
+        d.reject("export_name_format", fmt::format("export name {:?} is not 1 to {} of [A-Za-z0-9._-] starting "
                                                    "with a letter or digit",
-                                                   src.export_name));
-      } else if (src.port < 1 || src.port > 65535) {
+                                                   src.export_name, values::kMaxNameLength));
+      } else if (!values::is_port(src.port)) {
         d.reject("export_port_invalid", fmt::format("port {} is not between 1 and 65535", src.port));
       } else if (!names.insert(src.export_name).second) {
         d.reject("duplicate_export_name", fmt::format("export name {} is used by an earlier export", src.export_name));
