@@ -31,6 +31,7 @@ struct ServerSettings {
   std::string listen_address;
   std::string run_dir;
   bool allow_regular_files = false;
+  bool allow_uncorrelated = false;  // serve mappings without device correlation (tests, demos)
   std::string byid_dir;
   int max_connections = 16;
   int server_threads = 16;  // nbdkit -t
@@ -41,7 +42,7 @@ struct ServerSettings {
 };
 
 // Whether a server started with `running` must be replaced at once under `wanted` because the change narrows who
-// or what it serves (listen address changed, allow-regular-files turned off, a lower connection limit); any other
+// or what it serves (listen address changed, allow-regular-files or allow-uncorrelated turned off, a lower connection limit); any other
 // difference waits until the server has no client.
 bool narrows_access(const ServerSettings& running, const ServerSettings& wanted);
 
