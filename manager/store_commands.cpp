@@ -179,7 +179,8 @@ void add_mapping_commands(CLI::App& app, GlobalOptions& options) {
                   "oma (attached to this appliance, the default) or failover (attached to another VM; the path is "
                   "a placeholder)");
   cmd->add_flag("--no-correlation", add->no_correlation,
-                "The device need not be matched to the volume by its /dev/disk/by-id serial");
+                "The device need not be matched to the volume by its /dev/disk/by-id serial. Such a mapping is "
+                "served only by a manager started with `nbdxm serve --allow-uncorrelated` (tests and demos)");
   cmd->callback([&options, add] {
     NewMapping mapping = add->mapping;
     mapping.requires_device_correlation = !add->no_correlation;

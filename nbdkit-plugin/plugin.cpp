@@ -147,6 +147,10 @@ int nbdxm_config(const char* key, const char* value) {
       const int allow = nbdkit_parse_bool(value);
       if (allow == -1) return -1;
       options.device_rules.allow_regular_files = allow == 1;
+    } else if (k == "allow-uncorrelated") {
+      const int allow = nbdkit_parse_bool(value);
+      if (allow == -1) return -1;
+      options.device_rules.allow_uncorrelated = allow == 1;
     } else if (k == "byid-dir") {
       char* absolute = nbdkit_absolute_path(value);
       if (absolute == nullptr) return -1;
@@ -353,13 +357,16 @@ struct nbdkit_plugin make_plugin() {
   p.description =
       "Serves the exports recorded in an nbdxm state store. At every connect the requested export is looked up in\n"
       "the store and its device is verified (type, size, /dev/disk/by-id identity) before it is served; when the\n"
-      "export is revoked or remapped in the store, its open connections fail every later request.";
+      "export is revoked or remapped in the store, its open connections fail every later request. While it has\n"
+      "clients on a block device, the server holds an exclusive claim (O_EXCL) on it, and it refuses a device that\n"
+      "is mounted, used as swap, held by device-mapper or md, or claimed by another server or export.";
   p.config = nbdxm_config;
   p.config_complete = nbdxm_config_complete;
   p.config_help =
       "db=PATH                  (required) The nbdxm state store, opened read-only.\n"
       "export=NAME              Serve only this export; a client asking for \"\" gets it.\n"
       "allow-regular-files=BOOL Also serve regular files (default false: block devices only).\n"
+      "allow-uncorrelated=BOOL  Also serve mappings without device correlation (default false; tests, demos).\n"
       "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).";
   p.magic_config_key = "db";
   p.get_ready = nbdxm_get_ready;

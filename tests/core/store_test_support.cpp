@@ -33,9 +33,10 @@ std::string row_text(SQLite::Statement& q) {
 
 }  // namespace
 
-TempDir::TempDir() {
+TempDir::TempDir(const std::string& parent) {
   // Canonical, so that paths made from it are normalized absolute paths (what an 'oma' device path must be).
-  const auto base = std::filesystem::weakly_canonical(std::filesystem::temp_directory_path());
+  const auto base = std::filesystem::weakly_canonical(parent.empty() ? std::filesystem::temp_directory_path()
+                                                                     : std::filesystem::path(parent));
   std::string pattern = (base / "nbdxm-test-XXXXXX").string();
   if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
   path_ = pattern;

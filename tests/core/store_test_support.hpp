@@ -12,10 +12,11 @@
 
 namespace nbdxm::test {
 
-// A new directory of its own (safe under ctest -j), removed with everything in it when the test ends.
+// A new directory of its own (safe under ctest -j), removed with everything in it when the test ends. Made in the
+// system's temporary directory, or in `parent` (/dev, for device links).
 class TempDir {
  public:
-  TempDir();
+  explicit TempDir(const std::string& parent = "");
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

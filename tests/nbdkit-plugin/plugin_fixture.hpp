@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -54,6 +55,20 @@ class PluginTest : public ::testing::Test {
   std::unique_ptr<NbdkitServer> serve(std::vector<std::string> params = {"allow-regular-files=true"},
                                       std::vector<std::string> nbdkit_options = {}) {
     return std::make_unique<NbdkitServer>(dir_, store_.path(), std::move(params), std::move(nbdkit_options));
+  }
+
+  // Connects to `export_name`, expects a refusal whose log line contains `reason`, and no open of `watched`.
+  void expect_refused(NbdkitServer& server, const std::string& export_name, const std::vector<std::string>& watched,
+                      const std::string& reason) {
+    OpenWatch watch(watched);
+    const auto error = NbdClient::connect_error(server.socket(), export_name);
+    ASSERT_TRUE(error.has_value()) << "the plugin served " << export_name;
+    const std::string log = server.log();
+    const size_t at = log.find(reason);
+    ASSERT_NE(at, std::string::npos) << "expected \"" << reason << "\" in nbdkit's log:\n" << log;
+    const size_t line_start = log.rfind('\n', at) + 1;
+    std::cout << "refusal logged: " << log.substr(line_start, log.find('\n', at) - line_start) << "\n";
+    EXPECT_EQ(watch.opens(), 0) << "a refused connect opened the device";
   }
 };
 

@@ -149,9 +149,12 @@ std::optional<std::string> LoopDevice::unavailable_reason() {
   return std::nullopt;
 }
 
-LoopDevice::LoopDevice(const std::string& backing_file, uint32_t sector_size) {
+LoopDevice::LoopDevice(const std::string& backing_file, uint32_t sector_size, bool partitions) {
   std::string output;
-  if (run({"losetup", "-f", "--show", "--sector-size", std::to_string(sector_size), backing_file}, &output) != 0) {
+  std::vector<std::string> argv{"losetup", "-f", "--show", "--sector-size", std::to_string(sector_size)};
+  if (partitions) argv.push_back("-P");
+  argv.push_back(backing_file);
+  if (run(argv, &output) != 0) {
     throw std::runtime_error("losetup failed: " + trim(output));
   }
   path_ = trim(output);
@@ -168,6 +171,16 @@ uint64_t LoopDevice::flushes_completed() const {
 
 LoopDevice::~LoopDevice() {
   if (!path_.empty()) run({"losetup", "-d", path_});
+}
+
+Mount::Mount(const std::string& device, const std::string& dir) {
+  std::string output;
+  if (run({"mount", device, dir}, &output) != 0) throw std::runtime_error("mount failed: " + trim(output));
+  dir_ = dir;
+}
+
+Mount::~Mount() {
+  if (!dir_.empty()) run({"umount", dir_});
 }
 
 TestStore::TestStore(const std::string& path) : path_(path), db_(Database::create(path)), store_(db_) { db_.init(); }
@@ -219,6 +232,10 @@ NbdkitServer::NbdkitServer(const TempDir& dir, const std::string& db, std::vecto
   options.argv.push_back(NBDXM_PLUGIN);
   options.argv.push_back("db=" + db);
   options.argv.insert(options.argv.end(), plugin_params.begin(), plugin_params.end());
+  // TestStore's mappings do not require device correlation unless a test asks: serve them unless the test says.
+  const bool says = std::any_of(plugin_params.begin(), plugin_params.end(),
+                                [](const std::string& p) { return p.rfind("allow-uncorrelated=", 0) == 0; });
+  if (!says) options.argv.push_back("allow-uncorrelated=true");
   options.stderr_path = log_;
   options.stdout_path = log_;
   options.unset_env = nbdkit_unset_environment();

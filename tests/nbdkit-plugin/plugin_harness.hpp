@@ -39,8 +39,9 @@ class LoopDevice {
  public:
   // Why loop devices cannot be used here, or nullopt when they can.
   static std::optional<std::string> unavailable_reason();
-  // `sector_size`: the device's logical sector size (losetup --sector-size).
-  explicit LoopDevice(const std::string& backing_file, uint32_t sector_size = 512);
+  // `sector_size`: the device's logical sector size (losetup --sector-size); `partitions`: scan the backing file's
+  // partition table, making a device node /dev/loopNpK per partition (losetup -P).
+  explicit LoopDevice(const std::string& backing_file, uint32_t sector_size = 512, bool partitions = false);
   ~LoopDevice();
   LoopDevice(const LoopDevice&) = delete;
   LoopDevice& operator=(const LoopDevice&) = delete;
@@ -50,6 +51,18 @@ class LoopDevice {
 
  private:
   std::string path_;
+};
+
+// A file system on `device` mounted on `dir`, unmounted when destroyed (also when the test fails).
+class Mount {
+ public:
+  Mount(const std::string& device, const std::string& dir);
+  ~Mount();
+  Mount(const Mount&) = delete;
+  Mount& operator=(const Mount&) = delete;
+
+ private:
+  std::string dir_;
 };
 
 // A state store with helpers that record, through ExportStore, everything an export needs.
@@ -77,7 +90,8 @@ class TestStore {
   int next_ = 1;
 };
 
-// An nbdkit process (foreground, Unix socket) loading the built plugin.
+// An nbdkit process (foreground, Unix socket) loading the built plugin, with allow-uncorrelated=true unless
+// `plugin_params` sets allow-uncorrelated= itself.
 class NbdkitServer {
  public:
   // `launcher`: a command that runs nbdkit (strace, say); nbdkit's environment is passed through env(1) after it.

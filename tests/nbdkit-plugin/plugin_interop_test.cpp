@@ -113,7 +113,8 @@ TEST_F(PluginTest, APinnedServerServesItsExportAsTheDefault) {
 TEST(PluginBinary, HelpAndDumpPluginDescribeTheParameters) {
   std::string help;
   ASSERT_EQ(run({"nbdkit", NBDXM_PLUGIN, "--help"}, &help), 0) << help;
-  for (const char* parameter : {"db=PATH", "export=NAME", "allow-regular-files=BOOL", "byid-dir=DIR"}) {
+  for (const char* parameter :
+       {"db=PATH", "export=NAME", "allow-regular-files=BOOL", "allow-uncorrelated=BOOL", "byid-dir=DIR"}) {
     EXPECT_NE(help.find(parameter), std::string::npos) << parameter << " missing from:\n" << help;
   }
   std::string dump;

@@ -14,20 +14,6 @@ namespace {
 
 class PluginRefusal : public PluginTest {
  protected:
-  // Connects to `export_name`, expects a refusal whose log line contains `reason`, and no open of `watched`.
-  void expect_refused(NbdkitServer& server, const std::string& export_name, const std::vector<std::string>& watched,
-                      const std::string& reason) {
-    OpenWatch watch(watched);
-    const auto error = NbdClient::connect_error(server.socket(), export_name);
-    ASSERT_TRUE(error.has_value()) << "the plugin served " << export_name;
-    const std::string log = server.log();
-    const size_t at = log.find(reason);
-    ASSERT_NE(at, std::string::npos) << "expected \"" << reason << "\" in nbdkit's log:\n" << log;
-    const size_t line_start = log.rfind('\n', at) + 1;
-    std::cout << "refusal logged: " << log.substr(line_start, log.find('\n', at) - line_start) << "\n";
-    EXPECT_EQ(watch.opens(), 0) << "a refused connect opened the device";
-  }
-
   std::unique_ptr<Volume> file_volume(const std::string& name, int64_t size = kGiB) {
     return std::make_unique<Volume>(dir_, name, Backing::file, size);
   }
@@ -111,6 +97,20 @@ TEST_F(PluginRefusal, ARegularFileUnlessAllowed) {
                  a->device() +
                      " is a regular file, not a block device; regular files are served only with "
                      "allow-regular-files=true");
+}
+
+TEST_F(PluginRefusal, AnUncorrelatedMappingUnlessAllowed) {
+  auto a = file_volume("a");
+  const NbdExport e = store_.add({"export-a", a->device()});  // without device correlation
+  auto strict = serve({"allow-regular-files=true", "allow-uncorrelated=false"});
+  expect_refused(*strict, "export-a", {a->device()},
+                 "export export-a: the mapping of volume " + e.volume_uuid +
+                     " does not require device correlation, so nothing proves that " + a->device() +
+                     " is that volume; such mappings are served only by a server started with "
+                     "allow-uncorrelated=true");
+  auto allowing = serve({"allow-regular-files=true", "allow-uncorrelated=true"});
+  NbdClient client(allowing->socket(), "export-a");
+  EXPECT_EQ(client.size(), kGiB);
 }
 
 TEST_F(PluginRefusal, AFileOfAnotherSizeThanTheMapping) {

@@ -12,6 +12,7 @@
 
 #include "nbdxm/block_backend.hpp"
 #include "nbdxm/block_device_sizes.hpp"
+#include "nbdxm/device_claims.hpp"
 #include "nbdxm/device_resolver.hpp"
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_connector.hpp"
@@ -51,11 +52,11 @@ TEST(DeviceResolver, IdentityLinkIsVirtioAndTheFirst20HexDigitsOfTheUuid) {
 TEST(DeviceResolver, OpensARegularFileOnlyWhenAllowedAndOfTheMappingsSize) {
   TempDir dir;
   create_volume_file(dir.file("disk"), kMiB);
-  const DeviceResolver strict(DeviceRules{false, dir.path()});
+  const DeviceResolver strict(DeviceRules{false, dir.path(), true});
   EXPECT_NE(refusal(strict, export_of(dir.file("disk"), kMiB)).find("is a regular file, not a block device"),
             std::string::npos);
 
-  const DeviceResolver allowing(DeviceRules{true, dir.path()});
+  const DeviceResolver allowing(DeviceRules{true, dir.path(), true});
   OpenedDevice device = allowing.open(export_of(dir.file("disk"), kMiB), false);
   EXPECT_TRUE(device.fd.valid());
   EXPECT_EQ(device.kind, DeviceKind::regular_file);
@@ -89,7 +90,7 @@ class FileBackend : public ::testing::Test {
   void SetUp() override {
     create_volume_file(path_, kMiB);
     backend_ = std::make_unique<BlockBackend>(
-        DeviceResolver(DeviceRules{true, dir_.path()}).open(export_of(path_, kMiB), false));
+        DeviceResolver(DeviceRules{true, dir_.path(), true}).open(export_of(path_, kMiB), false));
   }
   TempDir dir_;
   std::string path_ = dir_.file("disk");
@@ -146,7 +147,7 @@ class LoopBackend : public ::testing::Test {
     create_volume_file(dir_.file("backing"), 8 * kMiB);
     loop_ = std::make_unique<LoopDevice>(dir_.file("backing"));
     backend_ = std::make_unique<BlockBackend>(
-        DeviceResolver(DeviceRules{false, dir_.path()}).open(export_of(loop_->path(), 8 * kMiB), false));
+        DeviceResolver(DeviceRules{false, dir_.path(), true}).open(export_of(loop_->path(), 8 * kMiB), false));
   }
   TempDir dir_;
   std::unique_ptr<LoopDevice> loop_;
@@ -200,13 +201,49 @@ TEST(BlockDeviceSizes, KnowsNoSizeOfADeviceThatSysfsDoesNotList) {
 }
 
 TEST_F(LoopBackend, TheResolverRefusesADeviceThatChangedSizeSinceTheLastOpen) {
-  const DeviceResolver resolver(DeviceRules{false, dir_.path()});
+  backend_.reset();  // it holds the device under another resolver's claim
+  const DeviceResolver resolver(DeviceRules{false, dir_.path(), true});
   const NbdExport e = export_of(loop_->path(), 8 * kMiB);
   resolver.open(e, true);
   resize_loop(*loop_, dir_.file("backing"), 8 * kMiB + 4096);
   EXPECT_NE(refusal(resolver, e).find("has 8392704 bytes but the mapping"), std::string::npos) << refusal(resolver, e);
   resize_loop(*loop_, dir_.file("backing"), 8 * kMiB);
   EXPECT_EQ(refusal(resolver, e), "");
+}
+
+TEST_F(LoopBackend, ClaimsAreSharedByOneExportRefusedToAnotherAndEndWithTheirLastShare) {
+  const NbdExport e = export_of(loop_->path(), 8 * kMiB);
+  const dev_t device = device_number(loop_->path());
+  auto claims = DeviceClaims::create();
+  try {  // the backend holds a claim of another server (another registry): the kernel refuses a second claim
+    claims->claim(e, device, false);
+    ADD_FAILURE() << "a device another holder claimed was claimed again";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("is in use: another process holds it open exclusively"), std::string::npos)
+        << error.what();
+  }
+  backend_.reset();
+
+  DeviceClaims::Share first = claims->claim(e, device, false);
+  DeviceClaims::Share second = claims->claim(e, device, false);
+  EXPECT_EQ(first.fd(), second.fd());
+  EXPECT_EQ(claims->claimed(), 1u);
+  NbdExport other = e;
+  other.id = 2;
+  other.export_name = "migration-vol-other";
+  try {
+    claims->claim(other, device, false);
+    ADD_FAILURE() << "another export of the same server was given a claimed device";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("this server serves it as export migration-vol-test"), std::string::npos)
+        << error.what();
+  }
+  first.reset();
+  EXPECT_EQ(claims->claimed(), 1u);
+  second.reset();
+  EXPECT_EQ(claims->claimed(), 0u);
+  const DeviceClaims::Share again = claims->claim(other, device, false);  // the claim ended: anyone may claim it now
+  EXPECT_TRUE(again.held());
 }
 
 // A pace under which an idle watcher would not check the store again within any test: whatever it notices after
@@ -351,7 +388,7 @@ TEST(ExportConnector, ARevokedConnectionNoLongerReachesTheDevice) {
   store.add({"export-a", dir.file("a")});
   ServeOptions options;
   options.db_path = store.path();
-  options.device_rules = DeviceRules{true, dir.path()};
+  options.device_rules = DeviceRules{true, dir.path(), true};
   ExportConnector connector(options, Database::open(store.path(), Database::Access::read_only), nullptr);
   auto connection = connector.connect("export-a", false);
   const std::string data = pattern(4096, 5);
@@ -377,7 +414,7 @@ TEST(ExportConnector, AdmitsOnlyActiveAndPinnedExports) {
   ServeOptions options;
   options.db_path = store.path();
   options.pinned_export = "export-a";
-  options.device_rules = DeviceRules{true, dir.path()};
+  options.device_rules = DeviceRules{true, dir.path(), true};
   ExportConnector connector(options, Database::open(store.path(), Database::Access::read_only), nullptr);
   EXPECT_EQ(connector.default_export(), "export-a");
   EXPECT_EQ(connector.connect("", false)->served().export_name, "export-a");

@@ -4,11 +4,15 @@
 // allowed), have exactly its mapping's size, and, where the mapping asks for it, be the very device that the
 // volume's identity link leads to. A refused device is never opened. Nothing about a device is remembered between
 // calls (BlockDeviceSizes keeps only sysfs attributes open, and reads them afresh), so a mapping moved in the store,
-// or a device that changed, is followed by the next call.
+// or a device that changed, is followed by the next call. A block device is served only under this server's
+// exclusive claim on it (DeviceClaims), which the opened device holds until it is closed; a mapping without device
+// correlation is served only where the rules allow it.
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "nbdxm/block_device_sizes.hpp"
+#include "nbdxm/device_claims.hpp"
 #include "nbdxm/file_descriptor.hpp"
 #include "nbdxm/records.hpp"
 
@@ -18,11 +22,15 @@ struct DeviceRules {
   static constexpr const char* kDefaultByIdDir = "/dev/disk/by-id";
   bool allow_regular_files = false;  // for demos and tests; appliances serve block devices only
   std::string byid_dir = kDefaultByIdDir;
+  // Serve mappings that do not require device correlation (requires_device_correlation = 0), whose device nothing
+  // proves to be the volume: for tests and demos.
+  bool allow_uncorrelated = false;
 };
 
 enum class DeviceKind { block_device, regular_file };
 
 struct OpenedDevice {
+  DeviceClaims::Share claim;  // block devices; declared before fd so that it is released after fd is closed
   FileDescriptor fd;
   DeviceKind kind = DeviceKind::block_device;
   std::string path;
@@ -51,6 +59,7 @@ class DeviceResolver {
  private:
   DeviceRules rules_;
   mutable BlockDeviceSizes block_device_sizes_;  // keeps sysfs attributes open, nothing else; thread-safe
+  std::shared_ptr<DeviceClaims> claims_ = DeviceClaims::create();  // thread-safe
 };
 
 }  // namespace nbdxm

@@ -55,6 +55,13 @@ std::string DeviceResolver::identity_link(const std::string& volume_uuid) const 
 OpenedDevice DeviceResolver::open(const NbdExport& served, bool read_only) const {
   const std::string& name = served.export_name;
   const std::string& path = served.device_path;
+  if (!served.requires_device_correlation && !rules_.allow_uncorrelated) {
+    throw Error(ExitCode::conflict,
+                fmt::format("export {}: the mapping of volume {} does not require device correlation, so nothing "
+                            "proves that {} is that volume; such mappings are served only by a server started with "
+                            "allow-uncorrelated=true (tests and demos)",
+                            name, served.volume_uuid, path));
+  }
 
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
@@ -112,8 +119,12 @@ OpenedDevice DeviceResolver::open(const NbdExport& served, bool read_only) const
     }
   }
 
-  const int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY;
-  device.fd.reset(::open(path.c_str(), flags));
+  if (device.kind == DeviceKind::block_device) {
+    device.claim = claims_->claim(served, st.st_rdev, read_only);
+    device.fd.reset(::fcntl(device.claim.fd(), F_DUPFD_CLOEXEC, 0));
+  } else {
+    device.fd.reset(::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY));
+  }
   if (!device.fd.valid()) {
     throw Error(ExitCode::failure, fmt::format("export {}: cannot open device {}: {}", name, path, strerror(errno)));
   }
