@@ -30,7 +30,7 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
       ->capture_default_str();
   serve.add_option("--listen", config.listen, "Address the export servers listen on")->capture_default_str();
   serve.add_option("--port-range", config.port_range, "Ports given to exports, LO-HI inclusive")->capture_default_str();
-  serve.add_option("--run-dir", config.run_dir, "Directory for the servers' pid files; must survive manager restarts")
+  serve.add_option("--run-dir", config.run_dir, "Directory for the servers' spec files (servers/ADDRESS:PORT.json) and, under direct, their logs")
       ->capture_default_str();
   serve.add_option("--nbdkit", config.nbdkit, "The nbdkit program")->capture_default_str();
   serve.add_option("--plugin", config.plugin, "The nbdxm plugin: its short name or the path of its .so")

@@ -117,6 +117,8 @@ std::vector<std::string> Manager::argv() const {
                                 "--db",
                                 db_,
                                 "serve",
+                                "--supervisor",
+                                "direct",
                                 "--listen",
                                 "127.0.0.1",
                                 "--run-dir",
