@@ -97,9 +97,16 @@ TEST_F(ServeSupervisionTest, AManagerKilledWhileStartingAServerLeavesExactlyOneS
   add_volume("job-1", "disk-2");
   store_.add_export("job-1", "disk-2", "later", port + 1, "pending");
   ASSERT_TRUE(wait_until([&] { return store_.get_export("later").status == "active"; }, 30s)) << manager_.log();
-  const auto running = servers_for("crash-window");
-  ASSERT_EQ(running.size(), 1u) << manager_.log();
-  EXPECT_TRUE(owns_listener(running[0].process.pid, port));
+  // `active` once the port is bound and the server started; nbdkit takes the socket a moment later.
+  std::vector<ServerProcess> running;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        running = servers_for("crash-window");
+        return !running.empty() && owns_listener(running[0].process.pid, port);
+      },
+      10s))
+      << manager_.log();
+  EXPECT_EQ(running.size(), 1u) << manager_.log();
   EXPECT_EQ(server_of(store_.get_export("crash-window")), running[0].process);
   EXPECT_EQ(TcpClient::connect_error(port, "crash-window"), std::nullopt);
 }
