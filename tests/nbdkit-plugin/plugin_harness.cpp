@@ -28,11 +28,6 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 std::runtime_error nbd_failure(const char* what) {
   return std::runtime_error(fmt::format("{}: {}", what, nbd_get_error() ? nbd_get_error() : "(no message)"));
 }
@@ -136,41 +131,6 @@ int run(const std::vector<std::string>& argv, std::string* output) {
   const int code = run_to_completion(options, std::chrono::seconds(120));
   if (output) *output = slurp(dir.file("output"));
   return code;
-}
-
-std::optional<std::string> LoopDevice::unavailable_reason() {
-  if (::geteuid() != 0) return "loop devices need root";
-  if (::access("/dev/loop-control", R_OK | W_OK) != 0) return "/dev/loop-control is not available";
-  TempDir dir;
-  create_volume_file(dir.file("probe"), kMiB);
-  std::string output;
-  if (run({"losetup", "-f", "--show", dir.file("probe")}, &output) != 0) return "losetup failed: " + trim(output);
-  run({"losetup", "-d", trim(output)});
-  return std::nullopt;
-}
-
-LoopDevice::LoopDevice(const std::string& backing_file, uint32_t sector_size, bool partitions) {
-  std::string output;
-  std::vector<std::string> argv{"losetup", "-f", "--show", "--sector-size", std::to_string(sector_size)};
-  if (partitions) argv.push_back("-P");
-  argv.push_back(backing_file);
-  if (run(argv, &output) != 0) {
-    throw std::runtime_error("losetup failed: " + trim(output));
-  }
-  path_ = trim(output);
-}
-
-uint64_t LoopDevice::flushes_completed() const {
-  const std::string stat_path = "/sys/block/" + std::filesystem::path(path_).filename().string() + "/stat";
-  std::istringstream fields(slurp(stat_path));
-  std::vector<uint64_t> values;
-  for (uint64_t value = 0; fields >> value;) values.push_back(value);
-  if (values.size() < 16) throw std::runtime_error(stat_path + " has no flush counts (Linux 5.5 or later has them)");
-  return values[15];
-}
-
-LoopDevice::~LoopDevice() {
-  if (!path_.empty()) run({"losetup", "-d", path_});
 }
 
 Mount::Mount(const std::string& device, const std::string& dir) {
