@@ -72,7 +72,7 @@ std::unique_ptr<SystemdBus> SystemdBus::open_system() {
 
 bool SystemdBus::systemd_answers() {
   try {
-    open_system()->unit_state("-.mount");  // any call systemd answers
+    open_system()->active_state("-.mount");  // any call systemd answers
     return true;
   } catch (const BusError&) {
     return false;
@@ -190,9 +190,13 @@ std::string SystemdBus::unit_string_property(const std::string& unit, const char
   return result;
 }
 
+std::string SystemdBus::active_state(const std::string& unit) {
+  return unit_string_property(unit, kUnit, "ActiveState");
+}
+
 UnitState SystemdBus::unit_state(const std::string& unit) {
   UnitState state;
-  state.active_state = unit_string_property(unit, kUnit, "ActiveState");
+  state.active_state = active_state(unit);
   state.sub_state = unit_string_property(unit, kUnit, "SubState");
   const bool socket = unit.size() > 7 && unit.compare(unit.size() - 7, 7, ".socket") == 0;
   state.result = unit_string_property(unit, socket ? "org.freedesktop.systemd1.Socket" : kService, "Result");
