@@ -330,6 +330,7 @@ void SystemdSupervisor::evaluate_starting(Server& server, const UnitState& servi
     event(ServerEvent::Kind::port_unavailable, server,
           fmt::format("systemd cannot bind {} (socket unit {} failed with result resources: address in use)",
                       server.instance, socket_unit(server.instance)));
+    remove_spec(server.instance, server.target);  // no server ran from it: the export moves to another port
     forget(server);
     return;
   }
@@ -379,10 +380,7 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
     const auto old_instance = server.instance;
     server.start_after_stop = false;
     server.instance = server.next_instance;
-    if (!instance_held(old_instance, &server)) {
-      std::error_code ignored;
-      std::filesystem::remove(server_spec_dir(settings_.run_dir) + "/" + old_instance + ".json", ignored);
-    }
+    remove_spec(old_instance, server.target);  // the new instance's spec is written already
     begin_start(server, now);
     return;
   }
@@ -400,15 +398,17 @@ void SystemdSupervisor::event(ServerEvent::Kind kind, const Server& server, std:
 }
 
 void SystemdSupervisor::forget(const Server& server) {
-  const auto instance = server.instance;
   servers_.erase(std::remove_if(servers_.begin(), servers_.end(), [&](const auto& s) { return s.get() == &server; }),
                  servers_.end());
-  // The spec goes with the last server of its instance (its devices are synced); a server waiting for the instance
-  // has its own spec there already.
-  if (!instance_held(instance, nullptr) &&
-      std::none_of(servers_.begin(), servers_.end(), [&](const auto& s) { return s->instance == instance; })) {
-    std::error_code ignored;
-    std::filesystem::remove(server_spec_dir(settings_.run_dir) + "/" + instance + ".json", ignored);
+}
+
+void SystemdSupervisor::remove_spec(const std::string& instance, const ServerTarget& target) const {
+  // Only its own: a server of another target may have taken the instance since (the reconciler writes its spec first).
+  const std::string path = server_spec_dir(settings_.run_dir) + "/" + instance + ".json";
+  try {
+    if (read_server_spec(path).target == target) std::filesystem::remove(path);
+  } catch (const std::exception&) {
+    // None there, or not one of ours: nothing to remove.
   }
 }
 

@@ -89,6 +89,7 @@ class SystemdSupervisor : public ServerSupervisor {
   void on_job_removed(const std::string& job);
   void on_unit_changed(const std::string& unit_path);
   void forget(const Server& server);
+  void remove_spec(const std::string& instance, const ServerTarget& target) const;
 
   ServerSettings settings_;
   std::unique_ptr<SystemdBus> bus_;
