@@ -482,3 +482,16 @@ FROM nbd_exports e
 JOIN replication_jobs j ON j.id = e.job_id
 JOIN vm_disks d ON d.id = e.vm_disk_id AND d.job_id = e.job_id
 JOIN device_mappings m ON m.id = e.device_mapping_id;
+
+-- @version 4
+-- Export servers are run by a supervisor backend (`nbdxm serve --supervisor`): systemd units, or direct children of
+-- the manager. A server is no longer recorded by its process (pid, start_time and boot_id stay NULL from here): it
+-- is known by the backend that runs it and, under systemd, by its unit. A row's server runs while `supervisor` is
+-- set; `served_created_at` names the export's life it serves (a row re-used by `export create` gets a new server,
+-- and the stop of the old one must not clear the new one's record). `settings_stale` says how the server's settings
+-- differ from the manager's while it still runs with the old ones (`nbdxm export show`, `nbdxm check`).
+ALTER TABLE export_servers ADD COLUMN supervisor TEXT
+    CONSTRAINT server_supervisor_kind CHECK (supervisor IS NULL OR supervisor IN ('systemd', 'direct'));
+ALTER TABLE export_servers ADD COLUMN unit TEXT;
+ALTER TABLE export_servers ADD COLUMN served_created_at TEXT;
+ALTER TABLE export_servers ADD COLUMN settings_stale TEXT;

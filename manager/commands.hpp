@@ -15,5 +15,6 @@ void register_store_commands(CLI::App& app, GlobalOptions& options);   // init, 
 void register_export_commands(CLI::App& app, GlobalOptions& options);  // export, gc
 void register_serve_command(CLI::App& app, GlobalOptions& options);    // serve (the daemon)
 void register_import_command(CLI::App& app, GlobalOptions& options);   // import legacy
+void register_export_server_command(CLI::App& app);                    // export-server (run by the supervisor)
 
 }  // namespace nbdxm::cli

@@ -1,6 +1,7 @@
 // `nbdxm export create|list|show|revoke` and `nbdxm gc`. The CLI talks to the manager only through the store: it
 // records or revokes exports (the manager notices within its poll interval), learns from the export_manager row
-// whether a manager runs and where its servers listen, and watches the export's status and the server processes.
+// whether a manager runs and where its servers listen, and watches the export's status and the manager's records of
+// its servers.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -11,7 +12,6 @@
 #include <thread>
 
 #include "commands.hpp"
-#include "export_server.hpp"
 #include "nbd_handshake.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/device_resolver.hpp"
@@ -32,7 +32,7 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kStatusPoll = 2ms;  // PRAGMA data_version is a shared-memory read
 
 const std::vector<std::string> kListColumns{"export_name", "port",        "status",      "job_id",     "disk_id",
-                                            "volume_uuid", "device_path", "connections", "server_pid", "created_at"};
+                                            "volume_uuid", "device_path", "connections", "supervisor", "created_at"};
 
 // One command's connection to a current store and the query layer over it.
 struct Store {
@@ -72,9 +72,11 @@ std::chrono::seconds parse_duration(const std::string& text) {
   return std::chrono::seconds(value * found->second);
 }
 
-// The server facts of one export: its pid while its recorded process still runs, and its open connections.
+// The server facts of one export: who runs its server while one runs (the manager's record), and its open
+// connections (the kernel's socket table).
 struct ServerFacts {
-  Json pid = nullptr;
+  Json supervisor = nullptr;
+  Json unit = nullptr;
   Json connections = nullptr;
 };
 
@@ -87,11 +89,11 @@ class ServerFactsReader {
   ServerFacts facts(const NbdExport& e) {
     ServerFacts facts;
     const auto record = servers_.find(e.id);
-    if (record == servers_.end() || !record->second.process || !still_running(*record->second.process)) return facts;
-    const pid_t pid = record->second.process->pid;
-    facts.pid = pid;
+    if (!e.live() || record == servers_.end() || !record->second.running()) return facts;
+    facts.supervisor = *record->second.supervisor;
+    if (record->second.unit) facts.unit = *record->second.unit;
     if (!sockets_) sockets_ = TcpSocketTable::read();
-    if (auto n = sockets_->connections(pid, e.port)) facts.connections = *n;
+    facts.connections = sockets_->connection_inodes(e.port).size();
     return facts;
   }
   ExportServer record(int64_t export_id) const {
@@ -231,7 +233,8 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
       const auto facts = servers.facts(e);
       Json row = to_json(e);
       row["connections"] = facts.connections;
-      row["server_pid"] = facts.pid;
+      row["supervisor"] = facts.supervisor;
+      row["unit"] = facts.unit;
       rows.push_back(std::move(row));
     }
     print_list(options, rows, kListColumns);
@@ -245,7 +248,7 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
     const auto facts = servers.facts(e);
     cells.push_back({printable(e.export_name), std::to_string(e.port), printable(e.status), printable(e.job_id),
                      printable(e.disk_id), printable(e.volume_uuid), printable(e.device_path),
-                     text_value(facts.connections), text_value(facts.pid), printable(e.created_at)});
+                     text_value(facts.connections), text_value(facts.supervisor), printable(e.created_at)});
   }
   fmt::print("{}", format_table(cells, kListColumns));
 }
@@ -259,12 +262,16 @@ void show_command(const GlobalOptions& options, const std::string& name) {
   const ExportServer server = servers.record(e.id);
   object["uri"] =
       e.live() && server.listen_address ? Json(nbd_uri(*server.listen_address, e.port, e.export_name)) : Json(nullptr);
-  object["server_pid"] = facts.pid;
-  object["server_started_at"] = facts.pid.is_null() ? Json(nullptr) : optional_json(server.started_at);
+  object["supervisor"] = facts.supervisor;
+  object["unit"] = facts.unit;
+  object["server_started_at"] = facts.supervisor.is_null() ? Json(nullptr) : optional_json(server.started_at);
   object["connections"] = facts.connections;
   object["restart_count"] = server.restart_count;
   object["last_failure"] = optional_json(server.last_failure);
   object["last_failure_at"] = optional_json(server.last_failure_at);
+  // Its server runs with settings other than the manager's: replaced at once when the change narrows access,
+  // otherwise once it has no client.
+  object["settings_stale"] = facts.supervisor.is_null() ? Json(nullptr) : optional_json(server.settings_stale);
   print_record(options, object);
 }
 
@@ -277,33 +284,35 @@ struct RevokeArgs {
   double timeout = 10;
 };
 
-// Waits until no server of the named exports runs. Looks again after each wait: a launch in progress when the
-// export was revoked can still yield a server, which the manager then stops.
-void wait_for_servers_gone(Store& store, const std::string& db_path, const std::set<std::string>& names,
-                           std::chrono::milliseconds timeout) {
+// Waits until the manager has recorded the server of every named export stopped (its processes gone, its
+// acknowledged writes synced), or the export is gone or created anew since.
+void wait_for_servers_gone(Store& store, const std::vector<NbdExport>& exports, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    std::vector<ProcessHandle> running;
-    for (const auto& found : find_servers(db_path)) {
-      if (!names.contains(found.export_name)) continue;
-      if (auto handle = ProcessHandle::open(found.process)) running.push_back(std::move(*handle));
+    std::optional<NbdExport> running;
+    for (const auto& e : exports) {
+      const auto server = store.exports.find_export_server(e.id);
+      if (!server || !server->running()) continue;
+      const auto now = store.exports.find_export(e.export_name);
+      if (now && now->id == e.id && now->created_at == e.created_at) {
+        running = e;
+        break;
+      }
     }
-    if (running.empty()) return;
+    if (!running) return;
     if (!store.exports.running_manager(still_running)) {
       throw Error(ExitCode::unavailable,
                   fmt::format("revoked: new connections are refused and open ones are cut off, but no manager is "
-                              "running to stop server pid {} (export {}); start `nbdxm serve` to free its port",
-                              running.front().identity().pid, *names.begin()));
+                              "running to stop the server of export {} (port {}); start `nbdxm serve` to free its port",
+                              running->export_name, running->port));
     }
-    for (const auto& handle : running) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (!handle.wait_exit(std::max(left, 0ms))) {
-        throw Error(ExitCode::unavailable,
-                    fmt::format("revoked, but server pid {} still runs after {} s; see the manager's log "
-                                "(`journalctl -u nbdxm`)",
-                                handle.identity().pid, std::chrono::duration<double>(timeout).count()));
-      }
+    if (Clock::now() >= deadline) {
+      throw Error(ExitCode::unavailable,
+                  fmt::format("revoked, but the server of export {} (port {}) still runs after {} s; see the "
+                              "manager's log (`journalctl -u nbdxm`)",
+                              running->export_name, running->port, std::chrono::duration<double>(timeout).count()));
     }
+    std::this_thread::sleep_for(kStatusPoll * 5);
   }
 }
 
@@ -316,11 +325,11 @@ void revoke_command(const GlobalOptions& options, const RevokeArgs& args) {
   Store store(options, Database::Access::read_write);
   const auto revocations =
       store.exports.revoke_exports({args.name, args.job_id, args.volume_uuid}, "revoked with `nbdxm export revoke`");
-  std::set<std::string> names;
+  std::vector<NbdExport> revoked;
   Json rows = Json::array();
   std::string text;
   for (const auto& r : revocations) {
-    names.insert(r.target.export_name);
+    if (r.revoked_now) revoked.push_back(r.target);
     rows.push_back(Json{{"export_name", r.target.export_name},
                         {"port", r.target.port},
                         {"status", r.target.status},
@@ -332,7 +341,7 @@ void revoke_command(const GlobalOptions& options, const RevokeArgs& args) {
             : fmt::format("export {} was already {}\n", printable(r.target.export_name), printable(r.target.status));
   }
   if (revocations.empty()) text = "no exports to revoke\n";
-  if (!names.empty()) wait_for_servers_gone(store, canonical_db_path(options.db), names, timeout);
+  if (!revoked.empty()) wait_for_servers_gone(store, revoked, timeout);
   print_result(options, rows, text);
 }
 

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   cli::register_export_commands(app, options);
   cli::register_serve_command(app, options);
   cli::register_import_command(app, options);
+  cli::register_export_server_command(app);
 
   try {
     app.parse(argc, argv);

@@ -1,5 +1,5 @@
-// `nbdxm serve`: the manager daemon. See reconciler.hpp for what it does and export_server.hpp for how servers
-// are started and recognised.
+// `nbdxm serve`: the manager daemon. See supervision/reconciler.hpp for what it does, server_supervisor.hpp for
+// who runs the servers and server_command.hpp for how they are started.
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -14,7 +14,6 @@
 #include <memory>
 
 #include "commands.hpp"
-#include "export_server.hpp"
 #include "nbdxm/child_process.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
@@ -22,6 +21,7 @@
 #include "nbdxm/file_descriptor.hpp"
 #include "nbdxm/process_identity.hpp"
 #include "reconciler.hpp"
+#include "server_command.hpp"
 #include "serve_config.hpp"
 #include "serve_log.hpp"
 
@@ -81,7 +81,8 @@ void check_nbdkit_loads_plugin(const ServeConfig& config) {
                           config.plugin, first.empty() ? "exit status " + std::to_string(rc) : first));
 }
 
-// A manager with many exports holds a pidfd per server: lift the soft limit on open files to the hard one.
+// A manager with many exports holds a socket and a pidfd per server (direct backend): lift the soft limit on open
+// files to the hard one.
 void raise_file_limit() {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
@@ -94,7 +95,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   apply_config_file(serve, config);
   validate(config);
   const PortRange ports = config.ports();
-  const std::string db_path = canonical_db_path(options.db);
+  const std::string db_path = supervision::canonical_db_path(options.db);
   Database db = Database::open(db_path, Database::Access::read_write);
   db.require_current_schema();
   ExportStore store(db);
@@ -102,9 +103,6 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   check_nbdkit_loads_plugin(config);
 
   FileDescriptor signals = stop_signals();
-  // Servers fork away from their launcher; as the child subreaper the manager inherits them and can collect their
-  // exit status. They keep running when the manager exits.
-  prctl(PR_SET_CHILD_SUBREAPER, 1);
   raise_file_limit();
 
   const auto self = identify_process(getpid());
@@ -123,12 +121,24 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,
             db_path, config.listen, ports.str(), config.run_dir, config.nbdkit, config.plugin);
 
-  const ServerSettings settings{config.nbdkit,   config.plugin,         db_path,
-                                config.listen,   config.run_dir,        config.allow_regular_files,
-                                config.byid_dir, config.max_connections};
+  supervision::ServerSettings settings;
+  settings.nbdkit = config.nbdkit;
+  settings.plugin = config.plugin;
+  settings.db_path = db_path;
+  settings.listen_address = config.listen;
+  settings.run_dir = config.run_dir;
+  settings.allow_regular_files = config.allow_regular_files;
+  settings.byid_dir = config.byid_dir;
+  settings.max_connections = config.max_connections;
+  settings.server_threads = config.server_threads;
+  settings.tasks_max = config.tasks_max;
+  settings.memory_max = config.memory_max;
   int left_running = 0;
+  std::string kind;
   try {
-    Reconciler reconciler(settings, store);
+    const auto supervisor = supervision::make_supervisor(config.supervisor_kind(), settings);
+    kind = supervisor->kind();
+    supervision::Reconciler reconciler(settings, ports, store, *supervisor);
     left_running = reconciler.run(signals.get());
   } catch (...) {
     try {
@@ -140,8 +150,12 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   }
   sd_notify(0, "STOPPING=1");
   store.unregister_manager(*self);
-  log_event("stopped; {} export server{} keep{} serving, for the next manager to adopt", left_running,
-            left_running == 1 ? "" : "s", left_running == 1 ? "s" : "");
+  if (left_running > 0) {
+    log_event("stopped; {} export server{} keep{} serving, for the next manager to adopt", left_running,
+              left_running == 1 ? "" : "s", left_running == 1 ? "s" : "");
+  } else {
+    log_event("stopped; no export server left running ({} supervisor)", kind);
+  }
 }
 
 }  // namespace
@@ -151,7 +165,8 @@ void register_serve_command(CLI::App& app, GlobalOptions& options) {
   CLI::App* serve = app.add_subcommand(
       "serve",
       "Run the manager: one nbdkit server per live export, kept in step with the store. Options are also read from "
-      "the configuration file (default /etc/nbdxm/nbdxm.conf; keys are the long options without dashes).");
+      "the configuration file (default /etc/nbdxm/nbdxm.conf; keys are the long options without dashes). Under "
+      "--supervisor direct the servers are the manager's children: exports do not outlive the manager.");
   add_serve_options(*serve, *config);
   serve->callback([serve, &options, config] { run_serve(*serve, options, *config); });
 }

@@ -30,7 +30,7 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
       ->capture_default_str();
   serve.add_option("--listen", config.listen, "Address the export servers listen on")->capture_default_str();
   serve.add_option("--port-range", config.port_range, "Ports given to exports, LO-HI inclusive")->capture_default_str();
-  serve.add_option("--run-dir", config.run_dir, "Directory for the servers' pid files; must survive manager restarts")
+  serve.add_option("--run-dir", config.run_dir, "Directory for the servers' spec files (servers/ADDRESS:PORT.json) and, under direct, their logs")
       ->capture_default_str();
   serve.add_option("--nbdkit", config.nbdkit, "The nbdkit program")->capture_default_str();
   serve.add_option("--plugin", config.plugin, "The nbdxm plugin: its short name or the path of its .so")
@@ -40,6 +40,24 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
   serve.add_option("--byid-dir", config.byid_dir, "Where volume identity links are checked")->capture_default_str();
   serve.add_option("--max-connections", config.max_connections, "Connections allowed per export")
       ->capture_default_str();
+  serve.add_option("--supervisor", config.supervisor,
+                   "Who runs the export servers: systemd (each export a systemd unit, kept when the manager stops), "
+                   "direct (children of the manager: exports do NOT outlive the manager; containers, CI, demos) or "
+                   "auto (systemd where PID 1 is systemd)")
+      ->check(CLI::IsMember({"auto", "systemd", "direct"}))
+      ->capture_default_str();
+  serve.add_option("--server-threads", config.server_threads, "nbdkit threads per export server (nbdkit -t)")
+      ->capture_default_str();
+  serve.add_option("--tasks-max", config.tasks_max, "Tasks allowed per export server (systemd TasksMax=)")
+      ->capture_default_str();
+  serve.add_option("--memory-max", config.memory_max, "Memory allowed per export server, in bytes (systemd MemoryMax=)")
+      ->capture_default_str();
+}
+
+supervision::SupervisorKind ServeConfig::supervisor_kind() const {
+  if (supervisor == "systemd") return supervision::SupervisorKind::systemd;
+  if (supervisor == "direct") return supervision::SupervisorKind::direct;
+  return supervision::SupervisorKind::automatic;
 }
 
 void apply_config_file(CLI::App& serve, ServeConfig& config) {
@@ -92,6 +110,21 @@ void validate(ServeConfig& config) {
                 fmt::format("--max-connections {} is not valid; give 1 or more (the migration client opens 2 per "
                             "export)",
                             config.max_connections));
+  }
+  if (config.server_threads < 1 || config.server_threads > 1024) {
+    throw Error(ExitCode::usage, fmt::format("--server-threads {} is not valid; give 1 to 1024 (nbdkit threads per "
+                                             "export server)",
+                                             config.server_threads));
+  }
+  if (config.tasks_max < 8) {
+    throw Error(ExitCode::usage,
+                fmt::format("--tasks-max {} is not valid; give 8 or more (an export server needs a task per nbdkit "
+                            "thread and per connection)",
+                            config.tasks_max));
+  }
+  if (config.memory_max < (uint64_t{16} << 20)) {
+    throw Error(ExitCode::usage, fmt::format("--memory-max {} is not valid; give 16777216 (16 MiB) or more, in bytes",
+                                             config.memory_max));
   }
   if (config.listen.empty()) throw Error(ExitCode::usage, "--listen is empty; give an address such as 127.0.0.1");
   config.run_dir = absolute(config.run_dir);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "nbdxm/port_allocator.hpp"
+#include "server_supervisor.hpp"
 
 namespace nbdxm::cli {
 
@@ -22,8 +23,19 @@ struct ServeConfig {
   bool allow_regular_files = false;
   std::string byid_dir = "/dev/disk/by-id";
   int max_connections = 16;
+  std::string supervisor = "auto";  // auto, systemd or direct
+  int server_threads = 16;          // nbdkit -t of each export server
+  uint64_t tasks_max = kDefaultTasksMax;
+  uint64_t memory_max = kDefaultMemoryMax;
+
+  // Limits of each export's unit (systemd backend): 4 times what one export server used (bench/README.md, "Export
+  // server limits"): 172 tasks with 10 clients at 16 threads; 780 MiB peak RSS under the migration client's pattern
+  // (2 connections, 4 writes of 32 MiB in flight each).
+  static constexpr uint64_t kDefaultTasksMax = 688;
+  static constexpr uint64_t kDefaultMemoryMax = uint64_t{3} << 30;
 
   PortRange ports() const { return PortRange::parse(port_range); }
+  supervision::SupervisorKind supervisor_kind() const;
 };
 
 // Adds the options of `serve` (bound to config) to the subcommand.

@@ -273,14 +273,19 @@ TEST_F(StoreApiTest, WritesAboutAnExportsEarlierLifeLeaveARowReusedSinceAlone) {
   ASSERT_EQ(new_life.id, old_life.id);
   ASSERT_NE(new_life.created_at, old_life.created_at);
 
-  const ProcessIdentity stale{.pid = 4242, .start_time = 1, .boot_id = "boot"};
-  EXPECT_FALSE(store_.record_server_running(old_life.id, stale, "127.0.0.1", false, old_life.created_at));
+  EXPECT_FALSE(store_.record_server_serving(old_life.id, "direct", "", "127.0.0.1", old_life.created_at));
   EXPECT_FALSE(store_.fail_export(old_life.id, "the old server failed", old_life.created_at));
   EXPECT_EQ(store_.get_export("e3").status, "pending");
   EXPECT_EQ(store_.find_export_server(old_life.id), std::nullopt);
 
-  EXPECT_TRUE(store_.record_server_running(new_life.id, stale, "127.0.0.1", false, new_life.created_at));
+  EXPECT_TRUE(store_.record_server_serving(new_life.id, "direct", "", "127.0.0.1", new_life.created_at));
   EXPECT_EQ(store_.get_export("e3").status, "active");
+  // The stop of the old life's server leaves the new one's record alone; its own stop clears it.
+  store_.record_server_stopped(old_life.id, old_life.created_at);
+  EXPECT_TRUE(store_.find_export_server(new_life.id)->running());
+  store_.record_server_stopped(new_life.id, new_life.created_at);
+  EXPECT_FALSE(store_.find_export_server(new_life.id)->running());
+  EXPECT_TRUE(store_.record_server_serving(new_life.id, "direct", "", "127.0.0.1", new_life.created_at));
   EXPECT_TRUE(store_.fail_export(new_life.id, "the new server failed", new_life.created_at));
   EXPECT_EQ(store_.get_export("e3").status, "failed");
 }

@@ -8,9 +8,11 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <stdexcept>
 
+#include "nbdxm/child_process.hpp"
 #include "nbdxm/schema.hpp"
 
 namespace nbdxm::test {
@@ -71,6 +73,58 @@ void create_volume_file(const std::string& path, int64_t size) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0 || ::ftruncate(fd, size) != 0) throw std::runtime_error("cannot create volume file " + path);
   ::close(fd);
+}
+
+namespace {
+
+// Runs losetup; its standard output, trimmed, in `output`.
+int losetup(const std::vector<std::string>& args, std::string* output = nullptr) {
+  TempDir dir;
+  SpawnOptions options;
+  options.argv = {"losetup"};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  options.stdout_path = dir.file("output");
+  options.stderr_path = dir.file("output");
+  const int code = run_to_completion(options, std::chrono::seconds(60));
+  if (output != nullptr) {
+    std::ifstream in(dir.file("output"));
+    std::getline(in, *output);
+  }
+  return code;
+}
+
+}  // namespace
+
+std::optional<std::string> LoopDevice::unavailable_reason() {
+  if (::geteuid() != 0) return "loop devices need root";
+  if (::access("/dev/loop-control", R_OK | W_OK) != 0) return "/dev/loop-control is not available";
+  TempDir dir;
+  create_volume_file(dir.file("probe"), 1 << 20);
+  std::string output;
+  if (losetup({"-f", "--show", dir.file("probe")}, &output) != 0) return "losetup failed: " + output;
+  losetup({"-d", output});
+  return std::nullopt;
+}
+
+LoopDevice::LoopDevice(const std::string& backing_file, uint32_t sector_size) {
+  std::string output;
+  if (losetup({"-f", "--show", "--sector-size", std::to_string(sector_size), backing_file}, &output) != 0) {
+    throw std::runtime_error("losetup failed: " + output);
+  }
+  path_ = output;
+}
+
+uint64_t LoopDevice::flushes_completed() const {
+  const std::string stat_path = "/sys/block/" + std::filesystem::path(path_).filename().string() + "/stat";
+  std::ifstream fields(stat_path);
+  std::vector<uint64_t> values;
+  for (uint64_t value = 0; fields >> value;) values.push_back(value);
+  if (values.size() < 16) throw std::runtime_error(stat_path + " has no flush counts (Linux 5.5 or later has them)");
+  return values[15];
+}
+
+LoopDevice::~LoopDevice() {
+  if (!path_.empty()) losetup({"-d", path_});
 }
 
 NewMapping new_mapping(const std::string& volume_uuid, const std::string& device_path, int64_t size,

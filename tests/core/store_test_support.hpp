@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <SQLiteCpp/Database.h>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,24 @@ const std::vector<std::string>& nbdkit_unset_environment();
 
 // Creates a file of the given size (sparse) to stand in for a volume's device.
 void create_volume_file(const std::string& path, int64_t size);
+
+// A loop device over a file, detached when destroyed (also when the test fails).
+class LoopDevice {
+ public:
+  // Why loop devices cannot be used here, or nullopt when they can.
+  static std::optional<std::string> unavailable_reason();
+  // `sector_size`: the device's logical sector size (losetup --sector-size).
+  explicit LoopDevice(const std::string& backing_file, uint32_t sector_size = 512);
+  ~LoopDevice();
+  LoopDevice(const LoopDevice&) = delete;
+  LoopDevice& operator=(const LoopDevice&) = delete;
+  const std::string& path() const { return path_; }
+  // Flush requests the device has completed (/sys/block/loopN/stat, field 16 since Linux 5.5).
+  uint64_t flushes_completed() const;
+
+ private:
+  std::string path_;
+};
 
 NewMapping new_mapping(const std::string& volume_uuid, const std::string& device_path, int64_t size,
                        const std::string& mode = "oma");

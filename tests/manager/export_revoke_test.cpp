@@ -152,7 +152,7 @@ TEST_F(ExportRevokeTest, ListAndShowReportServersConnectionsAndFailures) {
   const CliResult text = nbdxm({"export", "list"});
   ASSERT_EQ(text.code, 0) << text.err;
   for (const char* column : {"export_name", "port", "status", "job_id", "disk_id", "volume_uuid", "device_path",
-                             "connections", "server_pid", "created_at"}) {
+                             "connections", "supervisor", "created_at"}) {
     EXPECT_NE(text.out.find(column), std::string::npos) << column;
   }
   const CliResult listed = nbdxm({"--json", "export", "list"});
@@ -161,10 +161,11 @@ TEST_F(ExportRevokeTest, ListAndShowReportServersConnectionsAndFailures) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0]["export_name"], e1.export_name);
   EXPECT_EQ(rows[0]["device_path"], v1.path);
-  EXPECT_EQ(rows[0]["server_pid"], server_of(e1)->pid);
+  EXPECT_EQ(rows[0]["supervisor"], "direct");
+  EXPECT_TRUE(rows[0]["unit"].is_null());
   EXPECT_EQ(rows[0]["connections"], 2);
   EXPECT_EQ(rows[1]["status"], "revoked");
-  EXPECT_TRUE(rows[1]["server_pid"].is_null());
+  EXPECT_TRUE(rows[1]["supervisor"].is_null());
 
   const Json active = Json::parse(nbdxm({"--json", "export", "list", "--status", "active"}).out);
   EXPECT_EQ(active.size(), 1u);
@@ -190,6 +191,12 @@ TEST_F(ExportRevokeTest, ListAndShowReportServersConnectionsAndFailures) {
   EXPECT_EQ(one["restart_count"], 1) << manager_.log();
   EXPECT_NE(one["last_failure"].get<std::string>().find("killed by signal 9"), std::string::npos) << one.dump();
   EXPECT_EQ(one["uri"], fmt::format("nbd://127.0.0.1:{}/{}", e1.port, e1.export_name));
+  EXPECT_EQ(one["supervisor"], "direct");
+  EXPECT_TRUE(one.contains("unit") && one["unit"].is_null()) << one.dump();
+  EXPECT_TRUE(one.contains("settings_stale") && one["settings_stale"].is_null()) << one.dump();
+  const CliResult text_shown = nbdxm({"export", "show", e1.export_name});
+  EXPECT_NE(text_shown.out.find("supervisor"), std::string::npos) << text_shown.out;
+  EXPECT_NE(text_shown.out.find("unit"), std::string::npos) << text_shown.out;
   EXPECT_EQ(nbdxm({"export", "show", "nope"}).code, 3);
 }
 

@@ -82,12 +82,16 @@ class Manager {
   int starts_ = 0;
 };
 
-// A server of the store found in /proc.
+// A server of the store found in /proc: its command line names the store and the export; its port is that of the
+// listening socket it was handed as fd 3 (socket activation).
 struct ServerProcess {
   ProcessIdentity process;
   std::string export_name;
   int port = 0;
 };
+// The port of the socket listening as fd 3 of the process; 0 when there is none.
+int listening_port(pid_t pid);
+inline bool owns_listener(pid_t pid, int port) { return port != 0 && listening_port(pid) == port; }
 std::vector<ServerProcess> servers_of(const std::string& db);
 // Stops every nbdkit server of the store when destroyed.
 class ServerReaper {
@@ -145,7 +149,9 @@ class ManagerTest : public ::testing::Test {
   // `nbdxm export create`; the export (from the store) when it succeeded.
   CliResult create(const Volume& volume, const std::vector<std::string>& extra = {});
   NbdExport export_of(const Volume& volume);
-  std::optional<ProcessIdentity> server_of(const NbdExport& e);            // the recorded server, while it runs
+  // The server process of the export while the store records its server running (found in /proc by its command
+  // line and listening socket).
+  std::optional<ProcessIdentity> server_of(const NbdExport& e);
   std::vector<ServerProcess> servers_for(const std::string& export_name);  // every server of it, in /proc
   bool served(const std::string& export_name) { return !servers_for(export_name).empty(); }
   CliResult nbdxm(const std::vector<std::string>& args) { return run_nbdxm(db_path_, args); }

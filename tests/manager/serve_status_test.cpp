@@ -74,7 +74,7 @@ TEST_F(ServeStatusTest, AnActiveExportSetToFailedOrRevokedHasItsServerStopped) {
     EXPECT_TRUE(wait_until([&] { return servers_for(gone.export_name).empty() && port_bindable(gone.port); }, 30s))
         << gone.export_name << "\n"
         << manager_.log();
-    EXPECT_TRUE(wait_until([&] { return !store_.find_export_server(gone.id)->process; }, 30s)) << manager_.log();
+    EXPECT_TRUE(wait_until([&] { return !store_.find_export_server(gone.id)->running(); }, 30s)) << manager_.log();
   }
   EXPECT_EQ(status_of(failed.export_name), "failed");
   EXPECT_EQ(status_of(revoked.export_name), "revoked");

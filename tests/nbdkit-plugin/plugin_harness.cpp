@@ -138,38 +138,6 @@ int run(const std::vector<std::string>& argv, std::string* output) {
   return code;
 }
 
-std::optional<std::string> LoopDevice::unavailable_reason() {
-  if (::geteuid() != 0) return "loop devices need root";
-  if (::access("/dev/loop-control", R_OK | W_OK) != 0) return "/dev/loop-control is not available";
-  TempDir dir;
-  create_volume_file(dir.file("probe"), kMiB);
-  std::string output;
-  if (run({"losetup", "-f", "--show", dir.file("probe")}, &output) != 0) return "losetup failed: " + trim(output);
-  run({"losetup", "-d", trim(output)});
-  return std::nullopt;
-}
-
-LoopDevice::LoopDevice(const std::string& backing_file, uint32_t sector_size) {
-  std::string output;
-  if (run({"losetup", "-f", "--show", "--sector-size", std::to_string(sector_size), backing_file}, &output) != 0) {
-    throw std::runtime_error("losetup failed: " + trim(output));
-  }
-  path_ = trim(output);
-}
-
-uint64_t LoopDevice::flushes_completed() const {
-  const std::string stat_path = "/sys/block/" + std::filesystem::path(path_).filename().string() + "/stat";
-  std::istringstream fields(slurp(stat_path));
-  std::vector<uint64_t> values;
-  for (uint64_t value = 0; fields >> value;) values.push_back(value);
-  if (values.size() < 16) throw std::runtime_error(stat_path + " has no flush counts (Linux 5.5 or later has them)");
-  return values[15];
-}
-
-LoopDevice::~LoopDevice() {
-  if (!path_.empty()) run({"losetup", "-d", path_});
-}
-
 TestStore::TestStore(const std::string& path) : path_(path), db_(Database::create(path)), store_(db_) { db_.init(); }
 
 NbdExport TestStore::add(const Spec& spec) {

@@ -14,7 +14,7 @@
 #include "nbdxm/child_process.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/export_store.hpp"
-#include "store_test_support.hpp"  // TempDir, create_volume_file
+#include "store_test_support.hpp"  // TempDir, create_volume_file, LoopDevice
 
 namespace nbdxm::test {
 
@@ -33,24 +33,6 @@ std::vector<std::pair<uint64_t, uint64_t>> data_regions(const std::string& path)
 std::string pattern(size_t length, char seed);
 // Runs a program to completion; its output is kept in `output` (stdout and stderr together).
 int run(const std::vector<std::string>& argv, std::string* output = nullptr);
-
-// A loop device over a file, detached when destroyed (also when the test fails).
-class LoopDevice {
- public:
-  // Why loop devices cannot be used here, or nullopt when they can.
-  static std::optional<std::string> unavailable_reason();
-  // `sector_size`: the device's logical sector size (losetup --sector-size).
-  explicit LoopDevice(const std::string& backing_file, uint32_t sector_size = 512);
-  ~LoopDevice();
-  LoopDevice(const LoopDevice&) = delete;
-  LoopDevice& operator=(const LoopDevice&) = delete;
-  const std::string& path() const { return path_; }
-  // Flush requests the device has completed (/sys/block/loopN/stat, field 16 since Linux 5.5).
-  uint64_t flushes_completed() const;
-
- private:
-  std::string path_;
-};
 
 // A state store with helpers that record, through ExportStore, everything an export needs.
 class TestStore {

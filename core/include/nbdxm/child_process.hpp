@@ -18,6 +18,7 @@ struct SpawnOptions {
   bool new_session = false;                // setsid(): not in the parent's process group or terminal session
   std::vector<std::string> unset_env;      // names removed from the environment the child gets
   bool close_other_fds = false;            // close every fd above 2 in the child, inheritable or not
+  int listen_fd = -1;  // given to the child as fd 3 (socket activation, LISTEN_FDS=1); kept by close_other_fds
 };
 
 class ChildProcess {

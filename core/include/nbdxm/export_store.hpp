@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -182,15 +183,29 @@ class ExportStore {
   // The manager's runtime records (schema version 2, export_servers.cpp).
   std::vector<ExportServer> list_export_servers();
   std::optional<ExportServer> find_export_server(int64_t export_id);
-  // The export's server runs and listens: records the process, and turns a pending export active (the manager
-  // does this only after matching the listening socket to the process). `restarted` counts a restart. False when
-  // the export no longer exists, or (with a non-empty `created_at`) has been re-used by `export create` since.
-  bool record_server_running(int64_t export_id, const ProcessIdentity& process, const std::string& listen_address,
-                             bool restarted, const std::string& created_at = {});
-  // The export's server `process` is gone (nullopt: none had started); `failure` says why when it was not stopped
-  // on purpose. A newer server recorded for the export is left alone.
-  void record_server_gone(int64_t export_id, const std::optional<ProcessIdentity>& process,
-                          const std::optional<std::string>& failure);
+  // The manager's records of the servers its supervisor backend runs (schema version 4). Each write names the
+  // export's life it is about (`created_at`): a row re-used by `export create` since is left alone (false).
+  // The export's server serves: records the backend ('systemd' or 'direct') and the unit (empty: none), clears
+  // settings_stale, and turns a pending export active.
+  bool record_server_serving(int64_t export_id, const std::string& supervisor, const std::string& unit,
+                             const std::string& listen_address, const std::string& created_at);
+  // The server exited unexpectedly and its backend started it again: counts the restart and keeps the reason.
+  bool record_server_restarted(int64_t export_id, const std::string& reason, const std::string& created_at);
+  // The export's server is gone (every acknowledged write synced); `failure` says why when not stopped on purpose.
+  // The record of a server serving another life of the export is left alone.
+  void record_server_stopped(int64_t export_id, const std::string& created_at,
+                             const std::optional<std::string>& failure = std::nullopt);
+  // The running server's settings differ from the manager's (`what` says how; nullopt: they match again).
+  bool record_server_settings_stale(int64_t export_id, const std::optional<std::string>& what,
+                                    const std::string& created_at);
+  // Clears the server records of every export not in `keep`: at a manager's start, the servers its backend does
+  // not run are gone (a direct manager's servers went with it).
+  void forget_servers(const std::set<int64_t>& keep);
+  // The export's port `from` cannot be bound (another program holds it): moves the live export to the lowest free
+  // port of the allocator's range, in one write transaction with the allocation. nullopt when the export is no
+  // longer live on `from` in that life (nothing changed); Error(conflict) when no port of the range is free.
+  std::optional<int> move_export_port(int64_t export_id, int from, const std::string& created_at,
+                                      const PortAllocator& ports);
   // Whether a recorded process still runs: the store cannot tell (that is /proc's, the process layer's
   // still_running), so its callers say.
   using StillRunning = std::function<bool(const ProcessIdentity&)>;

@@ -7,6 +7,8 @@
 #include <set>
 #include <string>
 
+#include "nbdxm/file_descriptor.hpp"
+
 namespace nbdxm {
 
 struct PortRange {
@@ -19,6 +21,11 @@ struct PortRange {
   bool contains(int port) const { return port >= low && port <= high; }
   int size() const { return high - low + 1; }
 };
+
+// A socket listening at the (numeric) address on `port`, with nbdkit's socket options: what the direct supervisor
+// hands its servers (socket activation). Invalid, with errno set, when the port cannot be bound; Error(usage) when
+// the address cannot be used.
+FileDescriptor listen_on(const std::string& address, int port);
 
 class PortAllocator {
  public:

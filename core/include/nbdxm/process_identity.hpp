@@ -1,8 +1,8 @@
 #pragma once
-// Knowing which process is which, from /proc. A pid alone names nothing for long: it is reused, and kill(pid, 0)
-// succeeds on zombies. A process is identified by its pid, its start time (clock ticks after boot) and the boot it
-// started in; what it is comes from its command line; that it serves a port is proven by the listening socket being
-// one of its open files (a TCP connect can succeed against another program's listener).
+// Knowing which process is which, from /proc, for the manager's registration (one manager per store). A pid alone
+// names nothing for long: it is reused, and kill(pid, 0) succeeds on zombies. A process is identified by its pid,
+// its start time (clock ticks after boot) and the boot it started in. Export servers are not identified this way:
+// their supervisor backend (systemd, or the manager as their parent) knows them.
 #include <sys/types.h>
 
 #include <chrono>
@@ -36,11 +36,6 @@ const std::string& current_boot_id();
 class TcpSocketTable {
  public:
   static TcpSocketTable read();
-  // Whether the process holds a socket listening on `port` (IPv4 or IPv6) among its open files.
-  bool listening(pid_t pid, int port) const;
-  // Established connections on local `port` among the process's open files; nullopt when its files cannot be read
-  // (another user's process and no privilege).
-  std::optional<int> connections(pid_t pid, int port) const;
   // Inodes of the established connections on local `port` (any process).
   std::vector<uint64_t> connection_inodes(int port) const;
 
@@ -51,45 +46,6 @@ class TcpSocketTable {
     uint64_t inode;
   };
   std::vector<Socket> sockets_;
-};
-
-bool owns_listener(pid_t pid, int port);  // TcpSocketTable::read().listening(pid, port)
-
-// A pidfd: a handle on one process that a later process reusing the pid can never be mistaken for. Every signal
-// nbdxm sends to a server goes through one, after the process's identity was checked.
-class ProcessHandle {
- public:
-  // Opens a handle on the process recorded as `identity`; nullopt when it is gone or the pid now names another
-  // process.
-  static std::optional<ProcessHandle> open(const ProcessIdentity& identity);
-
-  ProcessHandle(ProcessHandle&& other) noexcept;
-  ProcessHandle& operator=(ProcessHandle&& other) noexcept;
-  ProcessHandle(const ProcessHandle&) = delete;
-  ProcessHandle& operator=(const ProcessHandle&) = delete;
-  ~ProcessHandle();
-
-  int fd() const { return fd_; }  // readable once the process has exited (poll(2))
-  const ProcessIdentity& identity() const { return identity_; }
-  bool exited() const;
-  bool wait_exit(std::chrono::milliseconds timeout) const;
-  int signal(int signo) const;  // 0, or the errno of the failure (ESRCH: the process has exited)
-  // Collects the exit of a process that has exited and is this process's child (or was inherited by it as the child
-  // subreaper): its wait status (as from waitpid). nullopt for anyone else's. Through the pidfd, so that a reused
-  // pid can never be collected instead.
-  std::optional<int> reap() const;
-  // Shuts down both directions of the process's established TCP connections on local `port`, through duplicates
-  // of its sockets (pidfd_getfd), so that the process sees its clients leave and closes them its own way. Returns
-  // how many, or nullopt when the kernel does not allow it (it needs ptrace access to the process).
-  std::optional<int> shutdown_connections(int port) const;
-  // fdatasync of every regular file and block device the process has open (through /proc/PID/fd): what it wrote
-  // is on stable storage even if it is then killed.
-  void sync_open_files() const;
-
- private:
-  ProcessHandle(int fd, ProcessIdentity identity) : fd_(fd), identity_(std::move(identity)) {}
-  int fd_ = -1;
-  ProcessIdentity identity_;
 };
 
 }  // namespace nbdxm

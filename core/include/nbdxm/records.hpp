@@ -101,13 +101,16 @@ struct VolumeOperation {
 // The manager's record of an export's server (table export_servers, schema version 2).
 struct ExportServer {
   int64_t export_id = 0;
-  std::optional<ProcessIdentity> process;  // the server process, while one runs; verify before trusting it
+  std::optional<std::string> supervisor;  // 'systemd' or 'direct' while a server runs; nullopt otherwise
+  std::optional<std::string> unit;        // the systemd unit's name (systemd backend)
   std::optional<std::string> listen_address;
   std::optional<std::string> started_at;
   int64_t restart_count = 0;  // restarts after the server exited unexpectedly or could not start
   std::optional<std::string> last_failure;
   std::optional<std::string> last_failure_at;
+  std::optional<std::string> settings_stale;  // how the running server's settings differ from the manager's
   std::string updated_at;
+  bool running() const { return supervisor.has_value(); }
 };
 
 // The running manager, `nbdxm serve` (table export_manager, schema version 2).

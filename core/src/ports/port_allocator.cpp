@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <charconv>
 
 #include "nbdxm/error.hpp"
@@ -60,6 +62,13 @@ class AddressInfo {
   addrinfo* list_ = nullptr;
 };
 
+// nbdkit sets SO_REUSEADDR, so connections of a server that just stopped (TIME_WAIT) do not block the port.
+void set_server_options(int fd, int family) {
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+}
+
 }  // namespace
 
 PortRange PortRange::parse(const std::string& text) {
@@ -79,6 +88,20 @@ PortRange PortRange::parse(const std::string& text) {
 
 std::string PortRange::str() const { return fmt::format("{}-{}", low, high); }
 
+FileDescriptor listen_on(const std::string& address, int port) {
+  AddressInfo addresses(address, port);
+  const addrinfo* a = addresses.begin();
+  if (a == nullptr) {
+    errno = EADDRNOTAVAIL;
+    return {};
+  }
+  FileDescriptor fd(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol));
+  if (!fd.valid()) return {};
+  set_server_options(fd.get(), a->ai_family);
+  if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) return {};
+  return fd;
+}
+
 bool PortAllocator::bindable(int port) const {
   // Every address the listen address resolves to must be free, as nbdkit binds them all.
   AddressInfo addresses(listen_address_, port);
@@ -86,10 +109,7 @@ bool PortAllocator::bindable(int port) const {
   for (const addrinfo* a = addresses.begin(); a != nullptr; a = a->ai_next) {
     Socket s(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol));
     if (s.fd() < 0) continue;
-    // nbdkit sets SO_REUSEADDR, so connections of a server that just stopped (TIME_WAIT) do not block the port.
-    int one = 1;
-    setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (a->ai_family == AF_INET6) setsockopt(s.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    set_server_options(s.fd(), a->ai_family);
     if (::bind(s.fd(), a->ai_addr, a->ai_addrlen) != 0) return false;
     any = true;
   }

@@ -35,6 +35,8 @@ class SpawnFileActions {
   }
   // A long-lived child (a daemon) must not keep the parent's other files, such as a test runner's pipes, open.
   void close_from(int lowest) { posix_spawn_file_actions_addclosefrom_np(&actions_, lowest); }
+  // dup2 to the same number clears close-on-exec (glibc, as POSIX 2018 asks).
+  void give(int fd, int as) { posix_spawn_file_actions_adddup2(&actions_, fd, as); }
   posix_spawn_file_actions_t* get() { return &actions_; }
 
  private:
@@ -92,7 +94,9 @@ ChildProcess ChildProcess::spawn(const SpawnOptions& options) {
   SpawnFileActions actions;
   actions.redirect(STDOUT_FILENO, options.stdout_path);
   actions.redirect(STDERR_FILENO, options.stderr_path);
-  if (options.close_other_fds) actions.close_from(STDERR_FILENO + 1);
+  constexpr int kListenFd = 3;  // SD_LISTEN_FDS_START
+  if (options.listen_fd >= 0) actions.give(options.listen_fd, kListenFd);
+  if (options.close_other_fds) actions.close_from(options.listen_fd >= 0 ? kListenFd + 1 : STDERR_FILENO + 1);
   SpawnAttributes attributes(options.new_session);
   pid_t pid = -1;
   const int rc = posix_spawnp(&pid, argv_c[0], actions.get(), attributes.get(), argv_c.data(), env_c.data());

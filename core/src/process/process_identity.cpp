@@ -2,25 +2,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
-// glibc 2.36's <sys/pidfd.h> lacks the C++ linkage guard.
-extern "C" {
-#include <sys/pidfd.h>
-}
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <iterator>
-#include <map>
-#include <set>
 #include <sstream>
-#include <utility>
 
 namespace nbdxm {
 namespace {
@@ -50,38 +39,6 @@ std::optional<T> parse_number(std::string_view text, int base = 10) {
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, base);
   if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
   return value;
-}
-
-// The socket inodes among a process's open files, by fd number; nullopt when its fd directory cannot be read.
-std::optional<std::map<uint64_t, int>> socket_fds(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return std::nullopt;
-  std::map<uint64_t, int> sockets;
-  while (const dirent* entry = readdir(d)) {
-    const auto fd = parse_number<int>(entry->d_name);
-    if (!fd) continue;
-    char target[64];
-    const std::string link = dir + "/" + entry->d_name;
-    const ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
-    if (n <= 0) continue;
-    const std::string_view t(target, static_cast<size_t>(n));
-    constexpr std::string_view prefix = "socket:[";
-    if (!t.starts_with(prefix) || !t.ends_with("]")) continue;
-    if (auto inode = parse_number<uint64_t>(t.substr(prefix.size(), t.size() - prefix.size() - 1))) {
-      sockets.emplace(*inode, *fd);
-    }
-  }
-  closedir(d);
-  return sockets;
-}
-
-std::optional<std::set<uint64_t>> socket_inodes(pid_t pid) {
-  auto sockets = socket_fds(pid);
-  if (!sockets) return std::nullopt;
-  std::set<uint64_t> inodes;
-  for (const auto& [inode, fd] : *sockets) inodes.insert(inode);
-  return inodes;
 }
 
 }  // namespace
@@ -177,24 +134,6 @@ TcpSocketTable TcpSocketTable::read() {
   return table;
 }
 
-bool TcpSocketTable::listening(pid_t pid, int port) const {
-  constexpr int kListen = 10;
-  const auto inodes = socket_inodes(pid);
-  if (!inodes) return false;
-  return std::any_of(sockets_.begin(), sockets_.end(), [&](const Socket& s) {
-    return s.state == kListen && s.local_port == port && inodes->contains(s.inode);
-  });
-}
-
-std::optional<int> TcpSocketTable::connections(pid_t pid, int port) const {
-  constexpr int kEstablished = 1;
-  const auto inodes = socket_inodes(pid);
-  if (!inodes) return std::nullopt;
-  return static_cast<int>(std::count_if(sockets_.begin(), sockets_.end(), [&](const Socket& s) {
-    return s.state == kEstablished && s.local_port == port && inodes->contains(s.inode);
-  }));
-}
-
 std::vector<uint64_t> TcpSocketTable::connection_inodes(int port) const {
   constexpr int kEstablished = 1;
   std::vector<uint64_t> inodes;
@@ -202,96 +141,6 @@ std::vector<uint64_t> TcpSocketTable::connection_inodes(int port) const {
     if (s.state == kEstablished && s.local_port == port) inodes.push_back(s.inode);
   }
   return inodes;
-}
-
-bool owns_listener(pid_t pid, int port) { return TcpSocketTable::read().listening(pid, port); }
-
-std::optional<ProcessHandle> ProcessHandle::open(const ProcessIdentity& identity) {
-  if (identity.pid <= 0 || identity.boot_id != current_boot_id()) return std::nullopt;
-  // Open first, then check: if the pid was reused before pidfd_open, the start time no longer matches.
-  const int fd = pidfd_open(identity.pid, 0);
-  if (fd < 0) return std::nullopt;
-  ProcessHandle handle(fd, identity);
-  if (!still_running(identity)) return std::nullopt;
-  return handle;
-}
-
-ProcessHandle::ProcessHandle(ProcessHandle&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), identity_(std::move(other.identity_)) {}
-
-ProcessHandle& ProcessHandle::operator=(ProcessHandle&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-    identity_ = std::move(other.identity_);
-  }
-  return *this;
-}
-
-ProcessHandle::~ProcessHandle() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-bool ProcessHandle::exited() const { return wait_exit(std::chrono::milliseconds(0)); }
-
-bool ProcessHandle::wait_exit(std::chrono::milliseconds timeout) const {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    pollfd p{fd_, POLLIN, 0};
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    const int rc = ::poll(&p, 1, static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60'000)));
-    if (rc > 0) return true;
-    if (rc < 0 && errno != EINTR) return true;  // an unusable handle counts as gone: never signal it
-    if (rc == 0 && std::chrono::steady_clock::now() >= deadline) return false;
-  }
-}
-
-int ProcessHandle::signal(int signo) const { return pidfd_send_signal(fd_, signo, nullptr, 0) == 0 ? 0 : errno; }
-
-std::optional<int> ProcessHandle::reap() const {
-  siginfo_t info{};
-  if (::waitid(P_PIDFD, static_cast<id_t>(fd_), &info, WEXITED | WNOHANG) != 0 || info.si_pid == 0) return std::nullopt;
-  return info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : W_EXITCODE(0, info.si_status);
-}
-
-std::optional<int> ProcessHandle::shutdown_connections(int port) const {
-  const auto sockets = socket_fds(identity_.pid);
-  if (!sockets) return std::nullopt;
-  int count = 0;
-  for (uint64_t inode : TcpSocketTable::read().connection_inodes(port)) {
-    const auto found = sockets->find(inode);
-    if (found == sockets->end()) continue;
-    const int copy = pidfd_getfd(fd_, found->second, 0);
-    if (copy < 0) {
-      if (errno == EBADF) continue;  // closed meanwhile
-      return std::nullopt;           // EPERM (no ptrace access, or a seccomp filter) or ENOSYS
-    }
-    // The socket is shared with the process: shutting it down here ends the connection there too.
-    ::shutdown(copy, SHUT_RDWR);
-    ::close(copy);
-    ++count;
-  }
-  return count;
-}
-
-void ProcessHandle::sync_open_files() const {
-  const std::string dir = "/proc/" + std::to_string(identity_.pid) + "/fd";
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return;
-  while (const dirent* entry = readdir(d)) {
-    if (entry->d_name[0] == '.') continue;
-    const std::string path = dir + "/" + entry->d_name;
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) continue;
-    // Reopening through /proc reaches the very file or device the process has open; any descriptor of it will do
-    // for fdatasync.
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) continue;
-    ::fdatasync(fd);
-    ::close(fd);
-  }
-  closedir(d);
 }
 
 }  // namespace nbdxm

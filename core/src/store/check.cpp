@@ -63,6 +63,10 @@ constexpr InvariantQuery kInvariantQueries[] = {
      "SELECT printf('live export %s serves volume %s, which is in %s mode (attached to another VM)', e.export_name, "
      "m.volume_uuid, m.operation_mode) FROM nbd_exports e JOIN device_mappings m ON m.id = e.device_mapping_id "
      "WHERE e.status IN {live} AND m.operation_mode <> 'oma'"},
+    {"server_settings",
+     "SELECT printf('export %s (port %d): its server runs with settings other than the manager''s (%s); the manager "
+     "replaces it once it has no client', e.export_name, e.port, s.settings_stale) FROM export_servers s "
+     "JOIN nbd_exports e ON e.id = s.export_id WHERE s.supervisor IS NOT NULL AND s.settings_stale IS NOT NULL"},
     {"live_export_job",
      "SELECT printf('live export %s belongs to job %s, which has ended (%s)', e.export_name, j.id, j.status) "
      "FROM nbd_exports e JOIN replication_jobs j ON j.id = e.job_id "

@@ -5,13 +5,14 @@
 
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
+#include "nbdxm/port_allocator.hpp"
 
 namespace nbdxm {
 namespace {
 
 constexpr const char* kServerColumns =
-    "export_id, pid, start_time, boot_id, listen_address, started_at, restart_count, last_failure, last_failure_at, "
-    "updated_at";
+    "export_id, supervisor, unit, listen_address, started_at, restart_count, last_failure, last_failure_at, "
+    "settings_stale, updated_at";
 
 std::optional<std::string> optional_text(const SQLite::Column& c) {
   if (c.isNull()) return std::nullopt;
@@ -21,15 +22,14 @@ std::optional<std::string> optional_text(const SQLite::Column& c) {
 ExportServer read_server(SQLite::Statement& q) {
   ExportServer s;
   s.export_id = q.getColumn(0).getInt64();
-  if (!q.getColumn(1).isNull()) {
-    s.process = ProcessIdentity{q.getColumn(1).getInt(), static_cast<uint64_t>(q.getColumn(2).getInt64()),
-                                q.getColumn(3).getString()};
-  }
-  s.listen_address = optional_text(q.getColumn(4));
-  s.started_at = optional_text(q.getColumn(5));
-  s.restart_count = q.getColumn(6).getInt64();
-  s.last_failure = optional_text(q.getColumn(7));
-  s.last_failure_at = optional_text(q.getColumn(8));
+  s.supervisor = optional_text(q.getColumn(1));
+  s.unit = optional_text(q.getColumn(2));
+  s.listen_address = optional_text(q.getColumn(3));
+  s.started_at = optional_text(q.getColumn(4));
+  s.restart_count = q.getColumn(5).getInt64();
+  s.last_failure = optional_text(q.getColumn(6));
+  s.last_failure_at = optional_text(q.getColumn(7));
+  s.settings_stale = optional_text(q.getColumn(8));
   s.updated_at = q.getColumn(9).getString();
   return s;
 }
@@ -79,23 +79,22 @@ std::optional<ExportServer> ExportStore::find_export_server(int64_t export_id) {
   return read_server(q);
 }
 
-bool ExportStore::record_server_running(int64_t export_id, const ProcessIdentity& process,
-                                        const std::string& listen_address, bool restarted,
-                                        const std::string& created_at) {
+bool ExportStore::record_server_serving(int64_t export_id, const std::string& supervisor, const std::string& unit,
+                                        const std::string& listen_address, const std::string& created_at) {
   WriteTransaction tx(db_);
   if (!export_exists(db_.sql(), export_id, created_at)) return false;
   SQLite::Statement q(db_.sql(),
-                      "INSERT INTO export_servers (export_id, pid, start_time, boot_id, listen_address, started_at, "
-                      "restart_count) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?6) "
-                      "ON CONFLICT (export_id) DO UPDATE SET pid = ?2, start_time = ?3, boot_id = ?4, "
-                      "listen_address = ?5, started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
-                      "restart_count = restart_count + ?6");
+                      "INSERT INTO export_servers (export_id, supervisor, unit, listen_address, started_at, "
+                      "served_created_at) VALUES (?1, ?2, NULLIF(?3, ''), ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?5) "
+                      "ON CONFLICT (export_id) DO UPDATE SET pid = NULL, start_time = NULL, boot_id = NULL, "
+                      "supervisor = ?2, unit = NULLIF(?3, ''), listen_address = ?4, "
+                      "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), served_created_at = ?5, "
+                      "settings_stale = NULL");
   q.bind(1, export_id);
-  q.bind(2, process.pid);
-  q.bind(3, static_cast<int64_t>(process.start_time));
-  q.bind(4, process.boot_id);
-  q.bind(5, listen_address);
-  q.bind(6, restarted ? 1 : 0);
+  q.bind(2, supervisor);
+  q.bind(3, unit);
+  q.bind(4, listen_address);
+  q.bind(5, created_at);
   q.exec();
   SQLite::Statement activate(db_.sql(), "UPDATE nbd_exports SET status = 'active' WHERE id = ? AND status = 'pending'");
   activate.bind(1, export_id);
@@ -104,31 +103,81 @@ bool ExportStore::record_server_running(int64_t export_id, const ProcessIdentity
   return true;
 }
 
-void ExportStore::record_server_gone(int64_t export_id, const std::optional<ProcessIdentity>& process,
-                                     const std::optional<std::string>& failure) {
+bool ExportStore::record_server_restarted(int64_t export_id, const std::string& reason,
+                                          const std::string& created_at) {
+  WriteTransaction tx(db_);
+  if (!export_exists(db_.sql(), export_id, created_at)) return false;
+  SQLite::Statement q(db_.sql(),
+                      "UPDATE export_servers SET restart_count = restart_count + 1, last_failure = ?1, "
+                      "last_failure_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                      "WHERE export_id = ?2 AND served_created_at IS ?3");
+  q.bind(1, reason);
+  q.bind(2, export_id);
+  q.bind(3, created_at);
+  q.exec();
+  tx.commit();
+  return true;
+}
+
+void ExportStore::record_server_stopped(int64_t export_id, const std::string& created_at,
+                                        const std::optional<std::string>& failure) {
   WriteTransaction tx(db_);
   if (!export_exists(db_.sql(), export_id)) return;
-  SQLite::Statement ensure(db_.sql(), "INSERT OR IGNORE INTO export_servers (export_id) VALUES (?)");
+  SQLite::Statement ensure(db_.sql(), "INSERT OR IGNORE INTO export_servers (export_id, served_created_at) VALUES (?, ?)");
   ensure.bind(1, export_id);
+  ensure.bind(2, created_at);
   ensure.exec();
-  if (process) {
-    // Only the recorded process: a newer server of the same export may already be recorded.
-    SQLite::Statement clear(db_.sql(),
-                            "UPDATE export_servers SET pid = NULL, start_time = NULL, boot_id = NULL "
-                            "WHERE export_id = ? AND pid = ? AND start_time = ? AND boot_id = ?");
-    clear.bind(1, export_id);
-    clear.bind(2, process->pid);
-    clear.bind(3, static_cast<int64_t>(process->start_time));
-    clear.bind(4, process->boot_id);
-    clear.exec();
-  }
+  SQLite::Statement clear(db_.sql(),
+                          "UPDATE export_servers SET supervisor = NULL, unit = NULL, settings_stale = NULL "
+                          "WHERE export_id = ? AND served_created_at IS ?");
+  clear.bind(1, export_id);
+  clear.bind(2, created_at);
+  clear.exec();
   if (failure) {
     SQLite::Statement fail(db_.sql(),
                            "UPDATE export_servers SET last_failure = ?, "
-                           "last_failure_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE export_id = ?");
+                           "last_failure_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE export_id = ? AND served_created_at IS ?");
     fail.bind(1, *failure);
     fail.bind(2, export_id);
+    fail.bind(3, created_at);
     fail.exec();
+  }
+  tx.commit();
+}
+
+bool ExportStore::record_server_settings_stale(int64_t export_id, const std::optional<std::string>& what,
+                                               const std::string& created_at) {
+  WriteTransaction tx(db_);
+  if (!export_exists(db_.sql(), export_id, created_at)) return false;
+  SQLite::Statement q(db_.sql(),
+                      "UPDATE export_servers SET settings_stale = ? WHERE export_id = ? AND served_created_at IS ?");
+  if (what) {
+    q.bind(1, *what);
+  } else {
+    q.bind(1);
+  }
+  q.bind(2, export_id);
+  q.bind(3, created_at);
+  q.exec();
+  tx.commit();
+  return true;
+}
+
+void ExportStore::forget_servers(const std::set<int64_t>& keep) {
+  WriteTransaction tx(db_);
+  SQLite::Statement running(db_.sql(), "SELECT export_id FROM export_servers WHERE supervisor IS NOT NULL");
+  std::vector<int64_t> gone;
+  while (running.executeStep()) {
+    const int64_t id = running.getColumn(0).getInt64();
+    if (!keep.contains(id)) gone.push_back(id);
+  }
+  for (const int64_t id : gone) {
+    SQLite::Statement clear(db_.sql(),
+                            "UPDATE export_servers SET supervisor = NULL, unit = NULL, settings_stale = NULL "
+                            "WHERE export_id = ?");
+    clear.bind(1, id);
+    clear.exec();
   }
   tx.commit();
 }

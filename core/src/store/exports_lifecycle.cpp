@@ -46,6 +46,27 @@ std::set<int> live_ports(SQLite::Database& db, const PortRange& range) {
 
 }  // namespace
 
+std::optional<int> ExportStore::move_export_port(int64_t export_id, int from, const std::string& created_at,
+                                                 const PortAllocator& ports) {
+  WriteTransaction tx(db_);
+  SQLite::Statement q(db_.sql(), fmt::format("SELECT 1 FROM nbd_exports WHERE id = ? AND port = ? AND created_at = ? "
+                                             "AND status IN {}",
+                                             kLive));
+  q.bind(1, export_id);
+  q.bind(2, from);
+  q.bind(3, created_at);
+  if (!q.executeStep()) return std::nullopt;
+  std::set<int> held = live_ports(db_.sql(), ports.range());
+  held.insert(from);  // held by another program: the reason for the move
+  const int port = ports.lowest_free(held);
+  SQLite::Statement move(db_.sql(), "UPDATE nbd_exports SET port = ? WHERE id = ?");
+  move.bind(1, port);
+  move.bind(2, export_id);
+  move.exec();
+  tx.commit();
+  return port;
+}
+
 NbdExport ExportStore::create_export(const NewExport& request, const PortAllocator& ports) {
   if (request.name) values::require_export_name(*request.name);
   if (request.port) values::require_port(*request.port);

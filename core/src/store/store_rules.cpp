@@ -84,6 +84,7 @@ std::vector<ValueRule> make_value_rules() {
       {"restart_count_range", "export_servers", "restart_count", "a server's restart count must not be negative"},
       {"server_identity_complete", "export_servers", "pid",
        "a server's pid, start time and boot id must be all set or all unset"},
+      {"server_supervisor_kind", "export_servers", "supervisor", "a server's supervisor must be 'systemd' or 'direct'"},
   };
 }
 

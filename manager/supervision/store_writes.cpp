@@ -7,7 +7,10 @@
 
 #include "serve_log.hpp"
 
-namespace nbdxm::cli {
+namespace nbdxm::supervision {
+
+using cli::log_event;
+
 namespace {
 
 bool store_locked(const SQLite::Exception& e) {
@@ -74,4 +77,4 @@ StoreWrites::Clock::time_point StoreWrites::next_deadline() const {
   return queue_.empty() ? Clock::time_point::max() : next_try_;
 }
 
-}  // namespace nbdxm::cli
+}  // namespace nbdxm::supervision

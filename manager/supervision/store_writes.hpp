@@ -12,7 +12,7 @@
 
 #include "nbdxm/export_store.hpp"
 
-namespace nbdxm::cli {
+namespace nbdxm::supervision {
 
 class StoreWrites {
  public:
@@ -48,4 +48,4 @@ class StoreWrites {
   Clock::time_point next_try_{};
 };
 
-}  // namespace nbdxm::cli
+}  // namespace nbdxm::supervision

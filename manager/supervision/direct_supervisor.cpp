@@ -1,0 +1,307 @@
+#include "direct_supervisor.hpp"
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "nbdxm/device_sync.hpp"
+#include "nbdxm/error.hpp"
+#include "nbdxm/port_allocator.hpp"
+#include "nbdxm/process_identity.hpp"
+#include "serve_log.hpp"
+#include "server_command.hpp"
+
+namespace nbdxm::supervision {
+namespace {
+
+using namespace std::chrono_literals;
+using cli::log_event;
+
+std::chrono::milliseconds backoff(int failures) {
+  const auto delay = 100ms * (1 << std::min(failures - 1, 6));
+  return std::min<std::chrono::milliseconds>(delay, 5s);
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  }
+  return "stopped";
+}
+
+// The last non-empty line of a server's log: what nbdkit or the plugin said before it failed.
+std::string last_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
+
+std::string log_path(const ServerSettings& settings, const ServerTarget& target) {
+  return fmt::format("{}/{}.log", server_spec_dir(settings.run_dir), server_instance(settings, target));
+}
+
+std::string describe(const ServerTarget& target) {
+  return fmt::format("export {} (port {})", target.export_name, target.port);
+}
+
+}  // namespace
+
+DirectSupervisor::DirectSupervisor(ServerSettings settings, std::vector<std::string> server_program)
+    : settings_(std::move(settings)), server_program_(std::move(server_program)) {}
+
+DirectSupervisor::~DirectSupervisor() { shutdown(); }
+
+DirectSupervisor::Server* DirectSupervisor::find(const ServerTarget& target) {
+  for (auto& s : servers_) {
+    if (s->target == target) return s.get();
+  }
+  return nullptr;
+}
+
+bool DirectSupervisor::port_taken(int port, const Server* besides) const {
+  return std::any_of(servers_.begin(), servers_.end(), [&](const auto& s) {
+    return s.get() != besides && s->target.port == port && s->socket.valid();
+  });
+}
+
+void DirectSupervisor::serve(const ServerTarget& target, Clock::time_point now) {
+  if (find(target) != nullptr) return;
+  auto server = std::make_unique<Server>();
+  server->target = target;
+  std::error_code ec;
+  std::filesystem::remove(log_path(settings_, target), ec);  // what an earlier server of the instance said
+  Server& s = *server;
+  servers_.push_back(std::move(server));
+  // A server of another target still stopping on this port keeps it bound until it is gone: this one waits.
+  if (!port_taken(target.port, &s)) start(s, now, pending_);
+}
+
+void DirectSupervisor::start(Server& server, Clock::time_point now, std::vector<ServerEvent>& events) {
+  if (!server.socket.valid() && !bind_socket(server, events)) return;
+  std::string why;
+  if (!spawn(server, why)) {
+    server.phase = Phase::backoff;
+    ++server.failures;
+    server.restarting = true;
+    server.last_failure = why;
+    server.deadline = now + backoff(server.failures);
+    log_event("{}: {}", describe(server.target), why);
+    return;
+  }
+  server.phase = Phase::running;
+  server.started = now;
+  server.deadline = Clock::time_point::max();
+  log_event("{}: {} server pid {} on {}:{}", describe(server.target), server.restarting ? "restarted" : "started",
+            server.child->pid(), settings_.listen_address, server.target.port);
+  events.push_back({server.restarting ? ServerEvent::Kind::restarted : ServerEvent::Kind::serving, server.target,
+                    server.restarting ? server.last_failure : "", ""});
+  server.restarting = false;
+}
+
+bool DirectSupervisor::bind_socket(Server& server, std::vector<ServerEvent>& events) {
+  int error = 0;
+  try {
+    server.socket = listen_on(settings_.listen_address, server.target.port);
+    if (server.socket.valid()) return true;
+    error = errno;
+  } catch (const Error&) {
+    error = EADDRNOTAVAIL;
+  }
+  const std::string why =
+      fmt::format("cannot listen on {}: {}", server_instance(settings_, server.target), std::strerror(error));
+  log_event("{}: {}", describe(server.target), why);
+  const auto kind = error == EADDRINUSE ? ServerEvent::Kind::port_unavailable : ServerEvent::Kind::gave_up;
+  events.push_back({kind, server.target, why, ""});
+  std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });  // forgotten: no server, no socket
+  return false;
+}
+
+bool DirectSupervisor::spawn(Server& server, std::string& why) {
+  SpawnOptions options;
+  options.argv = server_program_;
+  options.argv.insert(options.argv.end(), {"--spec", server_spec_path(settings_, server.target), "--parent-pid",
+                                           std::to_string(::getpid())});
+  options.listen_fd = server.socket.get();
+  options.extra_env = {"LISTEN_FDS=1"};  // export-server sets LISTEN_PID to its own pid
+  options.unset_env = {"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"};
+  options.stdout_path = "/dev/null";
+  options.stderr_path = log_path(settings_, server.target);
+  options.new_session = true;  // no terminal signal (Ctrl-C) reaches it; stopped as a process group
+  options.close_other_fds = true;
+  try {
+    server.child.emplace(ChildProcess::spawn(options));
+    return true;
+  } catch (const Error& e) {
+    why = e.what();
+    return false;
+  }
+}
+
+void DirectSupervisor::stop(const ServerTarget& target, Clock::time_point now) {
+  Server* server = find(target);
+  if (server == nullptr) {
+    pending_.push_back({ServerEvent::Kind::stopped, target, "", ""});
+    return;
+  }
+  server->replacing = false;
+  if (server->phase == Phase::running) {
+    terminate(*server, now);
+  } else if (server->phase != Phase::stopping) {
+    server->stop_wanted = true;
+    finish_stop(*server, pending_);
+  }
+}
+
+void DirectSupervisor::replace(const ServerTarget& target, Clock::time_point now) {
+  Server* server = find(target);
+  if (server == nullptr || server->phase != Phase::running) return;
+  server->replacing = true;
+  terminate(*server, now);
+}
+
+void DirectSupervisor::terminate(Server& server, Clock::time_point now) {
+  server.phase = Phase::stopping;
+  server.killed = false;
+  ::kill(-server.child->pid(), SIGTERM);
+  server.deadline = now + kStopGrace;
+}
+
+int DirectSupervisor::clients(const ServerTarget& target) const {
+  return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
+}
+
+void DirectSupervisor::collect_fds(std::vector<pollfd>& fds) {
+  for (auto& s : servers_) {
+    if (!s->child) continue;
+    if (int fd = s->child->exit_fd(); fd >= 0) fds.push_back({fd, POLLIN, 0});
+  }
+}
+
+DirectSupervisor::Clock::time_point DirectSupervisor::next_deadline() const {
+  if (!pending_.empty()) return Clock::time_point::min();
+  auto deadline = Clock::time_point::max();
+  for (const auto& s : servers_) deadline = std::min(deadline, s->deadline);
+  return deadline;
+}
+
+std::vector<ServerEvent> DirectSupervisor::advance(Clock::time_point now) {
+  std::vector<ServerEvent> events = std::move(pending_);
+  pending_.clear();
+  // Stepping can remove servers (stopped, given up) and start waiting ones: over a snapshot.
+  std::vector<Server*> snapshot;
+  for (auto& s : servers_) snapshot.push_back(s.get());
+  for (Server* s : snapshot) {
+    if (std::any_of(servers_.begin(), servers_.end(), [&](const auto& p) { return p.get() == s; })) {
+      step(*s, now, events);
+    }
+  }
+  return events;
+}
+
+void DirectSupervisor::step(Server& server, Clock::time_point now, std::vector<ServerEvent>& events) {
+  switch (server.phase) {
+    case Phase::waiting_port:
+      if (!port_taken(server.target.port, &server)) start(server, now, events);
+      break;
+    case Phase::backoff:
+      if (now >= server.deadline) start(server, now, events);
+      break;
+    case Phase::running:
+      if (!server.child->running()) on_exit(server, now, events);
+      break;
+    case Phase::stopping:
+      if (!server.child->running()) {
+        on_exit(server, now, events);
+      } else if (now >= server.deadline && !server.killed) {
+        // nbdkit 1.32 waits for idle clients forever after SIGTERM; what it acknowledged is synced below.
+        ::kill(-server.child->pid(), SIGKILL);
+        server.killed = true;
+        server.deadline = Clock::time_point::max();
+      }
+      break;
+  }
+}
+
+void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vector<ServerEvent>& events) {
+  const int status = server.child->wait(0ms).value_or(0);
+  const pid_t pid = server.child->pid();
+  ::kill(-pid, SIGKILL);  // anything it left in its process group
+  server.child.reset();
+  if (server.phase == Phase::stopping) {
+    if (server.replacing) {
+      sync_spec_devices(settings_, server.target);
+      server.replacing = false;
+      server.restarting = false;
+      server.failures = 0;
+      start(server, now, events);  // the socket stayed bound: `serving` with the current settings
+      return;
+    }
+    log_event("{}: server pid {} stopped", describe(server.target), pid);
+    finish_stop(server, events);
+    return;
+  }
+  if (now - server.started >= kStableRun) server.failures = 0;
+  ++server.failures;
+  const std::string said = last_line(log_path(settings_, server.target));
+  const std::string reason =
+      fmt::format("server pid {} {}{}{}", pid, describe_status(status), said.empty() ? "" : ": ", said);
+  server.last_failure = reason;
+  log_event("{}: {}", describe(server.target), reason);
+  sync_spec_devices(settings_, server.target);  // what it acknowledged before it died
+  if (server.failures >= kMaxFailures) {
+    const ServerTarget target = server.target;
+    server.socket.reset();
+    std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
+    events.push_back(
+        {ServerEvent::Kind::gave_up, target, fmt::format("its server failed {} times in a row; last: {}",
+                                                         kMaxFailures, reason),
+         ""});
+    return;
+  }
+  server.restarting = true;
+  server.phase = Phase::backoff;
+  server.deadline = now + backoff(server.failures);
+}
+
+void DirectSupervisor::finish_stop(Server& server, std::vector<ServerEvent>& events) {
+  const ServerTarget target = server.target;
+  server.socket.reset();
+  sync_spec_devices(settings_, target);
+  std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
+  events.push_back({ServerEvent::Kind::stopped, target, "", ""});
+}
+
+void DirectSupervisor::shutdown() {
+  const auto now = Clock::now();
+  for (auto& s : servers_) {
+    if (s->phase == Phase::running) terminate(*s, now);
+  }
+  for (auto& s : servers_) {
+    if (!s->child) continue;
+    if (!s->child->wait(kStopGrace)) {
+      ::kill(-s->child->pid(), SIGKILL);
+      s->child->wait();
+    }
+    ::kill(-s->child->pid(), SIGKILL);
+    s->child.reset();
+  }
+  for (auto& s : servers_) {
+    s->socket.reset();
+    sync_spec_devices(settings_, s->target);
+    pending_.push_back({ServerEvent::Kind::stopped, s->target, "", ""});  // for the reconciler's last advance()
+  }
+  servers_.clear();
+}
+
+}  // namespace nbdxm::supervision

@@ -1,0 +1,403 @@
+#include "reconciler.hpp"
+
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "nbdxm/error.hpp"
+#include "nbdxm/store_change_signal.hpp"
+#include "serve_log.hpp"
+#include "server_command.hpp"
+
+namespace nbdxm::supervision {
+namespace {
+
+using namespace std::chrono_literals;
+using cli::log_event;
+
+constexpr auto kReadyAtLatest = 10s;  // READY=1 even if some server is still on its way (back-off)
+
+int poll_timeout_ms(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::time_point deadline) {
+  if (deadline <= now) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<int>(std::min<int64_t>(ms, 60'000));
+}
+
+int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
+}
+
+ServerTarget target_of(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at}; }
+
+std::string describe(const ServerTarget& target) {
+  return fmt::format("export {} (port {})", target.export_name, target.port);
+}
+
+}  // namespace
+
+Reconciler::Reconciler(const ServerSettings& settings, const PortRange& ports, ExportStore& store,
+                       ServerSupervisor& supervisor)
+    : settings_(settings),
+      ports_(ports, settings.listen_address),
+      store_(store),
+      supervisor_(supervisor),
+      writes_(store) {}
+
+int Reconciler::run(int signal_fd) {
+  const auto started = Clock::now();
+  begin(started);
+  const std::unique_ptr<StoreChangeSignal> store_signal = watch_store_changes(
+      settings_.db_path, StoreCheckPace{}.interval, [](const std::string& line) { log_event("{}", line); });
+  StoreCheckSchedule schedule(StoreCheckPace{}, store_signal != nullptr, started);
+  int64_t data_version = store_.database().data_version();
+  store_.database().set_busy_timeout(kStoreWait);  // from here on the loop must not wait long
+  auto next_resync = started + kResync;
+  bool ready = false;
+  for (;;) {
+    auto now = Clock::now();
+    if (!ready && (settled() || now - started >= kReadyAtLatest)) {
+      const auto c = counts();
+      log_event("ready after {} ms ({} supervisor): {} exports served ({} adopted), {} starting, {} failed",
+                elapsed_ms(started), supervisor_.kind(), c.serving, adopted_, c.starting, c.failed);
+      sd_notify(0, "READY=1");
+      ready = true;
+      report_status(true);
+    }
+
+    const bool listening = schedule.listening(now);  // see StoreCheckSchedule
+    std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
+    auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline(),
+                              supervisor_.next_deadline()});
+    if (store_failing_since_ || look_wanted_) deadline = std::min(deadline, now + kStoreRetry);
+    supervisor_.collect_fds(fds);
+    if (::poll(fds.data(), fds.size(), poll_timeout_ms(now, deadline)) < 0 && errno != EINTR) {
+      throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      if (::read(signal_fd, &info, sizeof info) == sizeof info) {
+        log_event("received {}; stopping the manager", strsignal(static_cast<int>(info.ssi_signo)));
+      }
+      store_.database().set_busy_timeout(Database::kBusyTimeout);  // exiting: a write may wait as a command's does
+      return finish();
+    }
+
+    now = Clock::now();
+    const bool due = now >= schedule.next_check(now);
+    if (store_signal && ((fds[1].revents & POLLIN) || due) && store_signal->drain()) schedule.store_written(now);
+    try {
+      // Checked at every wakeup, not only when due: data_version is a read of shared memory, and a server that
+      // exited may be one that the store no longer wants.
+      const int64_t version = store_.database().data_version();
+      schedule.checked(now);
+      if (version != data_version || now >= next_resync || store_failing_since_ || look_wanted_) {
+        look(now);
+        if (!store_failing_since_) data_version = version;  // only once the store has been looked at
+        next_resync = now + kResync;
+      }
+    } catch (const std::exception& e) {
+      if (!store_failing_since_) {
+        log_event("cannot read the store (will retry every {} ms): {}", kStoreRetry.count(), e.what());
+        store_failing_since_ = now;
+      }
+    }
+    advance(Clock::now());
+    report_status(false);
+  }
+}
+
+void Reconciler::begin(Clock::time_point now) {
+  adopt(now);
+  look(now);
+}
+
+void Reconciler::look(Clock::time_point now) {
+  try {
+    look_wanted_ = false;
+    sync(now);
+    if (store_failing_since_) {
+      log_event("the store can be read again after {} ms", elapsed_ms(*store_failing_since_));
+      store_failing_since_.reset();
+    }
+  } catch (const std::exception& e) {
+    // A locked or briefly unreadable store must not take the manager (or any server) down, nor stall the servers
+    // it keeps: they are still advanced, and the store is tried again kStoreRetry later.
+    if (!store_failing_since_) {
+      log_event("cannot read the store (will retry every {} ms): {}", kStoreRetry.count(), e.what());
+      store_failing_since_ = now;
+    }
+  }
+}
+
+void Reconciler::advance(Clock::time_point now) {
+  for (const auto& event : supervisor_.advance(now)) handle(event, now);
+  writes_.retry(Clock::now());
+}
+
+int Reconciler::finish() {
+  supervisor_.shutdown();
+  const auto now = Clock::now();
+  for (const auto& event : supervisor_.advance(now)) handle(event, now);
+  writes_.flush();
+  return static_cast<int>(std::count_if(served_.begin(), served_.end(), [](const auto& entry) {
+    return entry.second.phase == Served::Phase::serving;
+  }));
+}
+
+void Reconciler::adopt(Clock::time_point now) {
+  const auto running = supervisor_.adopt();
+  std::map<int64_t, NbdExport> live;
+  for (auto& e : store_.live_exports()) live.emplace(e.id, std::move(e));
+  std::set<int64_t> kept;
+  for (const auto& r : running) {
+    const auto e = live.find(r.target.export_id);
+    if (e == live.end() || !(target_of(e->second) == r.target) || served_.contains(r.target.export_id)) {
+      log_event("{}: its server{} serves no live export there: stopping it", describe(r.target),
+                r.unit.empty() ? "" : " (unit " + r.unit + ")");
+      supervisor_.stop(r.target, now);
+      stopping_.push_back(r.target);
+      continue;
+    }
+    Served& served = served_[r.target.export_id];
+    served.target = r.target;
+    served.spec_settings = r.settings;
+    if (!(r.settings == settings_)) served.stale = describe_difference(r.settings, settings_);
+    log_event("{}: adopted its server{}{}", describe(r.target), r.unit.empty() ? "" : " (unit " + r.unit + ")",
+              served.stale ? "; it runs with other settings: " + *served.stale : "");
+    write_spec(served, e->second.device_path);
+    supervisor_.serve(r.target, now);
+    kept.insert(r.target.export_id);
+    ++adopted_;
+    if (served.stale && narrows_access(r.settings, settings_)) replace(served, now);
+  }
+  // Records of servers that no backend runs any more (an earlier manager's, gone with it).
+  writes_.add(
+      0, "clearing the records of servers no longer running",
+      [kept](ExportStore& store) { store.forget_servers(kept); }, now);
+}
+
+void Reconciler::sync(Clock::time_point now) {
+  std::map<int64_t, NbdExport> desired;
+  for (auto& e : store_.live_exports()) desired.emplace(e.id, std::move(e));
+
+  for (auto it = served_.begin(); it != served_.end();) {
+    Served& served = it->second;
+    const auto want = desired.find(it->first);
+    if (want != desired.end() && keeps_serving(served, want->second)) {
+      const NbdExport& e = want->second;
+      if (e.status == "pending" && served.phase == Served::Phase::serving && !writes_.waiting_for(e.id)) {
+        log_event("{}: is pending again in the store while its server runs; recording the server again",
+                  describe(served.target));
+        on_serving(served, ServerEvent{ServerEvent::Kind::serving, served.target, "", ""}, now);
+      }
+      if (!e.device_path.empty() && e.device_path != served.device) write_spec(served, e.device_path);
+      ++it;
+      continue;
+    }
+    if (want != desired.end() && served.phase == Served::Phase::failed) {
+      log_event("export {} (port {}) is {} again: starting it anew", want->second.export_name, want->second.port,
+                want->second.status);
+    } else if (served.phase != Served::Phase::failed && served.phase != Served::Phase::moving) {
+      log_event("{} is {}: stopping its server", describe(served.target),
+                want == desired.end() ? "no longer live" : "now on another port or name, or created anew");
+    }
+    if (served.phase != Served::Phase::failed && served.phase != Served::Phase::moving) {
+      supervisor_.stop(served.target, now);
+      stopping_.push_back(served.target);
+    }
+    it = served_.erase(it);
+  }
+  for (const auto& [id, e] : desired) {
+    if (!served_.contains(id)) start(e, now);
+  }
+  replace_idle_stale(now);
+}
+
+bool Reconciler::keeps_serving(const Served& served, const NbdExport& e) const {
+  if (!(served.target == target_of(e))) return false;  // another name or port, or the row was created anew
+  // A server given up on leaves the export live only until its record of the failure is written; once it is, a
+  // live export means another writer made it live again.
+  return served.phase != Served::Phase::failed || writes_.waiting_for(e.id);
+}
+
+void Reconciler::start(const NbdExport& e, Clock::time_point now) {
+  Served& served = served_[e.id];
+  served.target = target_of(e);
+  served.spec_settings = settings_;
+  try {
+    write_spec(served, e.device_path);
+  } catch (const std::exception& ex) {
+    on_gave_up(served, ServerEvent{ServerEvent::Kind::gave_up, served.target, ex.what(), ""}, now);
+    return;
+  }
+  supervisor_.serve(served.target, now);
+}
+
+void Reconciler::write_spec(Served& served, const std::string& device) {
+  const std::string path = server_spec_path(settings_, served.target);
+  write_server_spec(path, merged_server_spec(path, served.spec_settings, served.target, device));
+  served.device = device;
+}
+
+void Reconciler::replace(Served& served, Clock::time_point now) {
+  log_event("{}: replacing its server, which runs with other settings ({}), {}", describe(served.target),
+            served.stale.value_or(""),
+            narrows_access(served.spec_settings, settings_) ? "at once: the change narrows access"
+                                                             : "now that it has no client");
+  served.spec_settings = settings_;
+  write_spec(served, served.device);
+  served.replacing = true;
+  supervisor_.replace(served.target, now);
+}
+
+void Reconciler::replace_idle_stale(Clock::time_point now) {
+  for (auto& [id, served] : served_) {
+    if (!served.stale || served.replacing || served.phase != Served::Phase::serving) continue;
+    if (supervisor_.clients(served.target) == 0) replace(served, now);
+  }
+}
+
+void Reconciler::handle(const ServerEvent& event, Clock::time_point now) {
+  if (event.kind == ServerEvent::Kind::stopped) {
+    on_stopped(event, now);
+    return;
+  }
+  const auto found = served_.find(event.target.export_id);
+  if (found == served_.end() || !(found->second.target == event.target)) return;  // no longer wanted: being stopped
+  Served& served = found->second;
+  switch (event.kind) {
+    case ServerEvent::Kind::serving:
+      on_serving(served, event, now);
+      break;
+    case ServerEvent::Kind::restarted:
+      log_event("{}: its server was restarted: {}", describe(event.target), event.reason);
+      writes_.add(
+          event.target.export_id, fmt::format("{}: recording the restart", describe(event.target)),
+          [target = event.target, reason = event.reason](ExportStore& store) {
+            store.record_server_restarted(target.export_id, reason, target.created_at);
+          },
+          now);
+      break;
+    case ServerEvent::Kind::port_unavailable:
+      on_port_unavailable(served, event, now);
+      break;
+    case ServerEvent::Kind::gave_up:
+      on_gave_up(served, event, now);
+      break;
+    case ServerEvent::Kind::stopped:
+      break;
+  }
+}
+
+void Reconciler::on_serving(Served& served, const ServerEvent& event, Clock::time_point now) {
+  served.phase = Served::Phase::serving;
+  if (served.replacing) {
+    served.replacing = false;
+    served.stale.reset();
+  }
+  writes_.add(
+      served.target.export_id, fmt::format("{}: recording its server", describe(served.target)),
+      [target = served.target, kind = supervisor_.kind(), unit = event.unit, address = settings_.listen_address,
+       stale = served.stale](ExportStore& store) {
+        store.record_server_serving(target.export_id, kind, unit, address, target.created_at);
+        if (stale) store.record_server_settings_stale(target.export_id, stale, target.created_at);
+      },
+      now);
+}
+
+void Reconciler::on_port_unavailable(Served& served, const ServerEvent& event, Clock::time_point now) {
+  served.phase = Served::Phase::moving;  // the supervisor has forgotten it; served anew once the store has moved it
+  writes_.add(
+      served.target.export_id, fmt::format("{}: moving it to another port", describe(served.target)),
+      [this, target = served.target, reason = event.reason](ExportStore& store) {
+        std::optional<int> port;
+        try {
+          port = store.move_export_port(target.export_id, target.port, target.created_at, ports_);
+        } catch (const Error& e) {
+          const std::string why = fmt::format("{}; and no other port is free: {}", reason, e.what());
+          log_event("{}: marking the export failed: {}", describe(target), why);
+          store.fail_export(target.export_id, why, target.created_at);
+          return;
+        }
+        if (port) log_event("{}: {}; moved to port {}", describe(target), reason, *port);
+        look_wanted_ = true;  // this manager's own write: data_version does not change for it
+      },
+      now);
+}
+
+void Reconciler::on_gave_up(Served& served, const ServerEvent& event, Clock::time_point now) {
+  served.phase = Served::Phase::failed;
+  log_event("{}: marking the export failed: {}", describe(served.target), event.reason);
+  writes_.add(
+      served.target.export_id, fmt::format("{}: marking the export failed", describe(served.target)),
+      [target = served.target, reason = event.reason](ExportStore& store) {
+        store.record_server_stopped(target.export_id, target.created_at, reason);
+        store.fail_export(target.export_id, reason, target.created_at);
+      },
+      now);
+}
+
+void Reconciler::on_stopped(const ServerEvent& event, Clock::time_point now) {
+  const auto found = std::find(stopping_.begin(), stopping_.end(), event.target);
+  if (found != stopping_.end()) stopping_.erase(found);
+  const auto served = served_.find(event.target.export_id);
+  if (served != served_.end() && served->second.target == event.target) {
+    served_.erase(served);  // stopped at shutdown
+  }
+  writes_.add(
+      event.target.export_id, fmt::format("{}: recording the stop of its server", describe(event.target)),
+      [target = event.target](ExportStore& store) { store.record_server_stopped(target.export_id, target.created_at); },
+      now);
+  // The spec goes with its server, unless a server of another target has taken the instance since.
+  const std::string path = server_spec_path(settings_, event.target);
+  try {
+    if (read_server_spec(path).target == event.target) std::filesystem::remove(path);
+  } catch (const std::exception&) {
+    // None there: nothing to remove.
+  }
+}
+
+bool Reconciler::settled() const {
+  return std::all_of(served_.begin(), served_.end(),
+                     [](const auto& entry) { return entry.second.phase != Served::Phase::starting; });
+}
+
+Reconciler::Counts Reconciler::counts() const {
+  Counts c;
+  for (const auto& [id, served] : served_) {
+    switch (served.phase) {
+      case Served::Phase::serving:
+        ++c.serving;
+        break;
+      case Served::Phase::failed:
+        ++c.failed;
+        break;
+      case Served::Phase::starting:
+      case Served::Phase::moving:
+        ++c.starting;
+        break;
+    }
+  }
+  c.stopping = static_cast<int>(stopping_.size());
+  return c;
+}
+
+void Reconciler::report_status(bool force) {
+  const auto c = counts();
+  std::string status = fmt::format("serving {} exports on {}", c.serving, settings_.listen_address);
+  if (c.starting > 0) status += fmt::format(", {} starting", c.starting);
+  if (c.stopping > 0) status += fmt::format(", {} stopping", c.stopping);
+  if (c.failed > 0) status += fmt::format(", {} failed", c.failed);
+  if (!force && status == last_status_) return;
+  last_status_ = status;
+  sd_notifyf(0, "STATUS=%s", status.c_str());
+}
+
+}  // namespace nbdxm::supervision

@@ -1,0 +1,96 @@
+#pragma once
+// Reconciler: the loop of `nbdxm serve`. It keeps the servers its ServerSupervisor runs equal to the store's live
+// exports: every pending or active export gets exactly one server on its port, pinned to its name; every server
+// whose export is no longer live (revoked, failed, deleted by a cascade, moved to another port, created anew) is
+// stopped. It never learns which backend runs the servers: it tells the supervisor what to serve and records in the
+// store what the supervisor reports (serving, restarted, port unavailable, gave up, stopped).
+//
+// Other services write the store directly, so the loop checks PRAGMA data_version when the store's files are
+// written (StoreChangeSignal; then every StoreCheckPace::interval while the commit settles) and every kResync
+// otherwise, and it wakes at once for the supervisor's fds and deadlines. On start it first takes over the servers
+// the supervisor found running (adoption: none is started twice); one that runs with settings other than the
+// manager's is recorded as stale (`export show`, `nbdxm check`) and replaced: at once when the change narrows access
+// (narrows_access), otherwise as soon as it has no client. Before a server is started the export's server spec is
+// written (server_command.hpp); the export's device path is added to the spec whenever the store's changes.
+//
+// Another process holding the store locked never stalls the loop: the connection waits at most kStoreWait, a read
+// that fails is tried again kStoreRetry later, and writes wait in StoreWrites.
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nbdxm/export_store.hpp"
+#include "nbdxm/port_allocator.hpp"
+#include "server_supervisor.hpp"
+#include "store_writes.hpp"
+
+namespace nbdxm::supervision {
+
+class Reconciler {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::seconds kResync{2};             // a full look at the store even without a change
+  static constexpr std::chrono::milliseconds kStoreWait{100};   // the longest the loop waits for a locked store
+  static constexpr std::chrono::milliseconds kStoreRetry{200};  // when a failed read of the store is tried again
+
+  Reconciler(const ServerSettings& settings, const PortRange& ports, ExportStore& store, ServerSupervisor& supervisor);
+  Reconciler(const Reconciler&) = delete;
+  Reconciler& operator=(const Reconciler&) = delete;
+
+  // Adopts the running servers, serves the live exports and goes on until a signal arrives on signal_fd; then shuts
+  // the supervisor down. Returns how many servers are left running (for the next manager to adopt).
+  int run(int signal_fd);
+
+  // The steps of run(), for tests that drive the loop themselves.
+  void begin(Clock::time_point now);           // adoption and the first look at the store
+  void look(Clock::time_point now);            // a look at the store (never throws: a failing read is retried)
+  void advance(Clock::time_point now);         // the supervisor's events recorded, waiting writes retried
+  int finish();                                // the supervisor shut down, its last events recorded
+  bool look_wanted() const { return look_wanted_; }  // a write of this manager changed what must be served
+
+ private:
+  struct Served {
+    enum class Phase { starting, serving, moving, failed };
+    ServerTarget target;
+    Phase phase = Phase::starting;
+    std::string device;                     // the device path last put into its spec
+    ServerSettings spec_settings;           // what its spec says it runs with
+    std::optional<std::string> stale;       // how its settings differ from the manager's, while they do
+    bool replacing = false;
+  };
+  struct Counts {
+    int serving = 0, starting = 0, stopping = 0, failed = 0;
+  };
+
+  void adopt(Clock::time_point now);
+  void sync(Clock::time_point now);
+  bool keeps_serving(const Served& served, const NbdExport& e) const;
+  void start(const NbdExport& e, Clock::time_point now);
+  void write_spec(Served& served, const std::string& device);
+  void replace(Served& served, Clock::time_point now);
+  void replace_idle_stale(Clock::time_point now);
+  void handle(const ServerEvent& event, Clock::time_point now);
+  void on_serving(Served& served, const ServerEvent& event, Clock::time_point now);
+  void on_port_unavailable(Served& served, const ServerEvent& event, Clock::time_point now);
+  void on_gave_up(Served& served, const ServerEvent& event, Clock::time_point now);
+  void on_stopped(const ServerEvent& event, Clock::time_point now);
+  bool settled() const;
+  Counts counts() const;
+  void report_status(bool force);
+
+  const ServerSettings& settings_;
+  PortAllocator ports_;
+  ExportStore& store_;
+  ServerSupervisor& supervisor_;
+  StoreWrites writes_;
+  std::map<int64_t, Served> served_;   // by export id
+  std::vector<ServerTarget> stopping_;
+  int adopted_ = 0;
+  bool look_wanted_ = false;
+  std::optional<Clock::time_point> store_failing_since_;  // the last look at the store failed
+  std::string last_status_;
+};
+
+}  // namespace nbdxm::supervision

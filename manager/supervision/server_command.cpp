@@ -1,0 +1,208 @@
+#include "server_command.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "nbdxm/error.hpp"
+#include "nbdxm/file_descriptor.hpp"
+#include "serve_log.hpp"
+
+namespace nbdxm::supervision {
+namespace {
+
+using Json = nlohmann::json;
+
+Json settings_json(const ServerSettings& s) {
+  return Json{{"nbdkit", s.nbdkit},
+              {"plugin", s.plugin},
+              {"db_path", s.db_path},
+              {"listen_address", s.listen_address},
+              {"run_dir", s.run_dir},
+              {"allow_regular_files", s.allow_regular_files},
+              {"allow_uncorrelated", s.allow_uncorrelated},
+              {"byid_dir", s.byid_dir},
+              {"max_connections", s.max_connections},
+              {"server_threads", s.server_threads},
+              {"tasks_max", s.tasks_max},
+              {"memory_max", s.memory_max}};
+}
+
+ServerSettings settings_of(const Json& j) {
+  ServerSettings s;
+  j.at("nbdkit").get_to(s.nbdkit);
+  j.at("plugin").get_to(s.plugin);
+  j.at("db_path").get_to(s.db_path);
+  j.at("listen_address").get_to(s.listen_address);
+  j.at("run_dir").get_to(s.run_dir);
+  j.at("allow_regular_files").get_to(s.allow_regular_files);
+  j.at("allow_uncorrelated").get_to(s.allow_uncorrelated);
+  j.at("byid_dir").get_to(s.byid_dir);
+  j.at("max_connections").get_to(s.max_connections);
+  j.at("server_threads").get_to(s.server_threads);
+  j.at("tasks_max").get_to(s.tasks_max);
+  j.at("memory_max").get_to(s.memory_max);
+  return s;
+}
+
+Json target_json(const ServerTarget& t) {
+  return Json{{"export_id", t.export_id}, {"export_name", t.export_name}, {"port", t.port}, {"created_at", t.created_at}};
+}
+
+ServerTarget target_of(const Json& j) {
+  ServerTarget t;
+  j.at("export_id").get_to(t.export_id);
+  j.at("export_name").get_to(t.export_name);
+  j.at("port").get_to(t.port);
+  j.at("created_at").get_to(t.created_at);
+  return t;
+}
+
+}  // namespace
+
+bool narrows_access(const ServerSettings& running, const ServerSettings& wanted) {
+  return running.listen_address != wanted.listen_address || (running.allow_regular_files && !wanted.allow_regular_files) ||
+         (running.allow_uncorrelated && !wanted.allow_uncorrelated) || wanted.max_connections < running.max_connections;
+}
+
+std::string describe_difference(const ServerSettings& running, const ServerSettings& wanted) {
+  std::vector<std::string> parts;
+  auto note = [&parts](const char* name, const auto& was, const auto& now) {
+    if (was != now) parts.push_back(fmt::format("{} {} -> {}", name, was, now));
+  };
+  note("nbdkit", running.nbdkit, wanted.nbdkit);
+  note("plugin", running.plugin, wanted.plugin);
+  note("db", running.db_path, wanted.db_path);
+  note("listen", running.listen_address, wanted.listen_address);
+  note("run-dir", running.run_dir, wanted.run_dir);
+  note("allow-regular-files", running.allow_regular_files, wanted.allow_regular_files);
+  note("allow-uncorrelated", running.allow_uncorrelated, wanted.allow_uncorrelated);
+  note("byid-dir", running.byid_dir, wanted.byid_dir);
+  note("max-connections", running.max_connections, wanted.max_connections);
+  note("server-threads", running.server_threads, wanted.server_threads);
+  note("tasks-max", running.tasks_max, wanted.tasks_max);
+  note("memory-max", running.memory_max, wanted.memory_max);
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+std::vector<std::string> server_argv(const ServerSettings& settings, const ServerTarget& target) {
+  std::vector<std::string> argv{
+      settings.nbdkit,
+      "--foreground",
+      "--log=stderr",
+      "--threads",
+      std::to_string(settings.server_threads),
+      // nbdkit 1.32 has no connection limit of its own; the limit filter refuses connections beyond it.
+      "--filter=limit",
+      settings.plugin,
+      "db=" + settings.db_path,
+      "export=" + target.export_name,
+      "byid-dir=" + settings.byid_dir,
+      "limit=" + std::to_string(settings.max_connections),
+  };
+  if (settings.allow_regular_files) argv.push_back("allow-regular-files=true");
+  if (settings.allow_uncorrelated) argv.push_back("allow-uncorrelated=true");
+  return argv;
+}
+
+std::string server_instance(const ServerSettings& settings, const ServerTarget& target) {
+  if (settings.listen_address.find(':') != std::string::npos) {
+    return fmt::format("[{}]:{}", settings.listen_address, target.port);
+  }
+  return fmt::format("{}:{}", settings.listen_address, target.port);
+}
+
+std::string server_spec_dir(const std::string& run_dir) { return run_dir + "/servers"; }
+
+std::string server_spec_path(const ServerSettings& settings, const ServerTarget& target) {
+  return fmt::format("{}/{}.json", server_spec_dir(settings.run_dir), server_instance(settings, target));
+}
+
+void write_server_spec(const std::string& path, const ServerSpec& spec) {
+  const std::filesystem::path target(path);
+  std::error_code ec;
+  std::filesystem::create_directories(target.parent_path(), ec);
+  const std::string text =
+      Json{{"settings", settings_json(spec.settings)}, {"target", target_json(spec.target)}, {"devices", spec.devices}}
+          .dump(2) +
+      "\n";
+  const std::string temporary = path + ".tmp";
+  FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+  if (!fd.valid()) throw std::runtime_error(fmt::format("cannot write {}: {}", temporary, std::strerror(errno)));
+  ::fchmod(fd.get(), 0640);  // whatever the umask
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()) || ::fsync(fd.get()) != 0) {
+    throw std::runtime_error(fmt::format("cannot write {}: {}", temporary, std::strerror(errno)));
+  }
+  fd.reset();
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    throw std::runtime_error(fmt::format("cannot rename {} to {}: {}", temporary, path, std::strerror(errno)));
+  }
+}
+
+ServerSpec read_server_spec(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(ExitCode::usage, fmt::format("server spec {} cannot be read: {}", path, std::strerror(errno)));
+  try {
+    const Json j = Json::parse(in);
+    ServerSpec spec{settings_of(j.at("settings")), target_of(j.at("target")), {}};
+    j.at("devices").get_to(spec.devices);
+    return spec;
+  } catch (const Json::exception& e) {
+    throw Error(ExitCode::usage,
+                fmt::format("server spec {} is not valid: {}; the manager writes it, do not edit it", path, e.what()));
+  }
+}
+
+ServerSpec merged_server_spec(const std::string& path, const ServerSettings& settings, const ServerTarget& target,
+                              const std::string& device) {
+  ServerSpec spec{settings, target, {}};
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    try {
+      spec.devices = read_server_spec(path).devices;
+    } catch (const Error&) {
+      // An unreadable spec is replaced; its devices cannot be known.
+    }
+  }
+  if (!device.empty() && std::find(spec.devices.begin(), spec.devices.end(), device) == spec.devices.end()) {
+    spec.devices.push_back(device);
+  }
+  return spec;
+}
+
+std::string canonical_db_path(const std::string& db_path) {
+  std::error_code ec;
+  auto path = std::filesystem::weakly_canonical(std::filesystem::absolute(db_path, ec), ec);
+  return ec ? db_path : path.string();
+}
+
+DeviceSyncResult sync_spec_devices(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return {};
+  return sync_devices(read_server_spec(path).devices);
+}
+
+DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target) {
+  const std::string path = server_spec_path(settings, target);
+  try {
+    auto result = sync_spec_devices(path);
+    for (const auto& failure : result.failures) {
+      cli::log_event("export {} (port {}): cannot sync {}", target.export_name, target.port, failure);
+    }
+    return result;
+  } catch (const Error& e) {
+    cli::log_event("export {} (port {}): cannot sync its devices: {}", target.export_name, target.port, e.what());
+    return {{}, {}, {e.what()}};
+  }
+}
+
+}  // namespace nbdxm::supervision

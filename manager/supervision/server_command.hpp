@@ -1,0 +1,57 @@
+#pragma once
+// How an export server is started, the same way under both backends: the program run is `nbdxm export-server --spec
+// SPEC`, which reads the server spec file and execs nbdkit with server_argv() in the foreground, its listening socket
+// handed over as fd 3 (socket activation: LISTEN_FDS=1, see `man nbdkit-service`). The spec file is the one place
+// that says what a server serves; it lives in <run-dir>/servers/<instance>.json, the instance being the listen
+// address and port (`127.0.0.1:10810`, `[::1]:10810`), which is also the systemd unit's instance.
+//
+// The spec also lists `devices`: every device path the export was mapped to while the spec existed. After a server
+// is gone, `nbdxm export-server --spec SPEC --sync-devices` syncs them (the direct backend calls sync_spec_devices in
+// process), so that every write the server acknowledged is on stable storage even when the export's rows have been
+// deleted from the store since.
+#include <string>
+#include <vector>
+
+#include "nbdxm/device_sync.hpp"
+#include "server_supervisor.hpp"
+
+namespace nbdxm::supervision {
+
+struct ServerSpec {
+  ServerSettings settings;
+  ServerTarget target;
+  std::vector<std::string> devices;
+  bool operator==(const ServerSpec&) const = default;
+};
+
+// nbdkit's argv for the target: foreground, logging to stderr, -t server_threads, the limit filter, no pid file and
+// no port (the socket is passed).
+std::vector<std::string> server_argv(const ServerSettings& settings, const ServerTarget& target);
+// `127.0.0.1:10810`, or `[::1]:10810` for an IPv6 listen address.
+std::string server_instance(const ServerSettings& settings, const ServerTarget& target);
+std::string server_spec_dir(const std::string& run_dir);
+std::string server_spec_path(const ServerSettings& settings, const ServerTarget& target);
+
+// Writes the spec atomically (temporary file + rename), mode 0640; creates the servers directory. Throws
+// std::runtime_error naming the file.
+void write_server_spec(const std::string& path, const ServerSpec& spec);
+// Throws Error(usage) naming the file and what is wrong with it.
+ServerSpec read_server_spec(const std::string& path);
+// The spec for the target with `device` added to the devices of the spec already at its path (those of an earlier
+// server of the same instance must still be synced when it stops), unless it is there already or empty.
+ServerSpec merged_server_spec(const std::string& path, const ServerSettings& settings, const ServerTarget& target,
+                              const std::string& device);
+
+// Syncs the devices listed in the spec at `path` (sync_devices); a missing spec syncs nothing.
+DeviceSyncResult sync_spec_devices(const std::string& path);
+// The same for the spec of the target's instance, each failure logged (the direct backend, in process).
+DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target);
+
+// The store path as servers are given it (absolute, symbolic links resolved).
+std::string canonical_db_path(const std::string& db_path);
+
+// How `running` differs from `wanted`, one line naming each setting ("listen 127.0.0.1 -> 0.0.0.0, ..."); empty
+// when they are equal.
+std::string describe_difference(const ServerSettings& running, const ServerSettings& wanted);
+
+}  // namespace nbdxm::supervision

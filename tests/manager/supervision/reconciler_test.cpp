@@ -1,0 +1,215 @@
+// The reconciler against a scripted supervisor (fake_supervisor.hpp) and a real SQLite store: what it asks the
+// backend to serve, stop and replace, and what it records in the store for each event the backend reports.
+#include "reconciler.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "fake_supervisor.hpp"
+#include "manager_harness.hpp"
+#include "nbdxm/port_allocator.hpp"
+#include "server_command.hpp"
+
+namespace nbdxm::test {
+namespace {
+
+using supervision::Reconciler;
+using supervision::RunningServer;
+using supervision::ServerEvent;
+using supervision::ServerSettings;
+using supervision::ServerTarget;
+
+class ReconcilerTest : public ManagerTest {
+ protected:
+  ReconcilerTest() {
+    settings_.nbdkit = "nbdkit";
+    settings_.plugin = "nbdxm";
+    settings_.db_path = db_path_;
+    settings_.listen_address = "127.0.0.1";
+    settings_.run_dir = dir_.file("run");
+    settings_.byid_dir = "/dev/disk/by-id";
+  }
+
+  NbdExport add_export(const std::string& disk_id, const std::string& status = "pending") {
+    const auto volume = add_volume("job-1", disk_id);
+    NewExport request{"job-1", disk_id, std::nullopt, std::nullopt};
+    const auto e = store_.create_export(request, PortAllocator(port_range(), "127.0.0.1"));
+    if (status != "pending") store_.set_export_status(e.export_name, status);
+    return store_.get_export(e.export_name);
+  }
+  PortRange port_range() const { return PortRange{ports_.low(), ports_.high()}; }
+  static ServerTarget target_of(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at}; }
+  Reconciler& reconciler() {
+    if (!reconciler_) reconciler_ = std::make_unique<Reconciler>(settings_, port_range(), store_, fake_);
+    return *reconciler_;
+  }
+  // One turn of the manager's loop: a look at the store and the backend's events recorded.
+  void turn() {
+    const auto now = std::chrono::steady_clock::now();
+    reconciler().look(now);
+    reconciler().advance(now);
+    reconciler().advance(now);  // the writes an event queued, and the events a look caused
+  }
+  void begin() {
+    const auto now = std::chrono::steady_clock::now();
+    reconciler().begin(now);
+    reconciler().advance(now);
+  }
+  bool any_stale_problem() {
+    const auto problems = store_.check();
+    return std::any_of(problems.begin(), problems.end(), [](const auto& p) { return p.rule == "server_settings"; });
+  }
+
+  ServerSettings settings_;
+  FakeSupervisor fake_;
+  std::unique_ptr<Reconciler> reconciler_;
+};
+
+TEST_F(ReconcilerTest, ALiveExportIsServedOnceWithItsSpecAndRecordedActive) {
+  const NbdExport e = add_export("disk-1");
+  begin();
+  ASSERT_EQ(fake_.served.size(), 1u);
+  EXPECT_EQ(fake_.served[0], target_of(e));
+  const auto spec = supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e)));
+  EXPECT_EQ(spec.settings, settings_);
+  EXPECT_EQ(spec.devices, std::vector<std::string>{e.device_path});
+  EXPECT_EQ(store_.get_export(e.export_name).status, "active");
+  const auto record = store_.find_export_server(e.id);
+  ASSERT_TRUE(record && record->running());
+  EXPECT_EQ(record->supervisor, "systemd");
+  EXPECT_EQ(record->unit, FakeSupervisor::unit_of(target_of(e)));
+  turn();
+  EXPECT_EQ(fake_.times_served(target_of(e)), 1);  // no second start
+}
+
+TEST_F(ReconcilerTest, RevokingOrEndingTheJobStopsTheServerAndTheStopIsRecorded) {
+  const NbdExport revoked = add_export("disk-1");
+  begin();
+  store_.revoke_exports({revoked.export_name, std::nullopt, std::nullopt}, "test");
+  turn();
+  ASSERT_EQ(fake_.stopped.size(), 1u);
+  EXPECT_EQ(fake_.stopped[0], target_of(revoked));
+  EXPECT_TRUE(store_.find_export_server(revoked.id)->running());  // until the backend says it is stopped
+  fake_.emit({ServerEvent::Kind::stopped, target_of(revoked), "", ""});
+  turn();
+  EXPECT_FALSE(store_.find_export_server(revoked.id)->running());
+
+  const NbdExport ended = add_export("disk-2");
+  turn();
+  store_.set_job_status("job-1", "completed");
+  turn();
+  ASSERT_EQ(fake_.stopped.size(), 2u);
+  EXPECT_EQ(fake_.stopped[1], target_of(ended));
+}
+
+TEST_F(ReconcilerTest, AnAdoptedServerIsTakenOverNotStartedTwiceAndOneWithoutItsExportIsStopped) {
+  const NbdExport kept = add_export("disk-1", "active");
+  const NbdExport revoked = add_export("disk-2", "revoked");
+  fake_.running = {RunningServer{target_of(kept), settings_, FakeSupervisor::unit_of(target_of(kept))},
+                   RunningServer{target_of(revoked), settings_, FakeSupervisor::unit_of(target_of(revoked))}};
+  begin();
+  turn();
+  EXPECT_EQ(fake_.times_served(target_of(kept)), 1);
+  EXPECT_EQ(fake_.times_served(target_of(revoked)), 0);
+  EXPECT_TRUE(fake_.replaced.empty());
+  ASSERT_EQ(fake_.stopped.size(), 1u);
+  EXPECT_EQ(fake_.stopped[0], target_of(revoked));
+  EXPECT_EQ(store_.find_export_server(kept.id)->unit, FakeSupervisor::unit_of(target_of(kept)));
+}
+
+TEST_F(ReconcilerTest, AnUnavailablePortMovesTheExportToAFreePortWhereItIsServed) {
+  fake_.serve_at_once = false;
+  const NbdExport e = add_export("disk-1");
+  begin();
+  fake_.emit({ServerEvent::Kind::port_unavailable, target_of(e), "cannot listen: Address already in use", ""});
+  turn();
+  const NbdExport moved = store_.get_export(e.export_name);
+  EXPECT_NE(moved.port, e.port);
+  EXPECT_TRUE(port_range().contains(moved.port));
+  EXPECT_EQ(moved.status, "pending");
+  ASSERT_TRUE(reconciler().look_wanted() || fake_.times_served(target_of(moved)) == 1);
+  turn();
+  EXPECT_EQ(fake_.times_served(target_of(moved)), 1);
+  EXPECT_TRUE(fake_.stopped.empty());  // the backend forgot the old port itself
+}
+
+TEST_F(ReconcilerTest, ABackendThatGivesUpMarksTheExportFailedWithTheReason) {
+  fake_.serve_at_once = false;
+  const NbdExport e = add_export("disk-1");
+  begin();
+  fake_.emit({ServerEvent::Kind::gave_up, target_of(e), "its server failed 5 times in a row; last: exit 1", ""});
+  turn();
+  const NbdExport failed = store_.get_export(e.export_name);
+  EXPECT_EQ(failed.status, "failed");
+  EXPECT_EQ(failed.status_reason, "its server failed 5 times in a row; last: exit 1");
+  EXPECT_EQ(store_.find_export_server(e.id)->last_failure, "its server failed 5 times in a row; last: exit 1");
+  turn();
+  EXPECT_EQ(fake_.times_served(target_of(e)), 1);  // not started again
+  EXPECT_TRUE(fake_.stopped.empty());
+}
+
+TEST_F(ReconcilerTest, ARestartIsCountedWithItsReason) {
+  const NbdExport e = add_export("disk-1");
+  begin();
+  fake_.emit({ServerEvent::Kind::restarted, target_of(e), "server pid 42 was killed by signal 9 (Killed)", ""});
+  turn();
+  const auto record = store_.find_export_server(e.id);
+  EXPECT_EQ(record->restart_count, 1);
+  EXPECT_EQ(record->last_failure, "server pid 42 was killed by signal 9 (Killed)");
+}
+
+TEST_F(ReconcilerTest, ASettingsChangeThatNarrowsAccessReplacesTheServerAtOnce) {
+  const NbdExport e = add_export("disk-1", "active");
+  ServerSettings older = settings_;
+  older.allow_regular_files = true;  // turned off since: narrows access
+  fake_.running = {RunningServer{target_of(e), older, FakeSupervisor::unit_of(target_of(e))}};
+  fake_.clients_on_port[e.port] = 2;
+  begin();
+  ASSERT_EQ(fake_.replaced.size(), 1u);
+  EXPECT_EQ(fake_.replaced[0], target_of(e));
+  const auto spec = supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e)));
+  EXPECT_EQ(spec.settings, settings_);  // what the replacement runs with
+  turn();
+  EXPECT_FALSE(store_.find_export_server(e.id)->settings_stale.has_value());
+  EXPECT_FALSE(any_stale_problem());
+}
+
+TEST_F(ReconcilerTest, AWideningSettingsChangeIsReportedAndReplacesTheServerOnlyOnceItHasNoClient) {
+  const NbdExport e = add_export("disk-1", "active");
+  ServerSettings older = settings_;
+  older.max_connections = 8;  // raised to 16 since: widens
+  older.server_threads = 4;
+  fake_.running = {RunningServer{target_of(e), older, FakeSupervisor::unit_of(target_of(e))}};
+  fake_.clients_on_port[e.port] = 2;
+  begin();
+  turn();
+  EXPECT_TRUE(fake_.replaced.empty());
+  const auto stale = store_.find_export_server(e.id)->settings_stale;
+  ASSERT_TRUE(stale.has_value());
+  EXPECT_NE(stale->find("max-connections 8 -> 16"), std::string::npos) << *stale;
+  EXPECT_TRUE(any_stale_problem());
+  const auto spec = supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e)));
+  EXPECT_EQ(spec.settings, older);  // a restart by the backend meanwhile keeps what the server runs with
+
+  fake_.clients_on_port[e.port] = 0;
+  turn();
+  ASSERT_EQ(fake_.replaced.size(), 1u);
+  turn();
+  EXPECT_FALSE(store_.find_export_server(e.id)->settings_stale.has_value());
+  EXPECT_FALSE(any_stale_problem());
+}
+
+TEST_F(ReconcilerTest, ANewDevicePathIsAddedToTheSpecSoThatTheStopSyncsBoth) {
+  const NbdExport e = add_export("disk-1");
+  begin();
+  const std::string moved = dir_.file("moved.img");
+  create_volume_file(moved, kGiB);
+  store_.set_mapping_path(store_.get_export(e.export_name).volume_uuid, moved);
+  turn();
+  const auto spec = supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e)));
+  EXPECT_EQ(spec.devices, (std::vector<std::string>{e.device_path, moved}));
+}
+
+}  // namespace
+}  // namespace nbdxm::test
