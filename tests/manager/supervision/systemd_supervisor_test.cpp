@@ -28,8 +28,8 @@ std::string systemd_escape(const std::string& instance) {
 
 TEST(SystemdSupervisorNames, InstancesAreEscapedAsSystemdEscapesThem) {
   if (std::system("command -v systemd-escape >/dev/null") != 0) GTEST_SKIP() << "systemd-escape is not installed";
-  for (const std::string instance : {"127.0.0.1:10810", "[::1]:10810", "0.0.0.0:10999", "[fe80::1%lo]:10811",
-                                     "192.168.1.20:10810"}) {
+  for (const std::string instance :
+       {"127.0.0.1:10810", "[::1]:10810", "0.0.0.0:10999", "[fe80::1%lo]:10811", "192.168.1.20:10810"}) {
     SCOPED_TRACE(instance);
     EXPECT_EQ(SystemdSupervisor::escape_instance(instance), systemd_escape(instance));
     EXPECT_EQ(SystemdSupervisor::unescape_instance(SystemdSupervisor::escape_instance(instance)), instance);
