@@ -29,7 +29,9 @@ std::string command_path(const CLI::App* command) {
 
 std::string subcommand_names(const CLI::App* command) {
   std::string names;
-  for (const CLI::App* sub : command->get_subcommands([](const CLI::App* sub) { return !sub->get_name().empty(); })) {
+  // Hidden commands (no group: `export-server`, run by the supervisor) are not offered.
+  const auto offered = [](const CLI::App* sub) { return !sub->get_name().empty() && !sub->get_group().empty(); };
+  for (const CLI::App* sub : command->get_subcommands(offered)) {
     names += (names.empty() ? "" : ", ") + sub->get_name();
   }
   return names;

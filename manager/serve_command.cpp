@@ -21,9 +21,9 @@
 #include "nbdxm/file_descriptor.hpp"
 #include "nbdxm/process_identity.hpp"
 #include "reconciler.hpp"
-#include "server_command.hpp"
 #include "serve_config.hpp"
 #include "serve_log.hpp"
+#include "server_command.hpp"
 
 namespace nbdxm::cli {
 namespace {

@@ -30,7 +30,9 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
       ->capture_default_str();
   serve.add_option("--listen", config.listen, "Address the export servers listen on")->capture_default_str();
   serve.add_option("--port-range", config.port_range, "Ports given to exports, LO-HI inclusive")->capture_default_str();
-  serve.add_option("--run-dir", config.run_dir, "Directory for the servers' spec files (servers/ADDRESS:PORT.json) and, under direct, their logs")
+  serve
+      .add_option("--run-dir", config.run_dir,
+                  "Directory for the servers' spec files (servers/ADDRESS:PORT.json) and, under direct, their logs")
       ->capture_default_str();
   serve.add_option("--nbdkit", config.nbdkit, "The nbdkit program")->capture_default_str();
   serve.add_option("--plugin", config.plugin, "The nbdxm plugin: its short name or the path of its .so")
@@ -40,17 +42,19 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
   serve.add_option("--byid-dir", config.byid_dir, "Where volume identity links are checked")->capture_default_str();
   serve.add_option("--max-connections", config.max_connections, "Connections allowed per export")
       ->capture_default_str();
-  serve.add_option("--supervisor", config.supervisor,
-                   "Who runs the export servers: systemd (each export a systemd unit, kept when the manager stops), "
-                   "direct (children of the manager: exports do NOT outlive the manager; containers, CI, demos) or "
-                   "auto (systemd where PID 1 is systemd)")
+  serve
+      .add_option("--supervisor", config.supervisor,
+                  "Who runs the export servers: systemd (each export a systemd unit, kept when the manager stops), "
+                  "direct (children of the manager: exports do NOT outlive the manager; containers, CI, demos) or "
+                  "auto (systemd where PID 1 is systemd)")
       ->check(CLI::IsMember({"auto", "systemd", "direct"}))
       ->capture_default_str();
   serve.add_option("--server-threads", config.server_threads, "nbdkit threads per export server (nbdkit -t)")
       ->capture_default_str();
   serve.add_option("--tasks-max", config.tasks_max, "Tasks allowed per export server (systemd TasksMax=)")
       ->capture_default_str();
-  serve.add_option("--memory-max", config.memory_max, "Memory allowed per export server, in bytes (systemd MemoryMax=)")
+  serve
+      .add_option("--memory-max", config.memory_max, "Memory allowed per export server, in bytes (systemd MemoryMax=)")
       ->capture_default_str();
 }
 

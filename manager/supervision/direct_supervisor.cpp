@@ -70,9 +70,8 @@ DirectSupervisor::Server* DirectSupervisor::find(const ServerTarget& target) {
 }
 
 bool DirectSupervisor::port_taken(int port, const Server* besides) const {
-  return std::any_of(servers_.begin(), servers_.end(), [&](const auto& s) {
-    return s.get() != besides && s->target.port == port && s->socket.valid();
-  });
+  return std::any_of(servers_.begin(), servers_.end(),
+                     [&](const auto& s) { return s.get() != besides && s->target.port == port && s->socket.valid(); });
 }
 
 void DirectSupervisor::serve(const ServerTarget& target, Clock::time_point now) {
@@ -263,10 +262,8 @@ void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vecto
     const ServerTarget target = server.target;
     server.socket.reset();
     std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
-    events.push_back(
-        {ServerEvent::Kind::gave_up, target, fmt::format("its server failed {} times in a row; last: {}",
-                                                         kMaxFailures, reason),
-         ""});
+    events.push_back({ServerEvent::Kind::gave_up, target,
+                      fmt::format("its server failed {} times in a row; last: {}", kMaxFailures, reason), ""});
     return;
   }
   server.restarting = true;

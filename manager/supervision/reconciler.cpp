@@ -73,8 +73,8 @@ int Reconciler::run(int signal_fd) {
 
     const bool listening = schedule.listening(now);  // see StoreCheckSchedule
     std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
-    auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline(),
-                              supervisor_.next_deadline()});
+    auto deadline =
+        std::min({schedule.next_check(now), next_resync, writes_.next_deadline(), supervisor_.next_deadline()});
     if (store_failing_since_ || look_wanted_) deadline = std::min(deadline, now + kStoreRetry);
     supervisor_.collect_fds(fds);
     if (::poll(fds.data(), fds.size(), poll_timeout_ms(now, deadline)) < 0 && errno != EINTR) {
@@ -146,9 +146,8 @@ int Reconciler::finish() {
   const auto now = Clock::now();
   for (const auto& event : supervisor_.advance(now)) handle(event, now);
   writes_.flush();
-  return static_cast<int>(std::count_if(served_.begin(), served_.end(), [](const auto& entry) {
-    return entry.second.phase == Served::Phase::serving;
-  }));
+  return static_cast<int>(std::count_if(
+      served_.begin(), served_.end(), [](const auto& entry) { return entry.second.phase == Served::Phase::serving; }));
 }
 
 void Reconciler::adopt(Clock::time_point now) {
@@ -250,7 +249,7 @@ void Reconciler::replace(Served& served, Clock::time_point now) {
   log_event("{}: replacing its server, which runs with other settings ({}), {}", describe(served.target),
             served.stale.value_or(""),
             narrows_access(served.spec_settings, settings_) ? "at once: the change narrows access"
-                                                             : "now that it has no client");
+                                                            : "now that it has no client");
   served.spec_settings = settings_;
   write_spec(served, served.device);
   served.replacing = true;
@@ -277,6 +276,8 @@ void Reconciler::handle(const ServerEvent& event, Clock::time_point now) {
       on_serving(served, event, now);
       break;
     case ServerEvent::Kind::restarted:
+      // A server whose first start failed is serving now for the first time.
+      if (served.phase != Served::Phase::serving) on_serving(served, event, now);
       log_event("{}: its server was restarted: {}", describe(event.target), event.reason);
       writes_.add(
           event.target.export_id, fmt::format("{}: recording the restart", describe(event.target)),

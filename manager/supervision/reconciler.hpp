@@ -44,10 +44,10 @@ class Reconciler {
   int run(int signal_fd);
 
   // The steps of run(), for tests that drive the loop themselves.
-  void begin(Clock::time_point now);           // adoption and the first look at the store
-  void look(Clock::time_point now);            // a look at the store (never throws: a failing read is retried)
-  void advance(Clock::time_point now);         // the supervisor's events recorded, waiting writes retried
-  int finish();                                // the supervisor shut down, its last events recorded
+  void begin(Clock::time_point now);                 // adoption and the first look at the store
+  void look(Clock::time_point now);                  // a look at the store (never throws: a failing read is retried)
+  void advance(Clock::time_point now);               // the supervisor's events recorded, waiting writes retried
+  int finish();                                      // the supervisor shut down, its last events recorded
   bool look_wanted() const { return look_wanted_; }  // a write of this manager changed what must be served
 
  private:
@@ -55,9 +55,9 @@ class Reconciler {
     enum class Phase { starting, serving, moving, failed };
     ServerTarget target;
     Phase phase = Phase::starting;
-    std::string device;                     // the device path last put into its spec
-    ServerSettings spec_settings;           // what its spec says it runs with
-    std::optional<std::string> stale;       // how its settings differ from the manager's, while they do
+    std::string device;                // the device path last put into its spec
+    ServerSettings spec_settings;      // what its spec says it runs with
+    std::optional<std::string> stale;  // how its settings differ from the manager's, while they do
     bool replacing = false;
   };
   struct Counts {
@@ -85,7 +85,7 @@ class Reconciler {
   ExportStore& store_;
   ServerSupervisor& supervisor_;
   StoreWrites writes_;
-  std::map<int64_t, Served> served_;   // by export id
+  std::map<int64_t, Served> served_;  // by export id
   std::vector<ServerTarget> stopping_;
   int adopted_ = 0;
   bool look_wanted_ = false;

@@ -55,7 +55,8 @@ ServerSettings settings_of(const Json& j) {
 }
 
 Json target_json(const ServerTarget& t) {
-  return Json{{"export_id", t.export_id}, {"export_name", t.export_name}, {"port", t.port}, {"created_at", t.created_at}};
+  return Json{
+      {"export_id", t.export_id}, {"export_name", t.export_name}, {"port", t.port}, {"created_at", t.created_at}};
 }
 
 ServerTarget target_of(const Json& j) {
@@ -70,7 +71,8 @@ ServerTarget target_of(const Json& j) {
 }  // namespace
 
 bool narrows_access(const ServerSettings& running, const ServerSettings& wanted) {
-  return running.listen_address != wanted.listen_address || (running.allow_regular_files && !wanted.allow_regular_files) ||
+  return running.listen_address != wanted.listen_address ||
+         (running.allow_regular_files && !wanted.allow_regular_files) ||
          (running.allow_uncorrelated && !wanted.allow_uncorrelated) || wanted.max_connections < running.max_connections;
 }
 

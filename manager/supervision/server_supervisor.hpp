@@ -42,8 +42,8 @@ struct ServerSettings {
 };
 
 // Whether a server started with `running` must be replaced at once under `wanted` because the change narrows who
-// or what it serves (listen address changed, allow-regular-files or allow-uncorrelated turned off, a lower connection limit); any other
-// difference waits until the server has no client.
+// or what it serves (listen address changed, allow-regular-files or allow-uncorrelated turned off, a lower connection
+// limit); any other difference waits until the server has no client.
 bool narrows_access(const ServerSettings& running, const ServerSettings& wanted);
 
 // The export a server is for. A different name or port is a different server, and so is a re-used row (`export

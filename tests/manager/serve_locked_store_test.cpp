@@ -50,8 +50,8 @@ TEST_P(ServeLockedStoreTest, AServerKilledWhileTheStoreIsLockedIsRestartedAtOnce
   ASSERT_TRUE(wait_until(
       [&] {
         const auto record = store_.find_export_server(killed.id);
-        const auto running = servers_for(killed.export_name);  // the server, not its launcher
-        return record && record->process && running.size() == 1 && *record->process == running[0].process &&
+        const auto running = servers_for(killed.export_name);
+        return record && record->running() && running.size() == 1 && running[0].process != first &&
                record->restart_count == 1 && record->last_failure &&
                record->last_failure->find("killed by signal 9") != std::string::npos;
       },

@@ -28,11 +28,6 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 std::runtime_error nbd_failure(const char* what) {
   return std::runtime_error(fmt::format("{}: {}", what, nbd_get_error() ? nbd_get_error() : "(no message)"));
 }

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "manager_harness.hpp"
 
@@ -33,10 +34,13 @@ class DemoTest : public ::testing::Test {
       Database db = Database::open(db_, Database::Access::read_only);
       ExportStore store(db);
       if (const auto manager = store.running_manager(still_running)) {
-        if (auto handle = ProcessHandle::open(manager->process)) {
-          handle->signal(SIGTERM);
-          if (!handle->wait_exit(10s)) handle->signal(SIGKILL);
+        // Checked as running just now: the pid is the manager's (its servers, direct children, go with it).
+        ::kill(manager->process.pid, SIGTERM);
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (still_running(manager->process) && std::chrono::steady_clock::now() < deadline) {
+          std::this_thread::sleep_for(20ms);
         }
+        if (still_running(manager->process)) ::kill(manager->process.pid, SIGKILL);
       }
     } catch (const std::exception&) {
       // no store yet: the demo stopped before it started the manager

@@ -83,13 +83,14 @@ bool ExportStore::record_server_serving(int64_t export_id, const std::string& su
                                         const std::string& listen_address, const std::string& created_at) {
   WriteTransaction tx(db_);
   if (!export_exists(db_.sql(), export_id, created_at)) return false;
-  SQLite::Statement q(db_.sql(),
-                      "INSERT INTO export_servers (export_id, supervisor, unit, listen_address, started_at, "
-                      "served_created_at) VALUES (?1, ?2, NULLIF(?3, ''), ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?5) "
-                      "ON CONFLICT (export_id) DO UPDATE SET pid = NULL, start_time = NULL, boot_id = NULL, "
-                      "supervisor = ?2, unit = NULLIF(?3, ''), listen_address = ?4, "
-                      "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), served_created_at = ?5, "
-                      "settings_stale = NULL");
+  SQLite::Statement q(
+      db_.sql(),
+      "INSERT INTO export_servers (export_id, supervisor, unit, listen_address, started_at, "
+      "served_created_at) VALUES (?1, ?2, NULLIF(?3, ''), ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?5) "
+      "ON CONFLICT (export_id) DO UPDATE SET pid = NULL, start_time = NULL, boot_id = NULL, "
+      "supervisor = ?2, unit = NULLIF(?3, ''), listen_address = ?4, "
+      "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), served_created_at = ?5, "
+      "settings_stale = NULL");
   q.bind(1, export_id);
   q.bind(2, supervisor);
   q.bind(3, unit);
@@ -103,8 +104,7 @@ bool ExportStore::record_server_serving(int64_t export_id, const std::string& su
   return true;
 }
 
-bool ExportStore::record_server_restarted(int64_t export_id, const std::string& reason,
-                                          const std::string& created_at) {
+bool ExportStore::record_server_restarted(int64_t export_id, const std::string& reason, const std::string& created_at) {
   WriteTransaction tx(db_);
   if (!export_exists(db_.sql(), export_id, created_at)) return false;
   SQLite::Statement q(db_.sql(),
@@ -123,7 +123,8 @@ void ExportStore::record_server_stopped(int64_t export_id, const std::string& cr
                                         const std::optional<std::string>& failure) {
   WriteTransaction tx(db_);
   if (!export_exists(db_.sql(), export_id)) return;
-  SQLite::Statement ensure(db_.sql(), "INSERT OR IGNORE INTO export_servers (export_id, served_created_at) VALUES (?, ?)");
+  SQLite::Statement ensure(db_.sql(),
+                           "INSERT OR IGNORE INTO export_servers (export_id, served_created_at) VALUES (?, ?)");
   ensure.bind(1, export_id);
   ensure.bind(2, created_at);
   ensure.exec();

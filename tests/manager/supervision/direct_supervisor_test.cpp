@@ -29,7 +29,8 @@ class DirectSupervisorTest : public ManagerTest {
     settings_.allow_regular_files = true;
     settings_.byid_dir = dir_.file("by-id");
     settings_.server_threads = 4;
-    supervisor_ = std::make_unique<DirectSupervisor>(settings_, std::vector<std::string>{NBDXM_BINARY, "export-server"});
+    supervisor_ =
+        std::make_unique<DirectSupervisor>(settings_, std::vector<std::string>{NBDXM_BINARY, "export-server"});
   }
 
   PortRange port_range() const { return PortRange{ports_.low(), ports_.high()}; }
@@ -39,8 +40,9 @@ class DirectSupervisorTest : public ManagerTest {
     const auto e = store_.create_export(request, PortAllocator(port_range(), "127.0.0.1"));
     store_.set_export_status(e.export_name, "active");
     const ServerTarget target{e.id, e.export_name, e.port, e.created_at};
-    supervision::write_server_spec(supervision::server_spec_path(settings_, target),
-                                   supervision::ServerSpec{settings_, target, {store_.get_export(e.export_name).device_path}});
+    supervision::write_server_spec(
+        supervision::server_spec_path(settings_, target),
+        supervision::ServerSpec{settings_, target, {store_.get_export(e.export_name).device_path}});
     return target;
   }
   // Advances the backend until an event of `kind` for the target arrives (the events before it are kept).
