@@ -7,6 +7,7 @@
 #include "direct_supervisor.hpp"
 #include "nbdxm/error.hpp"
 #include "server_supervisor.hpp"
+#include "systemd_supervisor.hpp"
 
 namespace nbdxm::supervision {
 namespace {
@@ -19,17 +20,15 @@ std::string own_program() {
   return path.string();
 }
 
-std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings&) {
-  throw Error(ExitCode::usage, "the systemd supervisor is not built into this nbdxm; give --supervisor direct");
-}
-
 }  // namespace
 
 std::unique_ptr<ServerSupervisor> make_supervisor(SupervisorKind kind, const ServerSettings& settings) {
   switch (kind) {
     case SupervisorKind::systemd:
       return make_systemd_supervisor(settings);
-    case SupervisorKind::automatic:  // systemd where PID 1 is systemd, once the systemd backend is built in
+    case SupervisorKind::automatic:  // systemd where PID 1 is systemd and the system bus answers
+      if (systemd_available()) return make_systemd_supervisor(settings);
+      break;
     case SupervisorKind::direct:
       break;
   }

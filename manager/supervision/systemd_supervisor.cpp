@@ -1,0 +1,442 @@
+#include "systemd_supervisor.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <map>
+
+#include "nbdxm/error.hpp"
+#include "nbdxm/process_identity.hpp"
+#include "serve_log.hpp"
+#include "server_command.hpp"
+
+namespace nbdxm::supervision {
+namespace {
+
+constexpr const char* kPrefix = "nbdxm-export@";
+
+// The instance of a unit named nbdxm-export@INSTANCE.service or .socket (still escaped), or "".
+std::string escaped_instance_of(const std::string& unit) {
+  const std::string prefix = kPrefix;
+  const auto dot = unit.rfind('.');
+  if (unit.rfind(prefix, 0) != 0 || dot == std::string::npos || dot <= prefix.size()) return "";
+  return unit.substr(prefix.size(), dot - prefix.size());
+}
+
+std::string describe_state(const std::string& unit, const UnitState& state) {
+  return fmt::format("{} {} ({}, result {})", unit, state.active_state, state.sub_state, state.result);
+}
+
+}  // namespace
+
+SystemdSupervisor::SystemdSupervisor(ServerSettings settings, std::unique_ptr<SystemdBus> bus)
+    : settings_(std::move(settings)), bus_(std::move(bus)) {
+  bus_->subscribe([this](const std::string& job, const std::string&, const std::string&) { on_job_removed(job); },
+                  [this](const std::string& path) { on_unit_changed(path); });
+}
+
+std::string SystemdSupervisor::escape_instance(const std::string& instance) {
+  std::string out;
+  for (size_t i = 0; i < instance.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(instance[i]);
+    if (c == '/') {
+      out += '-';
+    } else if ((std::isalnum(c) != 0 || c == ':' || c == '_' || c == '.') && !(i == 0 && c == '.')) {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  return out;
+}
+
+std::string SystemdSupervisor::unescape_instance(const std::string& escaped) {
+  std::string out;
+  for (size_t i = 0; i < escaped.size(); ++i) {
+    if (escaped[i] == '-') {
+      out += '/';
+    } else if (escaped.compare(i, 2, "\\x") == 0 && i + 3 < escaped.size() + 0 && std::isxdigit(escaped[i + 2]) &&
+               std::isxdigit(escaped[i + 3])) {
+      out += static_cast<char>(std::stoi(escaped.substr(i + 2, 2), nullptr, 16));
+      i += 3;
+    } else {
+      out += escaped[i];
+    }
+  }
+  return out;
+}
+
+std::string SystemdSupervisor::service_unit(const std::string& instance) {
+  return kPrefix + escape_instance(instance) + ".service";
+}
+
+std::string SystemdSupervisor::socket_unit(const std::string& instance) {
+  return kPrefix + escape_instance(instance) + ".socket";
+}
+
+std::vector<RunningServer> SystemdSupervisor::adopt() {
+  // A server runs while either of its units does (the service may be between two of systemd's restarts).
+  std::map<std::string, std::string> live;  // escaped instance -> service unit
+  for (const auto& unit : bus_->list_units_by_patterns({"nbdxm-export@*.service", "nbdxm-export@*.socket"})) {
+    if (unit.active_state == "inactive" || unit.active_state == "failed") continue;
+    const auto escaped = escaped_instance_of(unit.name);
+    if (!escaped.empty()) live[escaped] = kPrefix + escaped + ".service";
+  }
+  std::vector<RunningServer> adopted;
+  for (const auto& [escaped, service] : live) {
+    const auto instance = unescape_instance(escaped);
+    const auto path = server_spec_dir(settings_.run_dir) + "/" + instance + ".json";
+    ServerSpec spec;
+    try {
+      spec = read_server_spec(path);
+    } catch (const std::exception& e) {
+      cli::log_event("unit {} runs without a readable spec ({}): left alone", service, e.what());
+      continue;
+    }
+    if (spec.settings.db_path != settings_.db_path) continue;  // another store's server
+    auto server = std::make_unique<Server>();
+    server->target = spec.target;
+    server->instance = instance;
+    server->phase = Phase::adopted;
+    servers_.push_back(std::move(server));
+    adopted.push_back(RunningServer{spec.target, spec.settings, service});
+  }
+  return adopted;
+}
+
+SystemdSupervisor::Server* SystemdSupervisor::find(const ServerTarget& target) {
+  for (auto& s : servers_) {
+    if (s->target == target && s->phase != Phase::stopping) return s.get();
+  }
+  return nullptr;
+}
+
+bool SystemdSupervisor::instance_held(const std::string& instance, const Server* besides) const {
+  return std::any_of(servers_.begin(), servers_.end(), [&](const auto& s) {
+    return s.get() != besides && s->phase != Phase::waiting &&
+           (s->instance == instance || (s->start_after_stop && s->next_instance == instance));
+  });
+}
+
+void SystemdSupervisor::serve(const ServerTarget& target, Clock::time_point now) {
+  wake_ = true;
+  if (Server* s = find(target)) {
+    if (s->phase == Phase::adopted) {
+      s->phase = Phase::starting;  // its state decides: serving if active, started again otherwise
+      s->dirty = true;
+    }
+    return;
+  }
+  auto server = std::make_unique<Server>();
+  server->target = target;
+  server->instance = server_instance(settings_, target);
+  server->phase = Phase::waiting;
+  Server& s = *server;
+  servers_.push_back(std::move(server));
+  if (!instance_held(s.instance, &s)) begin_start(s, now);
+}
+
+void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
+  const auto service = service_unit(server.instance);
+  const auto socket = socket_unit(server.instance);
+  server.phase = Phase::starting;
+  server.retry = Action::none;
+  try {
+    for (const auto& unit : {socket, service}) {
+      if (bus_->active_state(unit) == "failed") bus_->reset_failed_unit(unit);
+    }
+    std::vector<UnitProperty> properties{
+        {"Description", fmt::format("nbdxm export {} (port {})", server.target.export_name, server.target.port), 0,
+         true}};
+    if (settings_.tasks_max > 0) properties.push_back({"TasksMax", "", settings_.tasks_max, false});
+    if (settings_.memory_max > 0) properties.push_back({"MemoryMax", "", settings_.memory_max, false});
+    bus_->set_unit_properties(service, properties);
+    server.restarts = bus_->service_restarts(service);
+    server.jobs.push_back(server.restart_instead ? bus_->restart_unit(service) : bus_->start_unit(service));
+    server.restart_instead = false;
+  } catch (const BusError& e) {
+    // systemd (or polkit) refused: without the units the export cannot be served.
+    give_up(server, fmt::format("{} (is the package's polkit rule 50-nbdxm.rules installed, and the manager user "
+                                "nbdxm?)",
+                                e.what()));
+  }
+  (void)now;
+}
+
+void SystemdSupervisor::stop(const ServerTarget& target, Clock::time_point now) {
+  wake_ = true;
+  Server* s = find(target);
+  if (s == nullptr) {
+    events_.push_back(ServerEvent{ServerEvent::Kind::stopped, target, "", ""});
+    return;
+  }
+  if (s->phase == Phase::waiting) {  // never started
+    event(ServerEvent::Kind::stopped, *s, "");
+    forget(*s);
+    return;
+  }
+  s->start_after_stop = false;
+  begin_stop(*s, now);
+}
+
+void SystemdSupervisor::begin_stop(Server& server, Clock::time_point now) {
+  server.phase = Phase::stopping;
+  server.retry = Action::none;
+  try {
+    // Through the socket: a client connecting meanwhile must not start the server again. Stopping the socket stops
+    // the service first, in the same transaction (PartOf=, After=), and the service's stop ends with ExecStopPost=
+    // (the device sync); one call, so one polkit check, keeps the stop short. A service running without its socket
+    // (stopped by someone else) is stopped itself.
+    const auto socket = socket_unit(server.instance);
+    const bool socket_up = UnitState{bus_->active_state(socket), "", ""}.active_or_busy();
+    server.jobs.push_back(bus_->stop_unit(socket_up ? socket : service_unit(server.instance)));
+  } catch (const BusError& e) {
+    cli::log_event("{}: cannot stop its units yet ({}); trying again in {} s", server.target.export_name, e.what(),
+                   kRetryAfter.count());
+    server.retry = Action::stop;
+    server.retry_at = now + kRetryAfter;
+  }
+}
+
+void SystemdSupervisor::replace(const ServerTarget& target, Clock::time_point now) {
+  wake_ = true;
+  Server* s = find(target);
+  if (s == nullptr) return serve(target, now);
+  const auto wanted = server_instance(settings_, target);
+  if (wanted == s->instance) {
+    // The socket stays: its port stays bound, and clients connecting meanwhile wait in its backlog.
+    s->restart_instead = true;
+    begin_start(*s, now);
+    return;
+  }
+  s->start_after_stop = true;
+  s->next_instance = wanted;
+  begin_stop(*s, now);
+}
+
+int SystemdSupervisor::clients(const ServerTarget& target) const {
+  return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
+}
+
+void SystemdSupervisor::collect_fds(std::vector<pollfd>& fds) { fds.push_back(pollfd{bus_->fd(), bus_->events(), 0}); }
+
+SystemdSupervisor::Clock::time_point SystemdSupervisor::next_deadline() const {
+  if (wake_ || !events_.empty()) return Clock::time_point::min();
+  auto deadline = bus_->deadline();
+  for (const auto& s : servers_) {
+    if (s->dirty) return Clock::time_point::min();
+    deadline = std::min(deadline, s->retry_at);
+  }
+  return deadline;
+}
+
+std::vector<ServerEvent> SystemdSupervisor::advance(Clock::time_point now) {
+  wake_ = false;
+  try {
+    bus_->process();
+  } catch (const BusError& e) {
+    cli::log_event("systemd's signals: {}", e.what());
+  }
+  // evaluate() may forget servers: iterate over a snapshot.
+  std::vector<Server*> snapshot;
+  for (auto& s : servers_) snapshot.push_back(s.get());
+  for (Server* s : snapshot) {
+    if (now >= s->retry_at) {
+      s->retry_at = Clock::time_point::max();
+      if (s->retry == Action::stop) {
+        begin_stop(*s, now);
+      } else {
+        s->dirty = true;
+      }
+    }
+    if (s->dirty && s->jobs.empty()) evaluate(*s, now);
+  }
+  // A server waiting for its instance starts once the instance is free.
+  for (auto& s : servers_) {
+    if (s->phase == Phase::waiting && !instance_held(s->instance, s.get())) begin_start(*s, now);
+  }
+  return std::exchange(events_, {});
+}
+
+void SystemdSupervisor::on_job_removed(const std::string& job) {
+  for (auto& s : servers_) {
+    const auto it = std::find(s->jobs.begin(), s->jobs.end(), job);
+    if (it != s->jobs.end()) {
+      s->jobs.erase(it);
+      s->dirty = true;
+    }
+  }
+}
+
+void SystemdSupervisor::on_unit_changed(const std::string& unit_path) {
+  for (auto& s : servers_) {
+    if (s->phase == Phase::waiting || s->phase == Phase::adopted) continue;
+    if (unit_path == SystemdBus::unit_path(service_unit(s->instance)) ||
+        unit_path == SystemdBus::unit_path(socket_unit(s->instance))) {
+      s->dirty = true;
+    }
+  }
+}
+
+void SystemdSupervisor::evaluate(Server& server, Clock::time_point now) {
+  server.dirty = false;
+  const auto service_name = service_unit(server.instance);
+  const auto socket_name = socket_unit(server.instance);
+  try {
+    if (server.phase == Phase::stopping) {  // the hot path of revoke: the fewest calls
+      evaluate_stopping(server, UnitState{bus_->active_state(service_name), "", ""},
+                        UnitState{bus_->active_state(socket_name), "", ""}, now);
+      return;
+    }
+    const auto service = bus_->unit_state(service_name);
+    const auto socket = bus_->unit_state(socket_name);
+    switch (server.phase) {
+      case Phase::starting:
+        evaluate_starting(server, service, socket);
+        break;
+      case Phase::serving:
+        evaluate_serving(server, service, socket);
+        break;
+      case Phase::stopping:
+        evaluate_stopping(server, service, socket, now);
+        break;
+      case Phase::adopted:
+      case Phase::waiting:
+      case Phase::failed:
+        break;
+    }
+  } catch (const BusError& e) {
+    cli::log_event("{}: cannot read the state of its units ({}); trying again in {} s", server.target.export_name,
+                   e.what(), kRetryAfter.count());
+    server.retry_at = now + kRetryAfter;
+  }
+}
+
+void SystemdSupervisor::evaluate_starting(Server& server, const UnitState& service, const UnitState& socket) {
+  const auto service_name = service_unit(server.instance);
+  if (service.active_state == "active") {
+    server.phase = Phase::serving;
+    server.restarts = bus_->service_restarts(service_name);
+    event(ServerEvent::Kind::serving, server, "");
+    return;
+  }
+  if (socket.active_state == "failed" && socket.result == "resources") {
+    // systemd could not bind the port: another program holds it. The export moves to another port; this instance
+    // is left clean for whoever gets the port next.
+    bus_->reset_failed_unit(socket_unit(server.instance));
+    if (service.active_state == "failed") bus_->reset_failed_unit(service_name);
+    event(ServerEvent::Kind::port_unavailable, server,
+          fmt::format("systemd cannot bind {} (socket unit {} failed with result resources: address in use)",
+                      server.instance, socket_unit(server.instance)));
+    remove_spec(server.instance, server.target);  // no server ran from it: the export moves to another port
+    forget(server);
+    return;
+  }
+  if (!service.active_or_busy() || !socket.active_or_busy()) {
+    give_up(server, fmt::format("{} did not start: {}; {}; see journalctl -u {}", service_name,
+                                describe_state(service_name, service),
+                                describe_state(socket_unit(server.instance), socket), service_name));
+  }
+  // activating, or between two of systemd's restarts: the next signal tells.
+}
+
+void SystemdSupervisor::evaluate_serving(Server& server, const UnitState& service, const UnitState& socket) {
+  const auto service_name = service_unit(server.instance);
+  if (service.sub_state == "auto-restart") server.last_exit = bus_->service_exit(service_name);
+  const auto restarts = bus_->service_restarts(service_name);
+  if (restarts > server.restarts) {
+    server.restarts = restarts;
+    event(ServerEvent::Kind::restarted, server,
+          fmt::format("{} ended unexpectedly ({}) and systemd started it again (restart {})", service_name,
+                      server.last_exit.empty() ? "see journalctl -u " + service_name : server.last_exit, restarts));
+  }
+  if (!service.active_or_busy() || !socket.active_or_busy()) {
+    give_up(server,
+            fmt::format("systemd gave up on {}: {}; {}{}; see journalctl -u {}", service_name,
+                        describe_state(service_name, service), describe_state(socket_unit(server.instance), socket),
+                        server.last_exit.empty() ? "" : "; last end: " + server.last_exit, service_name));
+  }
+}
+
+// `service` and `socket` carry their active state only.
+void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& service, const UnitState& socket,
+                                          Clock::time_point now) {
+  if (service.active_or_busy() || socket.active_or_busy()) return;  // ExecStopPost= still runs
+  const auto service_name = service_unit(server.instance);
+  std::string reason;
+  if (service.active_state == "failed") {
+    // The stop's own steps failed (the device sync of ExecStopPost=, say): the operator must look.
+    reason = fmt::format("{} stopped with result {}: see journalctl -u {}", service_name,
+                         bus_->unit_state(service_name).result, service_name);
+    cli::log_event("{}: {}", server.target.export_name, reason);
+  }
+  for (const auto& [unit, state] :
+       {std::pair{service_name, service}, std::pair{socket_unit(server.instance), socket}}) {
+    if (state.active_state == "failed") bus_->reset_failed_unit(unit);
+  }
+  if (server.start_after_stop) {
+    const auto old_instance = server.instance;
+    server.start_after_stop = false;
+    server.instance = server.next_instance;
+    remove_spec(old_instance, server.target);  // the new instance's spec is written already
+    begin_start(server, now);
+    return;
+  }
+  event(ServerEvent::Kind::stopped, server, reason);
+  forget(server);
+}
+
+void SystemdSupervisor::give_up(Server& server, const std::string& reason) {
+  server.phase = Phase::failed;
+  event(ServerEvent::Kind::gave_up, server, reason);
+}
+
+void SystemdSupervisor::event(ServerEvent::Kind kind, const Server& server, std::string reason) {
+  events_.push_back(ServerEvent{kind, server.target, std::move(reason), service_unit(server.instance)});
+}
+
+void SystemdSupervisor::forget(const Server& server) {
+  servers_.erase(std::remove_if(servers_.begin(), servers_.end(), [&](const auto& s) { return s.get() == &server; }),
+                 servers_.end());
+}
+
+void SystemdSupervisor::remove_spec(const std::string& instance, const ServerTarget& target) const {
+  // Only its own: a server of another target may have taken the instance since (the reconciler writes its spec first).
+  const std::string path = server_spec_dir(settings_.run_dir) + "/" + instance + ".json";
+  try {
+    if (read_server_spec(path).target == target) std::filesystem::remove(path);
+  } catch (const std::exception&) {
+    // None there, or not one of ours: nothing to remove.
+  }
+}
+
+bool systemd_available() {
+  std::error_code ec;
+  return std::filesystem::is_directory("/run/systemd/system", ec) && SystemdBus::systemd_answers();
+}
+
+std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory("/run/systemd/system", ec)) {
+    throw Error(ExitCode::usage,
+                "--supervisor systemd: systemd is not PID 1 here (no /run/systemd/system); use --supervisor direct");
+  }
+  if (std::filesystem::weakly_canonical(settings.run_dir, ec) != SystemdSupervisor::kRunDir) {
+    throw Error(ExitCode::usage,
+                fmt::format("--supervisor systemd needs --run-dir {} (the export units read their spec files there), "
+                            "not {}; use --supervisor direct for another run directory",
+                            SystemdSupervisor::kRunDir, settings.run_dir));
+  }
+  try {
+    return std::make_unique<SystemdSupervisor>(settings, SystemdBus::open_system());
+  } catch (const BusError& e) {
+    throw Error(
+        ExitCode::usage,
+        fmt::format("--supervisor systemd: cannot reach systemd on the system bus ({}); use --supervisor direct",
+                    e.what()));
+  }
+}
+
+}  // namespace nbdxm::supervision

@@ -1,0 +1,107 @@
+#pragma once
+// SystemdSupervisor: the `systemd` backend. Each export's server is an instance of the installed template units
+// nbdxm-export@.socket and nbdxm-export@.service, the instance being the server's listen address and port
+// (server_instance, unit-escaped). systemd binds the port (the socket unit), hands it to the server, restarts a
+// server that ends unexpectedly (Restart=, start rate limits), and on a stop kills the server and syncs the export's
+// devices (ExecStopPost=) before the unit is inactive. The units outlive the manager; a new manager adopts them by
+// listing them and reading their spec files.
+//
+// Everything the backend learns comes from systemd's signals (Subscribe: JobRemoved, the units' PropertiesChanged),
+// dispatched from the manager's poll loop: no polling. After a signal, the backend reads the state of the units it
+// concerns and reports what changed:
+// - serving: the service is active after the start (or the adopted unit is);
+// - port_unavailable: the socket unit failed with result `resources` (systemd could not bind the port);
+// - restarted: the service's NRestarts grew;
+// - gave_up: the service or its socket ended failed (start rate limit hit, or the start itself failed), or the units
+//   were stopped by someone else;
+// - stopped: after stop(), both units are inactive, which systemd reaches only once ExecStopPost= (the device sync)
+//   has run.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server_supervisor.hpp"
+#include "systemd_bus.hpp"
+
+namespace nbdxm::supervision {
+
+class SystemdSupervisor : public ServerSupervisor {
+ public:
+  // The run directory the installed units name (their ExecStart= reads /run/nbdxm/servers/INSTANCE.json).
+  static constexpr const char* kRunDir = "/run/nbdxm";
+  static constexpr std::chrono::seconds kRetryAfter{1};
+
+  // Subscribes to systemd's signals. Throws BusError.
+  SystemdSupervisor(ServerSettings settings, std::unique_ptr<SystemdBus> bus);
+
+  // systemd's unit-name escaping of an instance (systemd-escape), and its reverse.
+  static std::string escape_instance(const std::string& instance);
+  static std::string unescape_instance(const std::string& escaped);
+  static std::string service_unit(const std::string& instance);  // nbdxm-export@ESCAPED.service
+  static std::string socket_unit(const std::string& instance);   // nbdxm-export@ESCAPED.socket
+
+  std::string kind() const override { return "systemd"; }
+  std::vector<RunningServer> adopt() override;
+  void serve(const ServerTarget& target, Clock::time_point now) override;
+  void stop(const ServerTarget& target, Clock::time_point now) override;
+  void replace(const ServerTarget& target, Clock::time_point now) override;
+  int clients(const ServerTarget& target) const override;
+  void collect_fds(std::vector<pollfd>& fds) override;
+  Clock::time_point next_deadline() const override;
+  std::vector<ServerEvent> advance(Clock::time_point now) override;
+  void shutdown() override {}  // the units stay, for the next manager
+
+ private:
+  enum class Phase {
+    adopted,   // found running when the manager started; serve() takes it over
+    waiting,   // its instance is still held by a server being stopped
+    starting,  // StartUnit/RestartUnit sent
+    serving,
+    stopping,  // StopUnit sent; then `stopped`, or a start under the new instance (replace)
+    failed,    // gave_up reported; nothing more until stop()
+  };
+  enum class Action { none, stop };  // what to send again after a refused call (else: read the state again)
+  struct Server {
+    ServerTarget target;
+    std::string instance;  // of the units running (or to run) for it
+    Phase phase = Phase::waiting;
+    std::vector<std::string> jobs;  // pending jobs of ours (object paths): state is read once they are done
+    bool dirty = false;             // a signal concerned its units: read their state
+    bool restart_instead = false;   // starting: RestartUnit (replace with the instance unchanged)
+    bool start_after_stop = false;  // stopping only to start under `next_instance` (replace)
+    std::string next_instance;
+    uint32_t restarts = 0;  // NRestarts when last seen
+    std::string last_exit;  // how the server last ended, seen while systemd waited to restart it
+    Action retry = Action::none;
+    Clock::time_point retry_at = Clock::time_point::max();
+  };
+
+  Server* find(const ServerTarget& target);
+  bool instance_held(const std::string& instance, const Server* besides) const;
+  void begin_start(Server& server, Clock::time_point now);
+  void begin_stop(Server& server, Clock::time_point now);
+  void evaluate(Server& server, Clock::time_point now);
+  void evaluate_starting(Server& server, const UnitState& service, const UnitState& socket);
+  void evaluate_serving(Server& server, const UnitState& service, const UnitState& socket);
+  void evaluate_stopping(Server& server, const UnitState& service, const UnitState& socket, Clock::time_point now);
+  void give_up(Server& server, const std::string& reason);
+  void event(ServerEvent::Kind kind, const Server& server, std::string reason);
+  void on_job_removed(const std::string& job);
+  void on_unit_changed(const std::string& unit_path);
+  void forget(const Server& server);
+  void remove_spec(const std::string& instance, const ServerTarget& target) const;
+
+  ServerSettings settings_;
+  std::unique_ptr<SystemdBus> bus_;
+  std::vector<std::unique_ptr<Server>> servers_;
+  std::vector<ServerEvent> events_;  // returned by the next advance()
+  bool wake_ = false;                // advance() has work without a signal (serve/stop calls, retries)
+};
+
+// The backend where it can run: PID 1 is systemd and the system bus answers, and the run directory is the units'.
+// Throws Error(usage) naming what is missing and the fix (--supervisor direct).
+std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings);
+// Whether PID 1 is systemd (/run/systemd/system exists) and systemd answers on the system bus.
+bool systemd_available();
+
+}  // namespace nbdxm::supervision
