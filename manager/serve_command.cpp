@@ -128,6 +128,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   settings.listen_address = config.listen;
   settings.run_dir = config.run_dir;
   settings.allow_regular_files = config.allow_regular_files;
+  settings.allow_uncorrelated = config.allow_uncorrelated;
   settings.byid_dir = config.byid_dir;
   settings.max_connections = config.max_connections;
   settings.server_threads = config.server_threads;

@@ -39,6 +39,8 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
       ->capture_default_str();
   serve.add_flag("--allow-regular-files", config.allow_regular_files,
                  "Also serve volumes that are regular files (demos and tests)");
+  serve.add_flag("--allow-uncorrelated", config.allow_uncorrelated,
+                 "Also serve mappings that do not require device correlation (tests and demos)");
   serve.add_option("--byid-dir", config.byid_dir, "Where volume identity links are checked")->capture_default_str();
   serve.add_option("--max-connections", config.max_connections, "Connections allowed per export")
       ->capture_default_str();

@@ -21,10 +21,11 @@ struct ServeConfig {
   std::string nbdkit = "nbdkit";  // looked up in PATH; nbdkit's packaged program
   std::string plugin = "nbdxm";   // nbdkit finds the installed plugin by its short name
   bool allow_regular_files = false;
+  bool allow_uncorrelated = false;
   std::string byid_dir = "/dev/disk/by-id";
   int max_connections = 16;
   std::string supervisor = "auto";  // auto, systemd or direct
-  int server_threads = 16;          // nbdkit -t of each export server
+  int server_threads = 4;           // nbdkit -t of each export server
   uint64_t tasks_max = kDefaultTasksMax;
   uint64_t memory_max = kDefaultMemoryMax;
 

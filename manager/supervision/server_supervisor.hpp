@@ -34,7 +34,7 @@ struct ServerSettings {
   bool allow_uncorrelated = false;  // serve mappings without device correlation (tests, demos)
   std::string byid_dir;
   int max_connections = 16;
-  int server_threads = 16;  // nbdkit -t
+  int server_threads = 4;  // nbdkit -t
   // Limits of each export's unit (systemd backend): TasksMax= and MemoryMax= (bytes).
   uint64_t tasks_max = 0;
   uint64_t memory_max = 0;

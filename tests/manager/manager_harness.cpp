@@ -126,6 +126,7 @@ std::vector<std::string> Manager::argv() const {
                                 "--plugin",
                                 NBDXM_PLUGIN,
                                 "--allow-regular-files",
+                                "--allow-uncorrelated",
                                 "--byid-dir",
                                 dir_ + "/by-id"};
   if (std::find(extra_args_.begin(), extra_args_.end(), "--config") == extra_args_.end()) {

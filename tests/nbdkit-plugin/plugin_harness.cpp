@@ -28,6 +28,11 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
+std::string trim(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
 std::runtime_error nbd_failure(const char* what) {
   return std::runtime_error(fmt::format("{}: {}", what, nbd_get_error() ? nbd_get_error() : "(no message)"));
 }

@@ -179,7 +179,7 @@ TEST_F(ReconcilerTest, AWideningSettingsChangeIsReportedAndReplacesTheServerOnly
   const NbdExport e = add_export("disk-1", "active");
   ServerSettings older = settings_;
   older.max_connections = 8;  // raised to 16 since: widens
-  older.server_threads = 4;
+  older.server_threads = 2;
   fake_.running = {RunningServer{target_of(e), older, FakeSupervisor::unit_of(target_of(e))}};
   fake_.clients_on_port[e.port] = 2;
   begin();
