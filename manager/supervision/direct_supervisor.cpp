@@ -21,6 +21,13 @@
 namespace nbdxm::supervision {
 namespace {
 
+// Whether the child has exited, without reaping it: until it is reaped its pid, which is also its process group's
+// id, cannot be re-used, so that what it left in its group can still be killed safely.
+bool exited(ChildProcess& child) {
+  pollfd fd{child.exit_fd(), POLLIN, 0};
+  return fd.fd >= 0 ? ::poll(&fd, 1, 0) > 0 : !child.running();
+}
+
 using namespace std::chrono_literals;
 using cli::log_event;
 
@@ -217,10 +224,10 @@ void DirectSupervisor::step(Server& server, Clock::time_point now, std::vector<S
       if (now >= server.deadline) start(server, now, events);
       break;
     case Phase::running:
-      if (!server.child->running()) on_exit(server, now, events);
+      if (exited(*server.child)) on_exit(server, now, events);
       break;
     case Phase::stopping:
-      if (!server.child->running()) {
+      if (exited(*server.child)) {
         on_exit(server, now, events);
       } else if (now >= server.deadline && !server.killed) {
         // nbdkit 1.32 waits for idle clients forever after SIGTERM; what it acknowledged is synced below.
@@ -233,9 +240,10 @@ void DirectSupervisor::step(Server& server, Clock::time_point now, std::vector<S
 }
 
 void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vector<ServerEvent>& events) {
-  const int status = server.child->wait(0ms).value_or(0);
   const pid_t pid = server.child->pid();
-  ::kill(-pid, SIGKILL);  // anything it left in its process group
+  // Anything it left in its process group, before it is reaped: until then its pid, the group's id, cannot be reused.
+  ::kill(-pid, SIGKILL);
+  const int status = server.child->wait(0ms).value_or(0);
   server.child.reset();
   if (server.phase == Phase::stopping) {
     if (server.replacing) {
@@ -286,11 +294,12 @@ void DirectSupervisor::shutdown() {
   }
   for (auto& s : servers_) {
     if (!s->child) continue;
-    if (!s->child->wait(kStopGrace)) {
-      ::kill(-s->child->pid(), SIGKILL);
-      s->child->wait();
-    }
+    // Waits for the exit without reaping it (the pidfd turns readable), so that the kill of what is left in the
+    // process group can never reach a process that re-used the pid.
+    pollfd exited{s->child->exit_fd(), POLLIN, 0};
+    ::poll(&exited, 1, static_cast<int>(std::chrono::milliseconds(kStopGrace).count()));
     ::kill(-s->child->pid(), SIGKILL);
+    s->child->wait();
     s->child.reset();
   }
   for (auto& s : servers_) {

@@ -27,6 +27,7 @@ class DirectSupervisorTest : public ManagerTest {
     settings_.listen_address = "127.0.0.1";
     settings_.run_dir = dir_.file("run");
     settings_.allow_regular_files = true;
+    settings_.allow_uncorrelated = true;  // the test's volumes have no identity links
     settings_.byid_dir = dir_.file("by-id");
     settings_.server_threads = 4;
     supervisor_ =
