@@ -207,7 +207,9 @@ void Reconciler::sync(Clock::time_point now) {
       log_event("{} is {}: stopping its server", describe(served.target),
                 want == desired.end() ? "no longer live" : "now on another port or name, or created anew");
     }
-    if (served.phase != Served::Phase::failed && served.phase != Served::Phase::moving) {
+    // A server given up on is stopped too: the backend may still hold its units or its instance (a backend that
+    // has forgotten it answers `stopped` at once). A moving one the backend has forgotten already.
+    if (served.phase != Served::Phase::moving) {
       supervisor_.stop(served.target, now);
       stopping_.push_back(served.target);
     }
@@ -347,9 +349,13 @@ void Reconciler::on_gave_up(Served& served, const ServerEvent& event, Clock::tim
 
 void Reconciler::on_stopped(const ServerEvent& event, Clock::time_point now) {
   const auto found = std::find(stopping_.begin(), stopping_.end(), event.target);
-  if (found != stopping_.end()) stopping_.erase(found);
+  const bool asked = found != stopping_.end();
+  if (asked) stopping_.erase(found);
   const auto served = served_.find(event.target.export_id);
   if (served != served_.end() && served->second.target == event.target) {
+    // A stop asked for while the target is served again (a failed export made live again): the stopped server is
+    // the old one; the new one, its record and its spec stay.
+    if (asked) return;
     served_.erase(served);  // stopped at shutdown
   }
   writes_.add(

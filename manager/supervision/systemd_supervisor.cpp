@@ -115,7 +115,8 @@ SystemdSupervisor::Server* SystemdSupervisor::find(const ServerTarget& target) {
 
 bool SystemdSupervisor::instance_held(const std::string& instance, const Server* besides) const {
   return std::any_of(servers_.begin(), servers_.end(), [&](const auto& s) {
-    return s.get() != besides && s->phase != Phase::waiting &&
+    // A server given up on holds nothing: its units have ended, and those still up are stopped by its stop().
+    return s.get() != besides && s->phase != Phase::waiting && s->phase != Phase::failed &&
            (s->instance == instance || (s->start_after_stop && s->next_instance == instance));
   });
 }
@@ -366,7 +367,7 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
   if (service.active_or_busy() || socket.active_or_busy()) return;  // ExecStopPost= still runs
   const auto service_name = service_unit(server.instance);
   std::string reason;
-  if (service.active_state == "failed") {
+  if (service.active_state == "failed" && !server.gave_up) {
     // The stop's own steps failed (the device sync of ExecStopPost=, say): the operator must look.
     reason = fmt::format("{} stopped with result {}: see journalctl -u {}", service_name,
                          bus_->unit_state(service_name).result, service_name);
@@ -390,6 +391,7 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
 
 void SystemdSupervisor::give_up(Server& server, const std::string& reason) {
   server.phase = Phase::failed;
+  server.gave_up = true;  // its units' failure is reported: the stop that follows does not report it again
   event(ServerEvent::Kind::gave_up, server, reason);
 }
 

@@ -146,7 +146,35 @@ TEST_F(ReconcilerTest, ABackendThatGivesUpMarksTheExportFailedWithTheReason) {
   EXPECT_EQ(store_.find_export_server(e.id)->last_failure, "its server failed 5 times in a row; last: exit 1");
   turn();
   EXPECT_EQ(fake_.times_served(target_of(e)), 1);  // not started again
-  EXPECT_TRUE(fake_.stopped.empty());
+  // Stopped: the backend may still hold its units and its instance.
+  ASSERT_EQ(fake_.stopped.size(), 1u);
+  EXPECT_EQ(fake_.stopped[0], target_of(e));
+  fake_.emit({ServerEvent::Kind::stopped, target_of(e), "", ""});
+  turn();
+  EXPECT_EQ(store_.find_export_server(e.id)->last_failure, "its server failed 5 times in a row; last: exit 1");
+}
+
+TEST_F(ReconcilerTest, AFailedExportMadeLiveAgainIsStoppedAndServedAnewKeepingTheNewServer) {
+  fake_.serve_at_once = false;
+  const NbdExport e = add_export("disk-1");
+  begin();
+  fake_.emit({ServerEvent::Kind::gave_up, target_of(e), "its server failed 5 times in a row; last: exit 1", ""});
+  turn();
+  ASSERT_EQ(store_.get_export(e.export_name).status, "failed");
+  store_.set_export_status(e.export_name, "pending");  // another writer makes it live again
+  fake_.serve_at_once = true;
+  turn();
+  ASSERT_EQ(fake_.stopped.size(), 1u);
+  EXPECT_EQ(fake_.stopped[0], target_of(e));
+  EXPECT_EQ(fake_.times_served(target_of(e)), 2);
+  EXPECT_EQ(store_.get_export(e.export_name).status, "active");
+  // The old server's stop arrives after the new one serves: the new one's record and spec stay.
+  fake_.emit({ServerEvent::Kind::stopped, target_of(e), "", ""});
+  turn();
+  EXPECT_TRUE(store_.find_export_server(e.id)->running());
+  EXPECT_TRUE(std::filesystem::exists(supervision::server_spec_path(settings_, target_of(e))));
+  turn();
+  EXPECT_EQ(fake_.times_served(target_of(e)), 2);
 }
 
 TEST_F(ReconcilerTest, ARestartIsCountedWithItsReason) {
