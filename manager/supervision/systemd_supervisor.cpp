@@ -106,11 +106,14 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
   return adopted;
 }
 
-SystemdSupervisor::Server* SystemdSupervisor::find(const ServerTarget& target) {
+SystemdSupervisor::Server* SystemdSupervisor::find(const ServerTarget& target, bool or_stopping) {
+  Server* stopping = nullptr;
   for (auto& s : servers_) {
-    if (s->target == target && s->phase != Phase::stopping) return s.get();
+    if (!(s->target == target)) continue;
+    if (s->phase != Phase::stopping) return s.get();
+    if (or_stopping && stopping == nullptr) stopping = s.get();
   }
-  return nullptr;
+  return stopping;
 }
 
 bool SystemdSupervisor::instance_held(const std::string& instance, const Server* besides) const {
@@ -168,7 +171,9 @@ void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
 
 void SystemdSupervisor::stop(const ServerTarget& target, Clock::time_point now) {
   wake_ = true;
-  Server* s = find(target);
+  // A server stopping to start under another instance (replace) is found too: its stop is under way, and
+  // `stopped` must wait for its end (ExecStopPost=, the device sync), not be reported before.
+  Server* s = find(target, true);
   if (s == nullptr) {
     events_.push_back(ServerEvent{ServerEvent::Kind::stopped, target, "", ""});
     return;
@@ -178,8 +183,9 @@ void SystemdSupervisor::stop(const ServerTarget& target, Clock::time_point now) 
     forget(*s);
     return;
   }
+  const bool stop_under_way = s->phase == Phase::stopping;
   s->start_after_stop = false;
-  begin_stop(*s, now);
+  if (!stop_under_way) begin_stop(*s, now);
 }
 
 void SystemdSupervisor::begin_stop(Server& server, Clock::time_point now) {
@@ -385,6 +391,9 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
     begin_start(server, now);
     return;
   }
+  // A replace's stop turned into a plain one: the reconciler removes the spec of the target's current instance,
+  // this one the spec of the instance the server ran under.
+  if (server.instance != server_instance(settings_, server.target)) remove_spec(server.instance, server.target);
   event(ServerEvent::Kind::stopped, server, reason);
   forget(server);
 }

@@ -77,7 +77,8 @@ class SystemdSupervisor : public ServerSupervisor {
     Clock::time_point retry_at = Clock::time_point::max();
   };
 
-  Server* find(const ServerTarget& target);
+  // The target's server not stopping, else (or_stopping) one stopping, else nullptr.
+  Server* find(const ServerTarget& target, bool or_stopping = false);
   bool instance_held(const std::string& instance, const Server* besides) const;
   void begin_start(Server& server, Clock::time_point now);
   void begin_stop(Server& server, Clock::time_point now);
