@@ -358,9 +358,17 @@ void Reconciler::on_stopped(const ServerEvent& event, Clock::time_point now) {
     if (asked) return;
     served_.erase(served);  // stopped at shutdown
   }
+  // A reason: the stop's own steps failed (the device sync, say); the operator must see it in `export show`.
+  std::optional<std::string> failure;
+  if (!event.reason.empty()) {
+    log_event("{}: its server stopped, but: {}", describe(event.target), event.reason);
+    failure = event.reason;
+  }
   writes_.add(
       event.target.export_id, fmt::format("{}: recording the stop of its server", describe(event.target)),
-      [target = event.target](ExportStore& store) { store.record_server_stopped(target.export_id, target.created_at); },
+      [target = event.target, failure](ExportStore& store) {
+        store.record_server_stopped(target.export_id, target.created_at, failure);
+      },
       now);
   // The spec goes with its server, unless a server of another target has taken the instance since.
   const std::string path = server_spec_path(settings_, event.target);

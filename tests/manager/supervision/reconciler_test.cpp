@@ -103,6 +103,20 @@ TEST_F(ReconcilerTest, RevokingOrEndingTheJobStopsTheServerAndTheStopIsRecorded)
   EXPECT_EQ(fake_.stopped[1], target_of(ended));
 }
 
+TEST_F(ReconcilerTest, AStopWhoseDeviceSyncFailedIsRecordedWithItsReason) {
+  const NbdExport e = add_export("disk-1");
+  begin();
+  store_.revoke_exports({e.export_name, std::nullopt, std::nullopt}, "test");
+  turn();
+  ASSERT_EQ(fake_.stopped.size(), 1u);
+  const std::string reason = "nbdxm-export@127.0.0.1:1.service stopped with result exit-code: see journalctl";
+  fake_.emit({ServerEvent::Kind::stopped, target_of(e), reason, ""});
+  turn();
+  const auto record = store_.find_export_server(e.id);
+  EXPECT_FALSE(record->running());
+  EXPECT_EQ(record->last_failure, reason);
+}
+
 TEST_F(ReconcilerTest, AnAdoptedServerIsTakenOverNotStartedTwiceAndOneWithoutItsExportIsStopped) {
   const NbdExport kept = add_export("disk-1", "active");
   const NbdExport revoked = add_export("disk-2", "revoked");
