@@ -244,7 +244,10 @@ std::vector<ServerEvent> SystemdSupervisor::advance(Clock::time_point now) {
   try {
     bus_->process();
   } catch (const BusError& e) {
-    cli::log_event("systemd's signals: {}", e.what());
+    // The connection is lost: its fd stays readable, so going on would spin, and no signal would come again. The
+    // manager exits (its unit's Restart=on-failure starts it again, and the new one adopts the units).
+    cli::log_event("systemd's signals: {}; exiting", e.what());
+    throw;
   }
   // evaluate() may forget servers: iterate over a snapshot.
   std::vector<Server*> snapshot;
