@@ -125,8 +125,12 @@ std::string server_instance(const ServerSettings& settings, const ServerTarget& 
 
 std::string server_spec_dir(const std::string& run_dir) { return run_dir + "/servers"; }
 
+std::string server_spec_path(const std::string& run_dir, const std::string& instance) {
+  return fmt::format("{}/{}.json", server_spec_dir(run_dir), instance);
+}
+
 std::string server_spec_path(const ServerSettings& settings, const ServerTarget& target) {
-  return fmt::format("{}/{}.json", server_spec_dir(settings.run_dir), server_instance(settings, target));
+  return server_spec_path(settings.run_dir, server_instance(settings, target));
 }
 
 void write_server_spec(const std::string& path, const ServerSpec& spec) {

@@ -87,7 +87,7 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
   std::vector<RunningServer> adopted;
   for (const auto& [escaped, service] : live) {
     const auto instance = unescape_instance(escaped);
-    const auto path = server_spec_dir(settings_.run_dir) + "/" + instance + ".json";
+    const auto path = server_spec_path(settings_.run_dir, instance);
     ServerSpec spec;
     try {
       spec = read_server_spec(path);
@@ -418,7 +418,7 @@ void SystemdSupervisor::forget(const Server& server) {
 
 void SystemdSupervisor::remove_spec(const std::string& instance, const ServerTarget& target) const {
   // Only its own: a server of another target may have taken the instance since (the reconciler writes its spec first).
-  const std::string path = server_spec_dir(settings_.run_dir) + "/" + instance + ".json";
+  const std::string path = server_spec_path(settings_.run_dir, instance);
   try {
     if (read_server_spec(path).target == target) std::filesystem::remove(path);
   } catch (const std::exception&) {
