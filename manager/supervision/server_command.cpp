@@ -37,20 +37,28 @@ Json settings_json(const ServerSettings& s) {
               {"memory_max", s.memory_max}};
 }
 
+// Specs written by another version of nbdxm are read too: unknown keys are ignored, and a missing key keeps its
+// default (a server whose settings differ from the manager's is replaced: see Reconciler).
+template <typename T>
+void read_key(const Json& j, const char* key, T& value) {
+  const auto found = j.find(key);
+  if (found != j.end()) found->get_to(value);
+}
+
 ServerSettings settings_of(const Json& j) {
   ServerSettings s;
-  j.at("nbdkit").get_to(s.nbdkit);
-  j.at("plugin").get_to(s.plugin);
-  j.at("db_path").get_to(s.db_path);
-  j.at("listen_address").get_to(s.listen_address);
-  j.at("run_dir").get_to(s.run_dir);
-  j.at("allow_regular_files").get_to(s.allow_regular_files);
-  j.at("allow_uncorrelated").get_to(s.allow_uncorrelated);
-  j.at("byid_dir").get_to(s.byid_dir);
-  j.at("max_connections").get_to(s.max_connections);
-  j.at("server_threads").get_to(s.server_threads);
-  j.at("tasks_max").get_to(s.tasks_max);
-  j.at("memory_max").get_to(s.memory_max);
+  read_key(j, "nbdkit", s.nbdkit);
+  read_key(j, "plugin", s.plugin);
+  read_key(j, "db_path", s.db_path);
+  read_key(j, "listen_address", s.listen_address);
+  read_key(j, "run_dir", s.run_dir);
+  read_key(j, "allow_regular_files", s.allow_regular_files);
+  read_key(j, "allow_uncorrelated", s.allow_uncorrelated);
+  read_key(j, "byid_dir", s.byid_dir);
+  read_key(j, "max_connections", s.max_connections);
+  read_key(j, "server_threads", s.server_threads);
+  read_key(j, "tasks_max", s.tasks_max);
+  read_key(j, "memory_max", s.memory_max);
   return s;
 }
 
@@ -61,11 +69,32 @@ Json target_json(const ServerTarget& t) {
 
 ServerTarget target_of(const Json& j) {
   ServerTarget t;
-  j.at("export_id").get_to(t.export_id);
-  j.at("export_name").get_to(t.export_name);
-  j.at("port").get_to(t.port);
-  j.at("created_at").get_to(t.created_at);
+  read_key(j, "export_id", t.export_id);
+  read_key(j, "export_name", t.export_name);
+  read_key(j, "port", t.port);
+  read_key(j, "created_at", t.created_at);
   return t;
+}
+
+// The spec's JSON object; throws Error(usage) naming the file.
+template <typename Read>
+auto read_spec_json(const std::string& path, Read read) {
+  std::ifstream in(path);
+  if (!in) throw Error(ExitCode::usage, fmt::format("server spec {} cannot be read: {}", path, std::strerror(errno)));
+  try {
+    const Json j = Json::parse(in);
+    if (!j.is_object()) throw std::runtime_error("not a JSON object");
+    return read(j);
+  } catch (const std::exception& e) {
+    throw Error(ExitCode::usage,
+                fmt::format("server spec {} is not valid: {}; the manager writes it, do not edit it", path, e.what()));
+  }
+}
+
+std::vector<std::string> devices_of(const Json& j) {
+  std::vector<std::string> devices;
+  read_key(j, "devices", devices);
+  return devices;
 }
 
 }  // namespace
@@ -155,18 +184,14 @@ void write_server_spec(const std::string& path, const ServerSpec& spec) {
 }
 
 ServerSpec read_server_spec(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(ExitCode::usage, fmt::format("server spec {} cannot be read: {}", path, std::strerror(errno)));
-  try {
-    const Json j = Json::parse(in);
-    ServerSpec spec{settings_of(j.at("settings")), target_of(j.at("target")), {}};
-    j.at("devices").get_to(spec.devices);
-    return spec;
-  } catch (const Json::exception& e) {
-    throw Error(ExitCode::usage,
-                fmt::format("server spec {} is not valid: {}; the manager writes it, do not edit it", path, e.what()));
-  }
+  return read_spec_json(path, [](const Json& j) {
+    const Json none = Json::object();
+    return ServerSpec{settings_of(j.contains("settings") ? j.at("settings") : none),
+                      target_of(j.contains("target") ? j.at("target") : none), devices_of(j)};
+  });
 }
+
+std::vector<std::string> read_server_spec_devices(const std::string& path) { return read_spec_json(path, devices_of); }
 
 ServerSpec merged_server_spec(const std::string& path, const ServerSettings& settings, const ServerTarget& target,
                               const std::string& device) {
@@ -194,7 +219,7 @@ std::string canonical_db_path(const std::string& db_path) {
 DeviceSyncResult sync_spec_devices(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
-  return sync_devices(read_server_spec(path).devices);
+  return sync_devices(read_server_spec_devices(path));
 }
 
 DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target) {

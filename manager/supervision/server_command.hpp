@@ -37,8 +37,11 @@ std::string server_spec_path(const ServerSettings& settings, const ServerTarget&
 // Writes the spec atomically (temporary file + rename), mode 0640; creates the servers directory. Throws
 // std::runtime_error naming the file.
 void write_server_spec(const std::string& path, const ServerSpec& spec);
-// Throws Error(usage) naming the file and what is wrong with it.
+// Throws Error(usage) naming the file and what is wrong with it (not JSON, a value of the wrong type). A spec of
+// another version of nbdxm is read: unknown keys are ignored, missing ones keep their defaults.
 ServerSpec read_server_spec(const std::string& path);
+// Only the spec's `devices` (what the device sync needs), the rest not read. Throws as read_server_spec.
+std::vector<std::string> read_server_spec_devices(const std::string& path);
 // The spec for the target with `device` added to the devices of the spec already at its path (those of an earlier
 // server of the same instance must still be synced when it stops), unless it is there already or empty.
 ServerSpec merged_server_spec(const std::string& path, const ServerSettings& settings, const ServerTarget& target,

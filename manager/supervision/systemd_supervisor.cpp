@@ -92,7 +92,14 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
     try {
       spec = read_server_spec(path);
     } catch (const std::exception& e) {
-      cli::log_event("unit {} runs without a readable spec ({}): left alone", service, e.what());
+      // What it serves and with which settings is unknown: it is stopped, and the export it may serve is started
+      // anew once the instance is free (the reconciler serves every live export).
+      cli::log_event("unit {} runs without a readable spec ({}): stopping it", service, e.what());
+      auto server = std::make_unique<Server>();
+      server->instance = instance;
+      server->unknown = true;
+      begin_stop(*server, Clock::now());
+      servers_.push_back(std::move(server));
       continue;
     }
     if (spec.settings.db_path != settings_.db_path) continue;  // another store's server
@@ -392,6 +399,11 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
     server.instance = server.next_instance;
     remove_spec(old_instance, server.target);  // the new instance's spec is written already
     begin_start(server, now);
+    return;
+  }
+  if (server.unknown) {  // no target to report the stop for
+    cli::log_event("unit {} stopped{}", service_name, reason.empty() ? "" : ": " + reason);
+    forget(server);
     return;
   }
   // A replace's stop turned into a plain one: the reconciler removes the spec of the target's current instance,

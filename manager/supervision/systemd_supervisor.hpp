@@ -71,6 +71,7 @@ class SystemdSupervisor : public ServerSupervisor {
     bool start_after_stop = false;  // stopping only to start under `next_instance` (replace)
     std::string next_instance;
     bool gave_up = false;   // gave_up was reported for it
+    bool unknown = false;   // found running without a readable spec: stopped, its target unknown
     uint32_t restarts = 0;  // NRestarts when last seen
     std::string last_exit;  // how the server last ended, seen while systemd waited to restart it
     Action retry = Action::none;

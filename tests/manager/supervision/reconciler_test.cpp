@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "fake_supervisor.hpp"
 #include "manager_harness.hpp"
@@ -240,6 +241,27 @@ TEST_F(ReconcilerTest, AWideningSettingsChangeIsReportedAndReplacesTheServerOnly
   turn();
   EXPECT_FALSE(store_.find_export_server(e.id)->settings_stale.has_value());
   EXPECT_FALSE(any_stale_problem());
+}
+
+TEST_F(ReconcilerTest, ASpecOfAnotherVersionKeepsItsDevicesToSyncWhenTheServerIsStartedAnew) {
+  const NbdExport e = add_export("disk-1");
+  const std::string path = supervision::server_spec_path(settings_, target_of(e));
+  const std::string earlier = dir_.file("earlier.img");
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  {
+    // Written by another version: a key this one does not know, and settings keys it lacks.
+    std::ofstream spec(path);
+    spec << R"({"format": 7, "settings": {"nbdkit": "nbdkit", "zone": "a"}, "devices": [")" << earlier << R"("]})"
+         << '\n';
+  }
+  EXPECT_EQ(supervision::read_server_spec_devices(path), std::vector<std::string>{earlier});
+  const auto old_spec = supervision::read_server_spec(path);
+  EXPECT_EQ(old_spec.settings.nbdkit, "nbdkit");
+  EXPECT_EQ(old_spec.settings.max_connections, ServerSettings{}.max_connections);  // missing: the default
+  begin();
+  const auto spec = supervision::read_server_spec(path);
+  EXPECT_EQ(spec.settings, settings_);
+  EXPECT_EQ(spec.devices, (std::vector<std::string>{earlier, e.device_path}));  // the earlier server's still synced
 }
 
 TEST_F(ReconcilerTest, ANewDevicePathIsAddedToTheSpecSoThatTheStopSyncsBoth) {
