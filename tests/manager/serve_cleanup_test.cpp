@@ -108,7 +108,8 @@ TEST_F(ServeCleanupTest, ExportsWrittenDirectlyToTheStoreAreServedAndStopped) {
     other.exec("UPDATE nbd_exports SET status = 'revoked' WHERE export_name = 'written-directly'");
   }
   EXPECT_TRUE(wait_until([&] { return !served("written-directly"); }, kCleanupBound));
-  EXPECT_TRUE(port_bindable(port));
+  // The manager releases the port once the server is gone and its device synced.
+  EXPECT_TRUE(wait_until([&] { return port_bindable(port); }, kCleanupBound));
 }
 
 }  // namespace

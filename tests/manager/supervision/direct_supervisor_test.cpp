@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <stdlib.h>
 
 #include "manager_harness.hpp"
 #include "nbdxm/port_allocator.hpp"
@@ -21,6 +22,13 @@ using supervision::ServerTarget;
 class DirectSupervisorTest : public ManagerTest {
  protected:
   DirectSupervisorTest() {
+    // The servers are this process's children and inherit its environment: give it what every nbdkit of the tests
+    // gets (in a sanitizer build, the runtime preloaded for the sanitized plugin).
+    for (const auto& name : nbdkit_unset_environment()) ::unsetenv(name.c_str());
+    for (const auto& entry : nbdkit_environment()) {
+      const auto equals = entry.find('=');
+      ::setenv(entry.substr(0, equals).c_str(), entry.substr(equals + 1).c_str(), 1);
+    }
     settings_.nbdkit = "nbdkit";
     settings_.plugin = NBDXM_PLUGIN;
     settings_.db_path = db_path_;
