@@ -495,3 +495,42 @@ ALTER TABLE export_servers ADD COLUMN supervisor TEXT
 ALTER TABLE export_servers ADD COLUMN unit TEXT;
 ALTER TABLE export_servers ADD COLUMN served_created_at TEXT;
 ALTER TABLE export_servers ADD COLUMN settings_stale TEXT;
+
+-- @version 5
+-- Who may reach an export (`nbdxm export create --tls`, `--allow-from`). Both are enforced by the export's own
+-- server: `tls` = 1 makes it require TLS with a pre-shared key of its own (nbdkit --tls=require --tls-psk), the key
+-- held in a file of the manager's (never in the store: the store is read by other services); `allow_from` lists the
+-- client networks its server accepts (the plugin's allow-from=, checked before the handshake), NULL for any client.
+-- `allow_from` is one or more IPv4 or IPv6 addresses, each with an optional /prefix length, separated by commas
+-- without spaces. The constraint keeps out what is no address (keywords such as nbdkit's `all`, `anyipv4`,
+-- `uid:N`, ... and empty items): only hex digits, dots, colons, slashes and commas, no empty item, each item with
+-- a dot or a colon. The CLI checks each address fully.
+ALTER TABLE nbd_exports ADD COLUMN tls INTEGER NOT NULL DEFAULT 0 CONSTRAINT export_tls_bool CHECK (tls IN (0, 1));
+ALTER TABLE nbd_exports ADD COLUMN allow_from TEXT
+    CONSTRAINT export_allow_from_format
+    CHECK (allow_from IS NULL
+           OR (length(allow_from) BETWEEN 1 AND 1000 AND allow_from NOT GLOB '*[^0-9a-fA-F.:/,]*'
+               AND allow_from NOT GLOB ',*' AND allow_from NOT GLOB '*,' AND allow_from NOT GLOB '*,,*'
+               AND allow_from NOT GLOB '*/' AND allow_from NOT GLOB '*/,*' AND allow_from NOT GLOB '/*'
+               AND allow_from NOT GLOB '*,/*' AND (allow_from GLOB '*.*' OR allow_from GLOB '*:*')));
+
+-- The TLS default of the running manager (`nbdxm serve --tls off|require`): what `nbdxm export create` uses without
+-- --tls or --no-tls.
+ALTER TABLE export_manager ADD COLUMN tls_default INTEGER NOT NULL DEFAULT 0
+    CONSTRAINT manager_tls_default_bool CHECK (tls_default IN (0, 1));
+
+DROP VIEW export_devices;
+CREATE VIEW export_devices AS
+SELECT e.id AS export_id, e.export_name, e.port,
+       CASE WHEN (e.status = 'pending' OR e.status = 'active')
+                 AND (j.status = 'completed' OR j.status = 'failed' OR j.status = 'cancelled')
+            THEN 'revoked' ELSE e.status END AS status,
+       CASE WHEN (e.status = 'pending' OR e.status = 'active')
+                 AND (j.status = 'completed' OR j.status = 'failed' OR j.status = 'cancelled')
+            THEN 'job ' || j.id || ' has ended (' || j.status || ')' ELSE e.status_reason END AS status_reason,
+       e.job_id, e.vm_disk_id, d.disk_id, m.id AS device_mapping_id, m.volume_uuid, m.device_path, m.operation_mode,
+       m.requires_device_correlation, m.size, e.created_at, e.updated_at, e.tls, e.allow_from
+FROM nbd_exports e
+JOIN replication_jobs j ON j.id = e.job_id
+JOIN vm_disks d ON d.id = e.vm_disk_id AND d.job_id = e.job_id
+JOIN device_mappings m ON m.id = e.device_mapping_id;

@@ -3,6 +3,7 @@
 // whether a manager runs and where its servers listen, and watches the export's status and the manager's records of
 // its servers.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -22,6 +23,7 @@
 #include "nbdxm/process_identity.hpp"
 #include "nbdxm/store_values.hpp"
 #include "output.hpp"
+#include "supervision/server_command.hpp"
 
 namespace nbdxm::cli {
 namespace {
@@ -108,6 +110,25 @@ class ServerFactsReader {
 
 Json optional_json(const std::optional<std::string>& value) { return value ? Json(*value) : Json(nullptr); }
 
+// The key file of a TLS export's life (empty for an export without TLS). Its place follows from the store's path,
+// the way the manager derives it.
+std::string tls_psk_file(const GlobalOptions& options, const NbdExport& e) {
+  if (!e.tls) return {};
+  return supervision::tls_psk_path(supervision::canonical_db_path(options.db),
+                                   {e.id, e.export_name, e.port, e.created_at});
+}
+
+// Where and how clients reach the export.
+void add_access(Json& object, const GlobalOptions& options, const NbdExport& e,
+                const std::optional<std::string>& listen_address) {
+  const std::string key = tls_psk_file(options, e);
+  object["tls"] = e.tls;
+  object["tls_psk_file"] = key.empty() ? Json(nullptr) : Json(key);
+  object["allow_from"] = optional_json(e.allow_from);
+  object["uri"] =
+      e.live() && listen_address ? Json(nbd_uri(*listen_address, e.port, e.export_name, key)) : Json(nullptr);
+}
+
 // ---- create -------------------------------------------------------------------------------------------------------
 
 struct CreateArgs {
@@ -115,6 +136,9 @@ struct CreateArgs {
   std::string disk_id;
   std::optional<std::string> name;
   std::optional<int> port;
+  bool tls = false;
+  CLI::Option* tls_option = nullptr;  // given (--tls or --no-tls), or the manager's default
+  std::optional<std::string> allow_from;
   double timeout = 10;
 };
 
@@ -138,8 +162,15 @@ std::string refusal_reason(const NbdExport& e, const ManagerInstance& manager) {
 
 // Waits until the manager's server for the export answers an NBD handshake. On any way of not getting there the
 // export is left failed (not live: its port is free) and Error(unavailable) says why.
+// Whether the CLI can ask the export's server as a client would: it must be able to read a TLS export's key, and be
+// a client an allowlist admits, which it cannot know (its source address is the kernel's choice). When it cannot,
+// the manager's word (the export active: its server is up on the port) is taken.
+bool can_handshake(const NbdExport& e, const std::string& key) {
+  return !e.allow_from && (key.empty() || ::access(key.c_str(), R_OK) == 0);
+}
+
 NbdExport wait_until_served(Store& store, const NbdExport& created, const ManagerInstance& manager,
-                            std::chrono::milliseconds timeout) {
+                            const std::string& key, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   int64_t seen_version = -1;
   std::string last_handshake_error;
@@ -160,7 +191,8 @@ NbdExport wait_until_served(Store& store, const NbdExport& created, const Manage
                                 now->status_reason.value_or("no reason recorded"), created.export_name));
       }
       if (now->status == "active") {
-        const auto handshake = nbd_handshake(manager.listen_address, now->port, now->export_name);
+        if (!can_handshake(*now, key)) return *now;
+        const auto handshake = nbd_handshake(manager.listen_address, now->port, now->export_name, key);
         if (handshake.ok) return *now;
         if (handshake.refused) {
           fail_created(store, *now, refusal_reason(*now, manager),
@@ -202,21 +234,23 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
                             "range, or leave --port out for the lowest free one",
                             *args.port, manager->port_low, manager->port_high));
   }
+  const bool tls = args.tls_option != nullptr && args.tls_option->count() > 0 ? args.tls : manager->tls_default;
+  std::optional<std::string> allow_from;
+  if (args.allow_from) allow_from = values::canonical_allow_from(*args.allow_from);
   const PortAllocator ports(PortRange{manager->port_low, manager->port_high}, manager->listen_address);
-  const NbdExport created = store.exports.create_export({args.job_id, args.disk_id, args.name, args.port}, ports);
-  const NbdExport served = wait_until_served(store, created, *manager, timeout);
-  const std::string uri = nbd_uri(manager->listen_address, served.port, served.export_name);
-  print_result(options,
-               Json{{"name", served.export_name},
-                    {"port", served.port},
-                    {"state", served.status},
-                    {"uri", uri},
-                    {"job_id", served.job_id},
-                    {"disk_id", served.disk_id},
-                    {"volume_uuid", served.volume_uuid},
-                    {"device_path", served.device_path}},
-               fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", printable(served.export_name), served.port,
-                           printable(served.status), printable(uri)));
+  const NbdExport created =
+      store.exports.create_export({args.job_id, args.disk_id, args.name, args.port}, ports, {tls, allow_from});
+  const std::string key = tls_psk_file(options, created);
+  const NbdExport served = wait_until_served(store, created, *manager, key, timeout);
+  Json result{{"name", served.export_name},       {"port", served.port},       {"state", served.status},
+              {"job_id", served.job_id},          {"disk_id", served.disk_id}, {"volume_uuid", served.volume_uuid},
+              {"device_path", served.device_path}};
+  add_access(result, options, served, manager->listen_address);
+  std::string text = fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", printable(served.export_name),
+                                 served.port, printable(served.status), printable(result["uri"].get<std::string>()));
+  if (served.tls) text += fmt::format("tls    require, key {}\n", printable(key));
+  if (served.allow_from) text += fmt::format("allow  {}\n", printable(*served.allow_from));
+  print_result(options, result, text);
 }
 
 // ---- list, show ---------------------------------------------------------------------------------------------------
@@ -260,8 +294,7 @@ void show_command(const GlobalOptions& options, const std::string& name) {
   const auto facts = servers.facts(e);
   Json object = to_json(e);
   const ExportServer server = servers.record(e.id);
-  object["uri"] =
-      e.live() && server.listen_address ? Json(nbd_uri(*server.listen_address, e.port, e.export_name)) : Json(nullptr);
+  add_access(object, options, e, server.listen_address);
   object["supervisor"] = facts.supervisor;
   object["unit"] = facts.unit;
   object["server_started_at"] = facts.supervisor.is_null() ? Json(nullptr) : optional_json(server.started_at);
@@ -379,6 +412,14 @@ void register_export_commands(CLI::App& app, GlobalOptions& options) {
   c->add_option("--disk-id", create->disk_id, "The job's disk (linked to an 'oma' volume)")->required();
   c->add_option("--name", create->name, "Export name (default migration-vol-<volume uuid>)");
   c->add_option("--port", create->port, "Port (default: the lowest free one of the manager's range)");
+  create->tls_option =
+      c->add_flag("--tls,!--no-tls", create->tls,
+                  "Require TLS with a key of the export's own (a new random 256-bit PSK, identity the export's name, "
+                  "in a 0600 file "
+                  "of the service user that `export show` names); default: the manager's `serve --tls`");
+  c->add_option("--allow-from", create->allow_from,
+                "Only these clients may connect: IPv4 or IPv6 addresses or networks (CIDR), comma-separated, e.g. "
+                "10.0.0.0/8,::1 (enforced by the export's server; default: any client that reaches the port)");
   c->add_option("--timeout", create->timeout, "Seconds to wait for the server")->capture_default_str();
   c->callback([&options, create] { create_command(options, *create); });
 

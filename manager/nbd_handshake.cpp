@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <libnbd.h>
 
+#include <cctype>
 #include <memory>
+#include <string_view>
 
 namespace nbdxm::cli {
 namespace {
@@ -14,10 +16,16 @@ struct NbdClose {
 
 }  // namespace
 
-HandshakeResult nbd_handshake(const std::string& address, int port, const std::string& export_name) {
+HandshakeResult nbd_handshake(const std::string& address, int port, const std::string& export_name,
+                              const std::string& tls_psk_file) {
   std::unique_ptr<nbd_handle, NbdClose> h(nbd_create());
   if (!h) return {false, false, nbd_get_error()};
   if (nbd_set_export_name(h.get(), export_name.c_str()) == -1) return {false, false, nbd_get_error()};
+  if (!tls_psk_file.empty() &&
+      (nbd_set_tls(h.get(), LIBNBD_TLS_REQUIRE) == -1 || nbd_set_tls_username(h.get(), export_name.c_str()) == -1 ||
+       nbd_set_tls_psk_file(h.get(), tls_psk_file.c_str()) == -1)) {
+    return {false, false, nbd_get_error()};
+  }
   if (nbd_connect_tcp(h.get(), address.c_str(), std::to_string(port).c_str()) == -1) {
     const std::string message = nbd_get_error();
     // The server answered the handshake but refused this export (the plugin refuses at open; libnbd reports the
@@ -30,9 +38,21 @@ HandshakeResult nbd_handshake(const std::string& address, int port, const std::s
   return {true, false, {}};
 }
 
-std::string nbd_uri(const std::string& address, int port, const std::string& export_name) {
+std::string nbd_uri(const std::string& address, int port, const std::string& export_name,
+                    const std::string& tls_psk_file) {
   const bool ipv6 = address.find(':') != std::string::npos;
-  return fmt::format("nbd://{}{}{}:{}/{}", ipv6 ? "[" : "", address, ipv6 ? "]" : "", port, export_name);
+  const std::string host = fmt::format("{}{}{}:{}", ipv6 ? "[" : "", address, ipv6 ? "]" : "", port);
+  // Export names are [A-Za-z0-9._-]: nothing to percent-encode there; the key's path may hold anything.
+  if (!tls_psk_file.empty()) {
+    std::string path;
+    for (const unsigned char c : tls_psk_file) {
+      path += std::isalnum(c) != 0 || std::string_view("/._-~").find(static_cast<char>(c)) != std::string_view::npos
+                  ? std::string(1, static_cast<char>(c))
+                  : fmt::format("%{:02X}", c);
+    }
+    return fmt::format("nbds://{}@{}/{}?tls-psk-file={}", export_name, host, export_name, path);
+  }
+  return fmt::format("nbd://{}/{}", host, export_name);
 }
 
 }  // namespace nbdxm::cli

@@ -11,8 +11,12 @@ struct HandshakeResult {
   std::string message;   // libnbd's error when not ok
 };
 
-HandshakeResult nbd_handshake(const std::string& address, int port, const std::string& export_name);
-// nbd://ADDR:PORT/NAME (an IPv6 address in brackets).
-std::string nbd_uri(const std::string& address, int port, const std::string& export_name);
+// With a non-empty `tls_psk_file` the handshake requires TLS with that key, the export's name as the identity.
+HandshakeResult nbd_handshake(const std::string& address, int port, const std::string& export_name,
+                              const std::string& tls_psk_file = {});
+// nbd://ADDR:PORT/NAME (an IPv6 address in brackets); with a key file, the URI of a TLS export as libnbd programs
+// (nbdinfo, nbdcopy) take it: nbds://NAME@ADDR:PORT/NAME?tls-psk-file=PATH.
+std::string nbd_uri(const std::string& address, int port, const std::string& export_name,
+                    const std::string& tls_psk_file = {});
 
 }  // namespace nbdxm::cli

@@ -116,6 +116,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   me.allow_regular_files = config.allow_regular_files;
   me.byid_dir = config.byid_dir;
   me.max_connections = config.max_connections;
+  me.tls_default = config.tls == "require";
   me.version = NBDXM_VERSION;
   store.register_manager(me, still_running);
   log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,

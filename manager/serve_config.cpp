@@ -51,6 +51,12 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
                   "auto (systemd where PID 1 is systemd)")
       ->check(CLI::IsMember({"auto", "systemd", "direct"}))
       ->capture_default_str();
+  serve
+      .add_option("--tls", config.tls,
+                  "TLS of the exports created without --tls or --no-tls: require (each export its own pre-shared key) "
+                  "or off")
+      ->check(CLI::IsMember({"off", "require"}))
+      ->capture_default_str();
   serve.add_option("--server-threads", config.server_threads, "nbdkit threads per export server (nbdkit -t)")
       ->capture_default_str();
   serve.add_option("--tasks-max", config.tasks_max, "Tasks allowed per export server (systemd TasksMax=)")

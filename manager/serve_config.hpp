@@ -26,6 +26,7 @@ struct ServeConfig {
   int max_connections = 16;
   std::string supervisor = "auto";  // auto, systemd or direct
   int server_threads = 4;           // nbdkit -t of each export server
+  std::string tls = "off";          // off or require: the TLS of exports created without --tls or --no-tls
   uint64_t tasks_max = kDefaultTasksMax;
   uint64_t memory_max = kDefaultMemoryMax;
 

@@ -5,8 +5,11 @@
 // logged as one printable line through log_error and reported to the client through nbdkit_set_error, and the only
 // global state is what nbdkit's callbacks require (the parsed parameters and the connector).
 #define NBDKIT_API_VERSION 2
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <nbdkit-plugin.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "nbdxm/client_allowlist.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_connector.hpp"
@@ -32,6 +36,7 @@ using nbdxm::ExportConnection;
 using nbdxm::ExportConnector;
 
 nbdxm::ServeOptions options;                 // from .config; read-only once serving starts
+nbdxm::ClientAllowlist allowlist;            // allow-from=; empty: any client
 std::unique_ptr<ExportConnector> connector;  // from .after_fork to .cleanup
 
 // One open client connection.
@@ -151,6 +156,13 @@ int nbdxm_config(const char* key, const char* value) {
       const int allow = nbdkit_parse_bool(value);
       if (allow == -1) return -1;
       options.device_rules.allow_uncorrelated = allow == 1;
+    } else if (k == "allow-from") {
+      try {
+        allowlist = nbdxm::ClientAllowlist::parse(value);
+      } catch (const std::exception& e) {
+        log_error("allow-from: %s", e.what());
+        return -1;
+      }
     } else if (k == "byid-dir") {
       char* absolute = nbdkit_absolute_path(value);
       if (absolute == nullptr) return -1;
@@ -182,6 +194,23 @@ int nbdxm_get_ready() {
     return -1;
   }
   return 0;
+}
+
+// Refuses a client whose address the allowlist does not admit, before the handshake.
+int nbdxm_preconnect(int /*readonly*/) {
+  if (allowlist.empty()) return 0;
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (nbdkit_peer_name(reinterpret_cast<sockaddr*>(&address), &length) == -1) return -1;  // fail closed
+  if (allowlist.admits(reinterpret_cast<sockaddr*>(&address), length)) return 0;
+  char text[INET6_ADDRSTRLEN] = "?";
+  if (address.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&address)->sin_addr, text, sizeof text);
+  } else if (address.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&address)->sin6_addr, text, sizeof text);
+  }
+  log_error("client %s refused: not in allow-from %s", text, allowlist.str().c_str());
+  return -1;
 }
 
 // Permission problems look alike from SQLite ("unable to open", "attempt to write a readonly database"); say
@@ -367,9 +396,11 @@ struct nbdkit_plugin make_plugin() {
       "export=NAME              Serve only this export; a client asking for \"\" gets it.\n"
       "allow-regular-files=BOOL Also serve regular files (default false: block devices only).\n"
       "allow-uncorrelated=BOOL  Also serve mappings without device correlation (default false; tests, demos).\n"
-      "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).";
+      "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).\n"
+      "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any).";
   p.magic_config_key = "db";
   p.get_ready = nbdxm_get_ready;
+  p.preconnect = nbdxm_preconnect;
   p.after_fork = nbdxm_after_fork;
   p.cleanup = nbdxm_cleanup;
   p.dump_plugin = nbdxm_dump_plugin;

@@ -36,6 +36,14 @@ int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
 
 ServerTarget target_of(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at}; }
 
+// The manager's settings with the export's own: who may reach it.
+ServerSettings settings_for(const ServerSettings& manager, const NbdExport& e) {
+  ServerSettings settings = manager;
+  settings.tls = e.tls;
+  settings.allow_from = e.allow_from.value_or("");
+  return settings;
+}
+
 std::string describe(const ServerTarget& target) {
   return fmt::format("export {} (port {})", target.export_name, target.port);
 }
@@ -116,6 +124,20 @@ int Reconciler::run(int signal_fd) {
 void Reconciler::begin(Clock::time_point now) {
   adopt(now);
   look(now);
+  if (!store_failing_since_) remove_ended_keys();
+}
+
+// The keys of exports that ended while no manager ran (or of servers whose stop a crash cut short).
+void Reconciler::remove_ended_keys() {
+  std::set<std::string> live;
+  for (const auto& [id, served] : served_) live.insert(tls_psk_path(settings_.db_path, served.target));
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(tls_key_dir(settings_.db_path), ec)) {
+    if (entry.path().extension() == ".psk" && !live.contains(entry.path().string())) {
+      log_event("removing the TLS key {}: its export's life has ended", entry.path().filename().string());
+      remove_tls_psk(entry.path().string());
+    }
+  }
 }
 
 void Reconciler::look(Clock::time_point now) {
@@ -167,14 +189,15 @@ void Reconciler::adopt(Clock::time_point now) {
     Served& served = served_[r.target.export_id];
     served.target = r.target;
     served.spec_settings = r.settings;
-    if (!(r.settings == settings_)) served.stale = describe_difference(r.settings, settings_);
+    served.wanted = settings_for(settings_, e->second);
+    if (!(r.settings == served.wanted)) served.stale = describe_difference(r.settings, served.wanted);
     log_event("{}: adopted its server{}{}", describe(r.target), r.unit.empty() ? "" : " (unit " + r.unit + ")",
               served.stale ? "; it runs with other settings: " + *served.stale : "");
     write_spec(served, e->second.device_path);
     supervisor_.serve(r.target, now);
     kept.insert(r.target.export_id);
     ++adopted_;
-    if (served.stale && narrows_access(r.settings, settings_)) replace(served, now);
+    if (served.stale && narrows_access(r.settings, served.wanted)) replace(served, now);
   }
   // Records of servers that no backend runs any more (an earlier manager's, gone with it).
   writes_.add(
@@ -197,6 +220,7 @@ void Reconciler::sync(Clock::time_point now) {
         on_serving(served, ServerEvent{ServerEvent::Kind::serving, served.target, "", ""}, now);
       }
       if (!e.device_path.empty() && e.device_path != served.device) write_spec(served, e.device_path);
+      follow_access(served, e, now);
       ++it;
       continue;
     }
@@ -228,10 +252,35 @@ bool Reconciler::keeps_serving(const Served& served, const NbdExport& e) const {
   return served.phase != Served::Phase::failed || writes_.waiting_for(e.id);
 }
 
+// Another writer changed who may reach a served export: its server is replaced at once when the change narrows
+// access, otherwise once it has no client (replace_idle_stale).
+void Reconciler::follow_access(Served& served, const NbdExport& e, Clock::time_point now) {
+  const ServerSettings wanted = settings_for(settings_, e);
+  if (wanted == served.wanted) return;
+  served.wanted = wanted;
+  if (served.spec_settings == wanted) {
+    served.stale.reset();
+  } else {
+    served.stale = describe_difference(served.spec_settings, wanted);
+    log_event("{}: who may reach it changed ({})", describe(served.target), *served.stale);
+  }
+  writes_.add(
+      served.target.export_id, fmt::format("{}: recording its settings", describe(served.target)),
+      [target = served.target, stale = served.stale](ExportStore& store) {
+        store.record_server_settings_stale(target.export_id, stale, target.created_at);
+      },
+      now);
+  if (served.stale && !served.replacing && served.phase == Served::Phase::serving &&
+      narrows_access(served.spec_settings, wanted)) {
+    replace(served, now);
+  }
+}
+
 void Reconciler::start(const NbdExport& e, Clock::time_point now) {
   Served& served = served_[e.id];
   served.target = target_of(e);
-  served.spec_settings = settings_;
+  served.wanted = settings_for(settings_, e);
+  served.spec_settings = served.wanted;
   try {
     write_spec(served, e.device_path);
   } catch (const std::exception& ex) {
@@ -242,6 +291,9 @@ void Reconciler::start(const NbdExport& e, Clock::time_point now) {
 }
 
 void Reconciler::write_spec(Served& served, const std::string& device) {
+  if (served.spec_settings.tls) {
+    ensure_tls_psk(tls_psk_path(settings_.db_path, served.target), served.target.export_name);
+  }
   const std::string path = server_spec_path(settings_, served.target);
   write_server_spec(path, merged_server_spec(path, served.spec_settings, served.target, device));
   served.device = device;
@@ -250,9 +302,9 @@ void Reconciler::write_spec(Served& served, const std::string& device) {
 void Reconciler::replace(Served& served, Clock::time_point now) {
   log_event("{}: replacing its server, which runs with other settings ({}), {}", describe(served.target),
             served.stale.value_or(""),
-            narrows_access(served.spec_settings, settings_) ? "at once: the change narrows access"
-                                                            : "now that it has no client");
-  served.spec_settings = settings_;
+            narrows_access(served.spec_settings, served.wanted) ? "at once: the change narrows access"
+                                                                : "now that it has no client");
+  served.spec_settings = served.wanted;
   write_spec(served, served.device);
   served.replacing = true;
   supervisor_.replace(served.target, now);
@@ -358,6 +410,9 @@ void Reconciler::on_stopped(const ServerEvent& event, Clock::time_point now) {
     if (asked) return;
     served_.erase(served);  // stopped at shutdown
   }
+  // The export's life has ended: its key opens nothing any more. (A server stopped at shutdown keeps it: the export
+  // is still live, for the next manager.)
+  if (asked) remove_tls_psk(tls_psk_path(settings_.db_path, event.target));
   // A reason: the stop's own steps failed (the device sync, say); the operator must see it in `export show`.
   std::optional<std::string> failure;
   if (!event.reason.empty()) {

@@ -57,6 +57,7 @@ class Reconciler {
     Phase phase = Phase::starting;
     std::string device;                // the device path last put into its spec
     ServerSettings spec_settings;      // what its spec says it runs with
+    ServerSettings wanted;             // the manager's settings with the export's own (tls, allow_from)
     std::optional<std::string> stale;  // how its settings differ from the manager's, while they do
     bool replacing = false;
   };
@@ -65,10 +66,12 @@ class Reconciler {
   };
 
   void adopt(Clock::time_point now);
+  void remove_ended_keys();
   void sync(Clock::time_point now);
   bool keeps_serving(const Served& served, const NbdExport& e) const;
   void start(const NbdExport& e, Clock::time_point now);
   void write_spec(Served& served, const std::string& device);
+  void follow_access(Served& served, const NbdExport& e, Clock::time_point now);
   void replace(Served& served, Clock::time_point now);
   void replace_idle_stale(Clock::time_point now);
   void handle(const ServerEvent& event, Clock::time_point now);

@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -34,7 +37,9 @@ Json settings_json(const ServerSettings& s) {
               {"max_connections", s.max_connections},
               {"server_threads", s.server_threads},
               {"tasks_max", s.tasks_max},
-              {"memory_max", s.memory_max}};
+              {"memory_max", s.memory_max},
+              {"tls", s.tls},
+              {"allow_from", s.allow_from}};
 }
 
 // Specs written by another version of nbdxm are read too: unknown keys are ignored, and a missing key keeps its
@@ -59,6 +64,8 @@ ServerSettings settings_of(const Json& j) {
   read_key(j, "server_threads", s.server_threads);
   read_key(j, "tasks_max", s.tasks_max);
   read_key(j, "memory_max", s.memory_max);
+  read_key(j, "tls", s.tls);
+  read_key(j, "allow_from", s.allow_from);
   return s;
 }
 
@@ -97,12 +104,34 @@ std::vector<std::string> devices_of(const Json& j) {
   return devices;
 }
 
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> items;
+  std::stringstream in(list);
+  for (std::string item; std::getline(in, item, ',');) items.push_back(item);
+  return items;
+}
+
+// Whether the allowlist `wanted` admits no client that `running` refuses: empty admits everyone; otherwise each
+// network of `running` must still be listed (a network replaced by a wider one counts as narrowing: a settings
+// change is rare, and replacing the server at once is the safe side).
+bool allowlist_narrows(const std::string& running, const std::string& wanted) {
+  if (wanted.empty() || running == wanted) return false;
+  if (running.empty()) return true;
+  const auto kept = split_commas(wanted);
+  for (const auto& network : split_commas(running)) {
+    if (std::find(kept.begin(), kept.end(), network) == kept.end()) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 bool narrows_access(const ServerSettings& running, const ServerSettings& wanted) {
   return running.listen_address != wanted.listen_address ||
          (running.allow_regular_files && !wanted.allow_regular_files) ||
-         (running.allow_uncorrelated && !wanted.allow_uncorrelated) || wanted.max_connections < running.max_connections;
+         (running.allow_uncorrelated && !wanted.allow_uncorrelated) ||
+         wanted.max_connections < running.max_connections || (wanted.tls && !running.tls) ||
+         allowlist_narrows(running.allow_from, wanted.allow_from);
 }
 
 std::string describe_difference(const ServerSettings& running, const ServerSettings& wanted) {
@@ -122,6 +151,9 @@ std::string describe_difference(const ServerSettings& running, const ServerSetti
   note("server-threads", running.server_threads, wanted.server_threads);
   note("tasks-max", running.tasks_max, wanted.tasks_max);
   note("memory-max", running.memory_max, wanted.memory_max);
+  note("tls", running.tls ? "require" : "off", wanted.tls ? "require" : "off");
+  note("allow-from", running.allow_from.empty() ? "any" : running.allow_from,
+       wanted.allow_from.empty() ? "any" : wanted.allow_from);
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
@@ -134,12 +166,16 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
       std::to_string(settings.server_threads),
       // nbdkit 1.32 has no connection limit of its own; the limit filter refuses connections beyond it.
       "--filter=limit",
-      settings.plugin,
-      "db=" + settings.db_path,
-      "export=" + target.export_name,
-      "byid-dir=" + settings.byid_dir,
-      "limit=" + std::to_string(settings.max_connections),
   };
+  if (settings.tls) {
+    argv.push_back("--tls=require");
+    argv.push_back("--tls-psk=" + tls_psk_path(settings.db_path, target));
+  }
+  argv.insert(argv.end(), {settings.plugin, "db=" + settings.db_path, "export=" + target.export_name,
+                           "byid-dir=" + settings.byid_dir, "limit=" + std::to_string(settings.max_connections)});
+  // The plugin refuses a client the list does not admit, before the handshake (nbdkit 1.32's ip filter, as Debian
+  // builds it, cannot parse addresses).
+  if (!settings.allow_from.empty()) argv.push_back("allow-from=" + settings.allow_from);
   if (settings.allow_regular_files) argv.push_back("allow-regular-files=true");
   if (settings.allow_uncorrelated) argv.push_back("allow-uncorrelated=true");
   return argv;
@@ -234,6 +270,52 @@ DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerT
     cli::log_event("export {} (port {}): cannot sync its devices: {}", target.export_name, target.port, e.what());
     return {{}, {}, {e.what()}};
   }
+}
+
+std::string tls_key_dir(const std::string& db_path) {
+  return (std::filesystem::path(db_path).parent_path() / "tls").string();
+}
+
+std::string tls_psk_path(const std::string& db_path, const ServerTarget& target) {
+  std::string life;
+  std::copy_if(target.created_at.begin(), target.created_at.end(), std::back_inserter(life),
+               [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
+  return fmt::format("{}/{}.{}.psk", tls_key_dir(db_path), target.export_name, life);
+}
+
+void ensure_tls_psk(const std::string& path, const std::string& identity) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) return;
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    throw std::runtime_error(
+        fmt::format("cannot create the TLS key directory {}: {}", dir.string(), std::strerror(errno)));
+  }
+  unsigned char key[32];  // 256 bits
+  if (::getrandom(key, sizeof key, 0) != static_cast<ssize_t>(sizeof key)) {
+    throw std::runtime_error(fmt::format("cannot get random bytes for a TLS key: {}", std::strerror(errno)));
+  }
+  std::string text = identity + ":";
+  for (unsigned char byte : key) text += fmt::format("{:02x}", byte);
+  text += "\n";
+  const std::string temporary = path + ".tmp";
+  FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) throw std::runtime_error(fmt::format("cannot write {}: {}", temporary, std::strerror(errno)));
+  ::fchmod(fd.get(), 0600);  // whatever the umask
+  const bool written =
+      ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd.get()) == 0;
+  ::explicit_bzero(text.data(), text.size());
+  ::explicit_bzero(key, sizeof key);
+  if (!written) throw std::runtime_error(fmt::format("cannot write {}: {}", temporary, std::strerror(errno)));
+  fd.reset();
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    throw std::runtime_error(fmt::format("cannot rename {} to {}: {}", temporary, path, std::strerror(errno)));
+  }
+}
+
+void remove_tls_psk(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
 }
 
 }  // namespace nbdxm::supervision

@@ -52,6 +52,18 @@ DeviceSyncResult sync_spec_devices(const std::string& path);
 // The same for the spec of the target's instance, each failure logged (the direct backend, in process).
 DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target);
 
+// The pre-shared key of a TLS export's life (`export create --tls`): <store's directory>/tls/<name>.<created_at as
+// digits>.psk, one line `<export name>:<64 hex digits>` (nbdkit --tls-psk and libnbd's tls-psk-file read it; the
+// export's name is the TLS identity). The store's directory is the service user's (/var/lib/nbdxm); tls/ is 0700
+// and each key 0600, so only the service user (and root) can read a key. A new life of the export (revoke, create
+// again) has another file and so a new key; the manager removes a life's key when its server is stopped for good.
+std::string tls_key_dir(const std::string& db_path);
+std::string tls_psk_path(const std::string& db_path, const ServerTarget& target);
+// Creates the key file with a fresh random 256-bit key (getrandom) unless it exists. Throws std::runtime_error
+// naming the file.
+void ensure_tls_psk(const std::string& path, const std::string& identity);
+void remove_tls_psk(const std::string& path);
+
 // The store path as servers are given it (absolute, symbolic links resolved).
 std::string canonical_db_path(const std::string& db_path);
 

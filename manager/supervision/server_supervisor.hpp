@@ -38,12 +38,16 @@ struct ServerSettings {
   // Limits of each export's unit (systemd backend): TasksMax= and MemoryMax= (bytes).
   uint64_t tasks_max = 0;
   uint64_t memory_max = 0;
+  // Who may reach the export: its own, from the export's row (`export create --tls`, `--allow-from`).
+  bool tls = false;        // TLS required, with the export's pre-shared key (tls_psk_path)
+  std::string allow_from;  // canonical CIDRs, comma-separated (the plugin's allow-from=); empty: any client
   bool operator==(const ServerSettings&) const = default;
 };
 
 // Whether a server started with `running` must be replaced at once under `wanted` because the change narrows who
 // or what it serves (listen address changed, allow-regular-files or allow-uncorrelated turned off, a lower connection
-// limit); any other difference waits until the server has no client.
+// limit, TLS turned on, an allowlist set or changed other than by adding networks); any other difference waits until
+// the server has no client.
 bool narrows_access(const ServerSettings& running, const ServerSettings& wanted);
 
 // The export a server is for. A different name or port is a different server, and so is a re-used row (`export

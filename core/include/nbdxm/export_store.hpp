@@ -75,6 +75,12 @@ struct NewExport {
   std::optional<int> port;          // default: the allocator's lowest free port
 };
 
+// Who may reach a new export (`export create --tls`, `--allow-from`); the default: any client, without TLS.
+struct ExportAccess {
+  bool tls = false;                       // its server requires TLS with a key of its own
+  std::optional<std::string> allow_from;  // CIDRs, comma-separated (values::canonical_allow_from); nullopt: any
+};
+
 // Which exports `nbdxm export revoke` means: exactly one of the three.
 struct RevokeTarget {
   std::optional<std::string> export_name;
@@ -169,7 +175,7 @@ class ExportStore {
   // Records a pending export of the disk's volume. Checks, name and port are decided in one write transaction, so
   // parallel creators never get the same port or name. A revoked or failed export of the same name is reused (its
   // row is reset), so re-exporting a volume yields the name clients already know while names stay unique.
-  NbdExport create_export(const NewExport& request, const PortAllocator& ports);
+  NbdExport create_export(const NewExport& request, const PortAllocator& ports, const ExportAccess& access = {});
   std::vector<NbdExport> live_exports();  // pending and active
   // Revokes the target's live exports with `reason`; returns every export the target names (already revoked or
   // failed ones too). not_found when the named export, job or volume does not exist.
@@ -218,7 +224,7 @@ class ExportStore {
  private:
   // Inserts an export row of the disk's linked volume (inside the caller's write transaction).
   void insert_export(const VmDisk& disk, const DeviceMapping& mapping, const std::string& export_name, int port,
-                     const std::string& status);
+                     const std::string& status, const ExportAccess& access = {});
 
   Database& db_;
 };

@@ -79,6 +79,8 @@ struct NbdExport {
   int64_t size = 0;  // the mapping's size in bytes
   std::string created_at;
   std::string updated_at;
+  bool tls = false;                       // its server requires TLS with the export's own pre-shared key
+  std::optional<std::string> allow_from;  // the client networks its server accepts (CIDRs, commas); nullopt: any
 
   bool live() const { return status == "pending" || status == "active"; }
 };
@@ -123,6 +125,7 @@ struct ManagerInstance {
   bool allow_regular_files = false;
   std::string byid_dir;
   int max_connections = 16;
+  bool tls_default = false;  // `nbdxm serve --tls require`: exports are created with TLS unless --no-tls
   std::string version;
   std::string started_at;
 };

@@ -50,5 +50,9 @@ void require_disk_size_gb(int64_t size_gb);
 void require_export_name(const std::string& name);
 void require_export_status(const std::string& status);
 void require_port(int64_t port);
+// An export's client allowlist (`--allow-from`): comma-separated IPv4 or IPv6 addresses, each with an optional
+// /prefix length (at most 32 or 128). Returns it canonical (each address as inet_ntop writes it, the prefix length
+// always given, duplicates dropped); throws Error(usage) naming the first bad item and the fix.
+std::string canonical_allow_from(const std::string& list);
 
 }  // namespace nbdxm::values

@@ -67,7 +67,7 @@ std::optional<int> ExportStore::move_export_port(int64_t export_id, int from, co
   return port;
 }
 
-NbdExport ExportStore::create_export(const NewExport& request, const PortAllocator& ports) {
+NbdExport ExportStore::create_export(const NewExport& request, const PortAllocator& ports, const ExportAccess& access) {
   if (request.name) values::require_export_name(*request.name);
   if (request.port) values::require_port(*request.port);
   WriteTransaction tx(db_);
@@ -130,19 +130,21 @@ NbdExport ExportStore::create_export(const NewExport& request, const PortAllocat
       // Reuse the revoked or failed row: names stay unique and a volume keeps the name its clients know.
       SQLite::Statement q(db_.sql(),
                           "UPDATE nbd_exports SET job_id = ?, vm_disk_id = ?, device_mapping_id = ?, port = ?, "
-                          "status = 'pending', status_reason = NULL, "
+                          "status = 'pending', status_reason = NULL, tls = ?, allow_from = ?, "
                           "created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
       q.bind(1, job.id);
       q.bind(2, disk.id);
       q.bind(3, mapping.id);
       q.bind(4, port);
-      q.bind(5, previous->id);
+      q.bind(5, access.tls ? 1 : 0);
+      if (access.allow_from) q.bind(6, *access.allow_from);
+      q.bind(7, previous->id);
       q.exec();
       SQLite::Statement forget(db_.sql(), "DELETE FROM export_servers WHERE export_id = ?");
       forget.bind(1, previous->id);
       forget.exec();
     } else {
-      insert_export(disk, mapping, name, port, "pending");
+      insert_export(disk, mapping, name, port, "pending", access);
     }
   });
   NbdExport created = get_export(name);

@@ -28,16 +28,18 @@ NbdExport ExportStore::add_export(const std::string& job_id, const std::string& 
 }
 
 void ExportStore::insert_export(const VmDisk& disk, const DeviceMapping& mapping, const std::string& export_name,
-                                int port, const std::string& status) {
+                                int port, const std::string& status, const ExportAccess& access) {
   SQLite::Statement q(db_.sql(),
-                      "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status) "
-                      "VALUES (?, ?, ?, ?, ?, ?)");
+                      "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status, tls, "
+                      "allow_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
   q.bind(1, disk.job_id);
   q.bind(2, disk.id);
   q.bind(3, mapping.id);
   q.bind(4, export_name);
   q.bind(5, port);
   q.bind(6, status);
+  q.bind(7, access.tls ? 1 : 0);
+  if (access.allow_from) q.bind(8, *access.allow_from);
   q.exec();
 }
 

@@ -83,6 +83,8 @@ NbdExport read_export(SQLite::Statement& q) {
   e.size = q.getColumn(13).getInt64();
   e.created_at = q.getColumn(14).getString();
   e.updated_at = q.getColumn(15).getString();
+  e.tls = q.getColumn(16).getInt() != 0;
+  if (!q.getColumn(17).isNull()) e.allow_from = q.getColumn(17).getString();
   return e;
 }
 

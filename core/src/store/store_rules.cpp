@@ -65,6 +65,12 @@ std::vector<ValueRule> make_value_rules() {
       {"port_range", "nbd_exports", "port", "a port must be 1 to 65535", nullptr, is_port},
       {"export_status_valid", "nbd_exports", "status",
        fmt::format("an export status must be {}", alternatives(kExportStatuses)), is_export_status},
+      {"export_tls_bool", "nbd_exports", "tls", "an export's tls must be 0 or 1"},
+      // The CLI checks each address fully (values::canonical_allow_from); the schema keeps out what nbdkit's ip
+      // filter would read as something else.
+      {"export_allow_from_format", "nbd_exports", "allow_from",
+       "an export's allow_from must be NULL or IPv4 or IPv6 addresses, each with an optional /prefix length, "
+       "separated by commas"},
       {"operation_id_format", "volume_operations", "id", "a volume operation id must be 1 to 64 characters"},
       {"operation_type_valid", "volume_operations", "type",
        "a volume operation type must be create, attach, detach, delete or cleanup"},
@@ -76,6 +82,7 @@ std::vector<ValueRule> make_value_rules() {
       {"manager_pid_range", "export_manager", "pid", "a manager's pid must be positive"},
       {"manager_allow_regular_files_bool", "export_manager", "allow_regular_files",
        "a manager's allow_regular_files must be 0 or 1"},
+      {"manager_tls_default_bool", "export_manager", "tls_default", "a manager's tls_default must be 0 or 1"},
       {"manager_max_connections_range", "export_manager", "max_connections",
        "a manager's max_connections must be at least 1"},
       {"manager_port_range", "export_manager", "port_low",

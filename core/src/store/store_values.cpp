@@ -5,7 +5,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <vector>
 
+#include "nbdxm/client_allowlist.hpp"
 #include "nbdxm/error.hpp"
 
 namespace nbdxm::values {
@@ -139,5 +141,7 @@ void require_export_status(const std::string& status) {
 void require_port(int64_t port) {
   if (!is_port(port)) usage(fmt::format("port {} is out of range: it must be 1 to 65535", port));
 }
+
+std::string canonical_allow_from(const std::string& list) { return ClientAllowlist::parse(list).str(); }
 
 }  // namespace nbdxm::values

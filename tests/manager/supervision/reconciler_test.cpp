@@ -3,6 +3,7 @@
 #include "reconciler.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -273,6 +274,51 @@ TEST_F(ReconcilerTest, ANewDevicePathIsAddedToTheSpecSoThatTheStopSyncsBoth) {
   turn();
   const auto spec = supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e)));
   EXPECT_EQ(spec.devices, (std::vector<std::string>{e.device_path, moved}));
+}
+
+TEST_F(ReconcilerTest, AnotherWriterTurningTlsOnReplacesTheServerAtOnceWithAKeyThatGoesWithTheExport) {
+  const NbdExport e = add_export("disk-1");
+  fake_.clients_on_port[e.port] = 2;
+  begin();
+  db_.sql().exec(fmt::format("UPDATE nbd_exports SET tls = 1 WHERE id = {}", e.id));
+  turn();
+  ASSERT_EQ(fake_.replaced.size(), 1u);  // at once, clients or not: TLS on narrows access
+  const auto spec = supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e)));
+  EXPECT_TRUE(spec.settings.tls);
+  const std::string key = supervision::tls_psk_path(db_path_, target_of(e));
+  struct stat st {};
+  ASSERT_EQ(::stat(key.c_str(), &st), 0) << key;
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+
+  store_.revoke_exports({e.export_name, std::nullopt, std::nullopt}, "test");
+  turn();
+  fake_.emit({ServerEvent::Kind::stopped, target_of(e), "", ""});
+  turn();
+  EXPECT_FALSE(std::filesystem::exists(key));
+}
+
+TEST_F(ReconcilerTest, AnAllowlistThatOnlyGrowsWaitsUntilTheServerHasNoClient) {
+  const NbdExport e = add_export("disk-1");
+  db_.sql().exec(fmt::format("UPDATE nbd_exports SET allow_from = '127.0.0.1/32' WHERE id = {}", e.id));
+  fake_.clients_on_port[e.port] = 2;
+  begin();
+  db_.sql().exec(fmt::format("UPDATE nbd_exports SET allow_from = '127.0.0.1/32,10.0.0.0/8' WHERE id = {}", e.id));
+  turn();
+  EXPECT_TRUE(fake_.replaced.empty());
+  const auto stale = store_.find_export_server(e.id)->settings_stale;
+  ASSERT_TRUE(stale.has_value());
+  EXPECT_EQ(*stale, "allow-from 127.0.0.1/32 -> 127.0.0.1/32,10.0.0.0/8");
+  fake_.clients_on_port[e.port] = 0;
+  turn();
+  ASSERT_EQ(fake_.replaced.size(), 1u);
+
+  // Dropping a network narrows: replaced at once.
+  fake_.clients_on_port[e.port] = 2;
+  db_.sql().exec(fmt::format("UPDATE nbd_exports SET allow_from = '10.0.0.0/8' WHERE id = {}", e.id));
+  turn();
+  EXPECT_EQ(fake_.replaced.size(), 2u);
+  EXPECT_EQ(supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e))).settings.allow_from,
+            "10.0.0.0/8");
 }
 
 }  // namespace

@@ -1,0 +1,83 @@
+// The server spec's access settings (tls, allow_from): nbdkit's argv, and which changes narrow access.
+#include "server_command.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace nbdxm::supervision {
+namespace {
+
+ServerSettings base() {
+  ServerSettings s;
+  s.nbdkit = "nbdkit";
+  s.plugin = "nbdxm";
+  s.db_path = "/var/lib/nbdxm/state.db";
+  s.listen_address = "127.0.0.1";
+  s.run_dir = "/run/nbdxm";
+  s.byid_dir = "/dev/disk/by-id";
+  return s;
+}
+
+const ServerTarget kTarget{7, "migration-vol-1", 10810, "2026-11-30T14:11:16.123Z"};
+
+bool has(const std::vector<std::string>& argv, const std::string& arg) {
+  return std::find(argv.begin(), argv.end(), arg) != argv.end();
+}
+
+TEST(ServerCommandTest, TlsAndAllowlistBecomeNbdkitArguments) {
+  const auto plain = server_argv(base(), kTarget);
+  EXPECT_FALSE(has(plain, "--tls=require"));
+  EXPECT_TRUE(
+      std::none_of(plain.begin(), plain.end(), [](const std::string& a) { return a.starts_with("allow-from"); }));
+
+  ServerSettings s = base();
+  s.tls = true;
+  s.allow_from = "127.0.0.1/32,::1/128";
+  const auto argv = server_argv(s, kTarget);
+  EXPECT_TRUE(has(argv, "--tls=require"));
+  EXPECT_TRUE(has(argv, "--tls-psk=/var/lib/nbdxm/tls/migration-vol-1.20261130T141116123Z.psk"));
+  EXPECT_EQ(tls_psk_path(s.db_path, kTarget), "/var/lib/nbdxm/tls/migration-vol-1.20261130T141116123Z.psk");
+  EXPECT_TRUE(has(argv, "allow-from=127.0.0.1/32,::1/128"));
+  // Options come before the plugin, its parameters after it.
+  const auto plugin = std::find(argv.begin(), argv.end(), "nbdxm");
+  EXPECT_LT(std::find(argv.begin(), argv.end(), "--tls=require"), plugin);
+  EXPECT_GT(std::find(argv.begin(), argv.end(), "allow-from=127.0.0.1/32,::1/128"), plugin);
+}
+
+TEST(ServerCommandTest, TurningTlsOnOrShrinkingTheAllowlistNarrowsAccess) {
+  ServerSettings running = base();
+  ServerSettings wanted = base();
+  wanted.tls = true;
+  EXPECT_TRUE(narrows_access(running, wanted));
+  EXPECT_EQ(describe_difference(running, wanted), "tls off -> require");
+  EXPECT_FALSE(narrows_access(wanted, running));  // TLS turned off widens
+
+  running = base();
+  wanted = base();
+  wanted.allow_from = "10.0.0.0/8";
+  EXPECT_TRUE(narrows_access(running, wanted));  // any client -> a list
+  EXPECT_EQ(describe_difference(running, wanted), "allow-from any -> 10.0.0.0/8");
+  EXPECT_FALSE(narrows_access(wanted, running));  // a list -> any client
+
+  running.allow_from = "10.0.0.0/8,127.0.0.1/32";
+  wanted.allow_from = "10.0.0.0/8";
+  EXPECT_TRUE(narrows_access(running, wanted));  // a network dropped
+  wanted.allow_from = "10.0.0.0/8,127.0.0.1/32,::1/128";
+  EXPECT_FALSE(narrows_access(running, wanted));  // a network added
+  EXPECT_FALSE(narrows_access(running, running));
+}
+
+TEST(ServerCommandTest, SpecsKeepTheAccessSettings) {
+  ServerSettings s = base();
+  s.tls = true;
+  s.allow_from = "192.168.0.0/16";
+  const std::string path = ::testing::TempDir() + "/access-spec.json";
+  write_server_spec(path, ServerSpec{s, kTarget, {}});
+  const ServerSpec read = read_server_spec(path);
+  EXPECT_EQ(read.settings, s);
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace nbdxm::supervision
