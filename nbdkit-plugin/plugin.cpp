@@ -151,6 +151,11 @@ int nbdxm_config(const char* key, const char* value) {
       const int allow = nbdkit_parse_bool(value);
       if (allow == -1) return -1;
       options.device_rules.allow_uncorrelated = allow == 1;
+    } else if (k == "counters-dir") {
+      char* absolute = nbdkit_absolute_path(value);
+      if (absolute == nullptr) return -1;
+      options.counters_dir = absolute;
+      free(absolute);
     } else if (k == "byid-dir") {
       char* absolute = nbdkit_absolute_path(value);
       if (absolute == nullptr) return -1;
@@ -367,7 +372,9 @@ struct nbdkit_plugin make_plugin() {
       "export=NAME              Serve only this export; a client asking for \"\" gets it.\n"
       "allow-regular-files=BOOL Also serve regular files (default false: block devices only).\n"
       "allow-uncorrelated=BOOL  Also serve mappings without device correlation (default false; tests, demos).\n"
-      "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).";
+      "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).\n"
+      "counters-dir=DIR         Count each export's requests in DIR/<id>-<created>.bin and record failed syncs\n"
+      "                         there for the manager (nbdxm serve passes <run-dir>/counters).";
   p.magic_config_key = "db";
   p.get_ready = nbdxm_get_ready;
   p.after_fork = nbdxm_after_fork;

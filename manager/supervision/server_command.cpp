@@ -139,6 +139,7 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
       "export=" + target.export_name,
       "byid-dir=" + settings.byid_dir,
       "limit=" + std::to_string(settings.max_connections),
+      "counters-dir=" + counters_dir(settings.run_dir),
   };
   if (settings.allow_regular_files) argv.push_back("allow-regular-files=true");
   if (settings.allow_uncorrelated) argv.push_back("allow-uncorrelated=true");
@@ -153,6 +154,8 @@ std::string server_instance(const ServerSettings& settings, const ServerTarget& 
 }
 
 std::string server_spec_dir(const std::string& run_dir) { return run_dir + "/servers"; }
+
+std::string counters_dir(const std::string& run_dir) { return run_dir + "/counters"; }
 
 std::string server_spec_path(const std::string& run_dir, const std::string& instance) {
   return fmt::format("{}/{}.json", server_spec_dir(run_dir), instance);

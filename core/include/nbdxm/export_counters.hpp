@@ -88,6 +88,13 @@ class ExportCounters {
   void durability_failure(std::string_view reason) noexcept;
 
   Snapshot snapshot() const;
+  // Only the durability failures (count, last reason): what the manager polls, without scanning the bitmap.
+  struct Durability {
+    uint64_t failures = 0;
+    std::string reason;
+  };
+  Durability durability() const;
+  Identity identity() const;
 
  private:
   ExportCounters(void* map, size_t length);

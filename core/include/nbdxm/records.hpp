@@ -79,8 +79,21 @@ struct NbdExport {
   int64_t size = 0;  // the mapping's size in bytes
   std::string created_at;
   std::string updated_at;
+  std::string durability = "on-close";  // on-close or write-through (schema.sql, version 5)
 
   bool live() const { return status == "pending" || status == "active"; }
+};
+
+// A failed sync of an export's writes (table export_durability_failures): acknowledged writes may be lost.
+struct DurabilityFailure {
+  int64_t export_id = 0;
+  std::string export_name;
+  std::string served_created_at;  // the export's life that failed
+  int64_t failures = 0;
+  std::string reason;
+  std::string first_failed_at;
+  std::string last_failed_at;
+  std::optional<std::string> acknowledged_at;
 };
 
 // A volume daemon operation (table volume_operations; nbdxm only keeps its shape valid).
@@ -125,6 +138,7 @@ struct ManagerInstance {
   int max_connections = 16;
   std::string version;
   std::string started_at;
+  std::string durability = "on-close";  // what `export create` gives an export by default
 };
 
 }  // namespace nbdxm

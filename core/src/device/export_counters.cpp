@@ -258,9 +258,7 @@ void ExportCounters::durability_failure(std::string_view reason) noexcept {
 ExportCounters::Snapshot ExportCounters::snapshot() const {
   const Layout& l = layout();
   Snapshot s;
-  s.identity.export_id = static_cast<int64_t>(l.export_id.load());
-  s.identity.created_at = created_at_of(l);
-  s.identity.volume_size = static_cast<int64_t>(l.volume_size.load());
+  s.identity = identity();
   for (int k = 0; k < kRequestKinds; ++k) {
     s.requests[k] = {l.requests[k].load(std::memory_order_relaxed), l.failed[k].load(std::memory_order_relaxed),
                      l.bytes[k].load(std::memory_order_relaxed)};
@@ -276,6 +274,19 @@ ExportCounters::Snapshot ExportCounters::snapshot() const {
   const Word* words = bitmap();
   for (uint64_t w = 0; w < (bits + 63) / 64; ++w) granules += std::popcount(words[w].load(std::memory_order_relaxed));
   s.coverage_bytes = std::min(granules * l.granule.load(), static_cast<uint64_t>(s.identity.volume_size));
+  const Durability d = durability();
+  s.durability_failures = d.failures;
+  s.durability_reason = d.reason;
+  return s;
+}
+
+ExportCounters::Identity ExportCounters::identity() const {
+  const Layout& l = layout();
+  return {static_cast<int64_t>(l.export_id.load()), created_at_of(l), static_cast<int64_t>(l.volume_size.load())};
+}
+
+ExportCounters::Durability ExportCounters::durability() const {
+  const Layout& l = layout();
   // The sequence lock's reader. A writer killed in the middle leaves the sequence odd for ever: after a bounded
   // number of tries the event counts, with whatever text is there.
   for (int tries = 0;; ++tries) {
@@ -289,11 +300,8 @@ ExportCounters::Snapshot ExportCounters::snapshot() const {
     }
     std::atomic_thread_fence(std::memory_order_acquire);
     if (l.event_sequence.load(std::memory_order_relaxed) != before && !settled) continue;
-    s.durability_failures = (before + 1) / 2;
-    s.durability_reason = before == 0 ? "" : text;
-    break;
+    return {(before + 1) / 2, before == 0 ? "" : text};
   }
-  return s;
 }
 
 }  // namespace nbdxm

@@ -45,7 +45,7 @@ bool export_exists(SQLite::Database& db, int64_t export_id, const std::string& c
 std::optional<ManagerInstance> read_manager(SQLite::Database& db) {
   SQLite::Statement q(db,
                       "SELECT pid, start_time, boot_id, listen_address, port_low, port_high, run_dir, "
-                      "allow_regular_files, byid_dir, max_connections, version, started_at FROM export_manager "
+                      "allow_regular_files, byid_dir, max_connections, version, started_at, durability FROM export_manager "
                       "WHERE id = 1");
   if (!q.executeStep()) return std::nullopt;
   ManagerInstance m;
@@ -60,6 +60,7 @@ std::optional<ManagerInstance> read_manager(SQLite::Database& db) {
   m.max_connections = q.getColumn(9).getInt();
   m.version = q.getColumn(10).getString();
   m.started_at = q.getColumn(11).getString();
+  m.durability = q.getColumn(12).getString();
   return m;
 }
 
@@ -193,8 +194,8 @@ void ExportStore::register_manager(const ManagerInstance& self, const StillRunni
   }
   SQLite::Statement q(db_.sql(),
                       "INSERT OR REPLACE INTO export_manager (id, pid, start_time, boot_id, listen_address, port_low, "
-                      "port_high, run_dir, allow_regular_files, byid_dir, max_connections, version) "
-                      "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                      "port_high, run_dir, allow_regular_files, byid_dir, max_connections, version, durability) "
+                      "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   q.bind(1, self.process.pid);
   q.bind(2, static_cast<int64_t>(self.process.start_time));
   q.bind(3, self.process.boot_id);
@@ -206,6 +207,7 @@ void ExportStore::register_manager(const ManagerInstance& self, const StillRunni
   q.bind(9, self.byid_dir);
   q.bind(10, self.max_connections);
   q.bind(11, self.version);
+  q.bind(12, self.durability);
   q.exec();
   tx.commit();
 }

@@ -83,6 +83,7 @@ NbdExport read_export(SQLite::Statement& q) {
   e.size = q.getColumn(13).getInt64();
   e.created_at = q.getColumn(14).getString();
   e.updated_at = q.getColumn(15).getString();
+  e.durability = q.getColumn(16).getString();
   return e;
 }
 

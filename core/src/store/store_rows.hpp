@@ -19,7 +19,7 @@ inline constexpr const char* kDiskColumns =
 // The export_devices view's columns: every query that returns exports selects these and reads them with read_export.
 inline constexpr const char* kExportColumns =
     "export_id, export_name, port, status, status_reason, job_id, vm_disk_id, disk_id, device_mapping_id, "
-    "volume_uuid, device_path, operation_mode, requires_device_correlation, size, created_at, updated_at";
+    "volume_uuid, device_path, operation_mode, requires_device_correlation, size, created_at, updated_at, durability";
 
 Job read_job(SQLite::Statement& q);
 DeviceMapping read_mapping(SQLite::Statement& q);
