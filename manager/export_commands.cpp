@@ -3,12 +3,10 @@
 // whether a manager runs and where its servers listen, and watches the export's status and the manager's records of
 // its servers.
 #include <fmt/chrono.h>
-#include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <charconv>
-#include <ctime>
 #include <ctime>
 #include <map>
 #include <memory>
@@ -20,8 +18,8 @@
 #include "nbdxm/database.hpp"
 #include "nbdxm/device_resolver.hpp"
 #include "nbdxm/error.hpp"
-#include "nbdxm/export_store.hpp"
 #include "nbdxm/export_counters.hpp"
+#include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
 #include "nbdxm/printable.hpp"
 #include "nbdxm/process_identity.hpp"
@@ -294,9 +292,9 @@ void add_counters(Json& object, const NbdExport& e, const std::optional<std::str
       object[fmt::format("requests_{}", k)] = nullptr;
       object[fmt::format("failed_{}", k)] = nullptr;
     }
-    for (const char* k : {"bytes_read", "bytes_written", "bytes_zeroed", "bytes_trimmed", "connections_open",
-                          "connections_total", "refused_not_active", "refused_device", "last_write_at",
-                          "coverage_bytes", "coverage_percent"}) {
+    for (const char* k :
+         {"bytes_read", "bytes_written", "bytes_zeroed", "bytes_trimmed", "connections_open", "connections_total",
+          "refused_not_active", "refused_device", "last_write_at", "coverage_bytes", "coverage_percent"}) {
       object[k] = nullptr;
     }
     return;
@@ -322,8 +320,9 @@ void add_counters(Json& object, const NbdExport& e, const std::optional<std::str
     object["last_write_at"] = fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", utc, *s.last_write_unix_ms % 1000);
   }
   object["coverage_bytes"] = s.coverage_bytes;
-  object["coverage_percent"] =
-      s.identity.volume_size > 0 ? static_cast<double>(s.coverage_bytes) * 100.0 / static_cast<double>(s.identity.volume_size) : 0.0;
+  object["coverage_percent"] = s.identity.volume_size > 0 ? static_cast<double>(s.coverage_bytes) * 100.0 /
+                                                                static_cast<double>(s.identity.volume_size)
+                                                          : 0.0;
 }
 
 void show_command(const GlobalOptions& options, const std::string& name) {
@@ -356,10 +355,10 @@ void show_command(const GlobalOptions& options, const std::string& name) {
 void acknowledge_command(const GlobalOptions& options, const std::string& name) {
   Store store(options, Database::Access::read_write);
   const int count = store.exports.acknowledge_durability_failures(name);
-  print_result(options, Json{{"export_name", name}, {"acknowledged", count}},
-               count == 0 ? fmt::format("export {} has no unacknowledged durability failure; nothing changed\n",
-                                        printable(name))
-                          : fmt::format("acknowledged the durability failure of export {}\n", printable(name)));
+  print_result(
+      options, Json{{"export_name", name}, {"acknowledged", count}},
+      count == 0 ? fmt::format("export {} has no unacknowledged durability failure; nothing changed\n", printable(name))
+                 : fmt::format("acknowledged the durability failure of export {}\n", printable(name)));
 }
 
 // ---- revoke -------------------------------------------------------------------------------------------------------

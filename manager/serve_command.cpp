@@ -2,10 +2,10 @@
 // who runs the servers and server_command.hpp for how they are started.
 #include <fmt/format.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 

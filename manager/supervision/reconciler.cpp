@@ -74,9 +74,8 @@ int Reconciler::run(int signal_fd) {
 
     const bool listening = schedule.listening(now);  // see StoreCheckSchedule
     std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
-    auto deadline =
-        std::min({schedule.next_check(now), next_resync, writes_.next_deadline(), supervisor_.next_deadline(),
-                  durability_.next_deadline()});
+    auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline(),
+                              supervisor_.next_deadline(), durability_.next_deadline()});
     if (store_failing_since_ || look_wanted_) deadline = std::min(deadline, now + kStoreRetry);
     supervisor_.collect_fds(fds);
     if (::poll(fds.data(), fds.size(), poll_timeout_ms(now, deadline)) < 0 && errno != EINTR) {

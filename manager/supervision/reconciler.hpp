@@ -25,9 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "durability_folder.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
-#include "durability_folder.hpp"
 #include "server_supervisor.hpp"
 #include "store_writes.hpp"
 

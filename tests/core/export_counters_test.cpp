@@ -17,9 +17,8 @@ constexpr uint64_t kMiB = 1024 * 1024;
 class ExportCountersTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("nbdxm-counters-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = std::filesystem::temp_directory_path() / ("nbdxm-counters-" + std::to_string(::getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -32,8 +31,7 @@ class ExportCountersTest : public ::testing::Test {
 };
 
 TEST_F(ExportCountersTest, PathNamesTheExportLife) {
-  EXPECT_EQ(ExportCounters::path("/run/nbdxm/counters", 7, kCreatedAt),
-            "/run/nbdxm/counters/7-20261130140000123.bin");
+  EXPECT_EQ(ExportCounters::path("/run/nbdxm/counters", 7, kCreatedAt), "/run/nbdxm/counters/7-20261130140000123.bin");
 }
 
 TEST_F(ExportCountersTest, WriterAndReaderSeeTheSameCounters) {

@@ -40,8 +40,17 @@ class FdatasyncFailure {
  private:
   static ChildProcess spawn(pid_t pid) {
     SpawnOptions options;
-    options.argv = {"strace", "-f",      "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
-                    "inject=fdatasync:error=EIO", "-p", std::to_string(pid)};
+    options.argv = {"strace",
+                    "-f",
+                    "-qq",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "trace=fdatasync",
+                    "-e",
+                    "inject=fdatasync:error=EIO",
+                    "-p",
+                    std::to_string(pid)};
     return ChildProcess::spawn(options);
   }
 
@@ -133,8 +142,7 @@ TEST_F(ServeDurabilityTest, AnInjectedFdatasyncFailureAtCloseFailsTheExportUntil
     client.write(pattern(kMiB, 1), 0);
     client.disconnect();  // the migration client's way: no flush, the close-time sync is the only one
     const std::string reason = wait_failed(e);
-    EXPECT_EQ(reason,
-              fmt::format("durability: fdatasync on {} failed: Input/output error", volume.path))
+    EXPECT_EQ(reason, fmt::format("durability: fdatasync on {} failed: Input/output error", volume.path))
         << manager_.log();
   }
   expect_reported_until_acknowledged(
@@ -157,9 +165,8 @@ TEST_F(ServeDurabilityTest, AThinVolumeOutOfSpaceFailsTheExportAtClose) {
     client.disconnect();  // accepted into the page cache; the writeback fails at the close-time sync
   }
   const std::string reason = wait_failed(e);
-  EXPECT_EQ(reason.rfind(fmt::format("durability: fdatasync on {} failed: ", loop.path()), 0), 0u)
-      << reason << "\n"
-      << manager_.log();
+  EXPECT_EQ(reason.rfind(fmt::format("durability: fdatasync on {} failed: ", loop.path()), 0), 0u) << reason << "\n"
+                                                                                                   << manager_.log();
   expect_reported_until_acknowledged(e, fmt::format("durability: fdatasync on {} failed", loop.path()));
 }
 
@@ -238,8 +245,7 @@ TEST_F(ServeDurabilityTest, FullCopyThroughNbdcopyCoversTheWholeVolume) {
   write_file(source, pattern(8 * kMiB, 3));
   std::filesystem::resize_file(source, 1024 * kMiB);  // the rest a hole: nbdcopy zeroes it
   std::string output;
-  ASSERT_EQ(run_program({"nbdcopy", source, fmt::format("nbd://127.0.0.1:{}/{}", e.port, e.export_name)}, &output),
-            0)
+  ASSERT_EQ(run_program({"nbdcopy", source, fmt::format("nbd://127.0.0.1:{}/{}", e.port, e.export_name)}, &output), 0)
       << output;
   Json shown;
   ASSERT_TRUE(wait_until(

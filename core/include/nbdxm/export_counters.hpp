@@ -41,7 +41,7 @@ class ExportCounters {
 
   struct Identity {
     int64_t export_id = 0;
-    std::string created_at;  // the export life (nbd_exports.created_at)
+    std::string created_at;   // the export life (nbd_exports.created_at)
     int64_t volume_size = 0;  // bytes; sizes the coverage bitmap
   };
 
@@ -58,7 +58,7 @@ class ExportCounters {
     uint64_t connections_total = 0;
     uint64_t refused[static_cast<int>(Refusal::kCount)] = {};
     std::optional<int64_t> last_write_unix_ms;
-    uint64_t coverage_bytes = 0;   // distinct bytes written or zeroed, in whole granules, at most the volume's size
+    uint64_t coverage_bytes = 0;  // distinct bytes written or zeroed, in whole granules, at most the volume's size
     uint64_t durability_failures = 0;
     std::string durability_reason;  // the last failure's line; empty when none
     const RequestCounts& of(Request r) const { return requests[static_cast<int>(r)]; }

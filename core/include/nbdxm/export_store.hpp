@@ -71,8 +71,8 @@ struct ExportFilter {
 struct NewExport {
   std::string job_id;
   std::string disk_id;
-  std::optional<std::string> name;  // default: migration-vol-<volume uuid>
-  std::optional<int> port;          // default: the allocator's lowest free port
+  std::optional<std::string> name;      // default: migration-vol-<volume uuid>
+  std::optional<int> port;              // default: the allocator's lowest free port
   std::string durability = "on-close";  // on-close or write-through
 };
 

@@ -23,7 +23,7 @@ static_assert(Word::is_always_lock_free, "the counters are shared between proces
 static_assert(sizeof(Word) == sizeof(uint64_t));
 
 constexpr uint64_t kMagic = 0x31544e4344584d4eULL;  // "NMXDCNT1" read as little-endian bytes
-constexpr size_t kCreatedAtWords = 4;                // 32 bytes: 2026-11-27T23:12:00.123Z fits
+constexpr size_t kCreatedAtWords = 4;               // 32 bytes: 2026-11-27T23:12:00.123Z fits
 constexpr size_t kReasonWords = ExportCounters::kReasonBytes / sizeof(uint64_t);
 constexpr int kRequestKinds = static_cast<int>(ExportCounters::Request::kCount);
 constexpr int kRefusals = static_cast<int>(ExportCounters::Refusal::kCount);
@@ -116,8 +116,7 @@ std::unique_ptr<ExportCounters> ExportCounters::open_read_only(const std::string
   void* map = map_file(fd.get(), path, false, length);
   std::unique_ptr<ExportCounters> counters(new ExportCounters(map, length));
   const Layout& l = counters->layout();
-  if (l.magic.load() != kMagic || l.version.load() != kVersion ||
-      file_length(l.bitmap_bits.load()) > length) {
+  if (l.magic.load() != kMagic || l.version.load() != kVersion || file_length(l.bitmap_bits.load()) > length) {
     throw std::runtime_error(fmt::format("{} is not a counter file of this nbdxm version; remove it", path));
   }
   return counters;
@@ -129,8 +128,7 @@ std::unique_ptr<ExportCounters> ExportCounters::open_or_create(const std::string
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (auto existing = open_read_only(path)) {
       const Layout& l = existing->layout();
-      if (static_cast<int64_t>(l.export_id.load()) != identity.export_id ||
-          created_at_of(l) != identity.created_at) {
+      if (static_cast<int64_t>(l.export_id.load()) != identity.export_id || created_at_of(l) != identity.created_at) {
         throw std::runtime_error(fmt::format("counter file {} belongs to another export; remove it", path));
       }
       existing.reset();

@@ -43,10 +43,11 @@ bool export_exists(SQLite::Database& db, int64_t export_id, const std::string& c
 }
 
 std::optional<ManagerInstance> read_manager(SQLite::Database& db) {
-  SQLite::Statement q(db,
-                      "SELECT pid, start_time, boot_id, listen_address, port_low, port_high, run_dir, "
-                      "allow_regular_files, byid_dir, max_connections, version, started_at, durability FROM export_manager "
-                      "WHERE id = 1");
+  SQLite::Statement q(
+      db,
+      "SELECT pid, start_time, boot_id, listen_address, port_low, port_high, run_dir, "
+      "allow_regular_files, byid_dir, max_connections, version, started_at, durability FROM export_manager "
+      "WHERE id = 1");
   if (!q.executeStep()) return std::nullopt;
   ManagerInstance m;
   m.process = ProcessIdentity{q.getColumn(0).getInt(), static_cast<uint64_t>(q.getColumn(1).getInt64()),
