@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "manager_harness.hpp"
+#include "nbdxm/export_counters.hpp"
 
 namespace nbdxm::test {
 namespace {
@@ -147,6 +148,23 @@ TEST_F(ServeDurabilityTest, AnInjectedFdatasyncFailureAtCloseFailsTheExportUntil
   }
   expect_reported_until_acknowledged(
       e, fmt::format("durability: fdatasync on {} failed: Input/output error", volume.path));
+}
+
+TEST_F(ServeDurabilityTest, AFailureTheStoppedManagerHadNotRecordedIsRecordedByTheNextOne) {
+  manager_.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  const NbdExport e = created(volume);
+  { TcpClient client(e.port, e.export_name); }  // the server's first connect creates the export's counter file
+  manager_.stop();  // the export stays active; its counter file stays for the next manager's server
+  const std::string file = ExportCounters::path(dir_.file("run/counters"), e.id, e.created_at);
+  ASSERT_TRUE(std::filesystem::exists(file));
+  ExportCounters::open_or_create(file, {e.id, e.created_at, e.size})
+      ->durability_failure("durability: fdatasync on /dev/vdc failed: No space left on device");
+  ASSERT_EQ(store_.get_export(e.export_name).status, "active");
+
+  manager_.start();
+  EXPECT_EQ(wait_failed(e), "durability: fdatasync on /dev/vdc failed: No space left on device") << manager_.log();
+  EXPECT_EQ(nbdxm({"check"}).code, 5);
 }
 
 TEST_F(ServeDurabilityTest, AThinVolumeOutOfSpaceFailsTheExportAtClose) {
