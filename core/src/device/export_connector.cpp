@@ -1,6 +1,7 @@
 #include "nbdxm/export_connector.hpp"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -142,6 +143,8 @@ std::shared_ptr<ExportCounters> ExportConnector::counters_of(const NbdExport& e)
   const std::lock_guard<std::mutex> lock(counters_mutex_);
   auto& slot = counters_[{e.id, e.created_at}];
   if (!slot) {
+    // `nbdxm serve` creates the directory; a server started by other means (its backend's tests) makes it itself.
+    ::mkdir(options_.counters_dir->c_str(), 0750);
     const std::string path = ExportCounters::path(*options_.counters_dir, e.id, e.created_at);
     try {
       slot = ExportCounters::open_or_create(path, {e.id, e.created_at, e.size});
