@@ -518,6 +518,53 @@ ALTER TABLE nbd_exports ADD COLUMN allow_from TEXT
 -- --tls or --no-tls.
 ALTER TABLE export_manager ADD COLUMN tls_default INTEGER NOT NULL DEFAULT 0
     CONSTRAINT manager_tls_default_bool CHECK (tls_default IN (0, 1));
+-- Durability (`nbdxm export create --durability`, `nbdxm serve --durability`). on-close: a connection's writes are
+-- made durable (fdatasync) when it closes, the only point the migration client allows, since it never flushes.
+-- write-through: every write and write-zeroes is durable before it is acknowledged. The export's server reads its
+-- export's mode at every connect (export_devices); the manager's row holds the default `export create` applies.
+ALTER TABLE nbd_exports ADD COLUMN durability TEXT NOT NULL DEFAULT 'on-close'
+    CONSTRAINT export_durability_valid CHECK (durability IN ('on-close', 'write-through'));
+ALTER TABLE export_manager ADD COLUMN durability TEXT NOT NULL DEFAULT 'on-close'
+    CONSTRAINT manager_durability_valid CHECK (durability IN ('on-close', 'write-through'));
+
+-- A sync of an export's writes that failed (its server's fdatasync at close or at a flush): acknowledged writes may
+-- be lost, so the export is failed and the failure stays reported (`nbdxm check`, exit 5) until an operator
+-- acknowledges it (`nbdxm export acknowledge`). One row per export life (served_created_at: the export's created_at
+-- when it failed); `failures` counts the failed syncs its servers reported, `reason` is the last one's. Written by the
+-- manager from what the servers report; goes away with its export.
+CREATE TABLE export_durability_failures (
+    export_id         INTEGER NOT NULL REFERENCES nbd_exports (id) ON DELETE CASCADE,
+    served_created_at TEXT NOT NULL,
+    failures          INTEGER NOT NULL CONSTRAINT durability_failures_range CHECK (failures >= 1),
+    reason            TEXT NOT NULL CONSTRAINT durability_reason_length CHECK (length(reason) BETWEEN 1 AND 1000),
+    first_failed_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    last_failed_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    acknowledged_at   TEXT,
+    PRIMARY KEY (export_id, served_created_at)
+) STRICT;
+
+CREATE INDEX idx_export_durability_failures_open ON export_durability_failures (export_id)
+    WHERE acknowledged_at IS NULL;
+
+CREATE TRIGGER export_durability_failures_export_exists_insert BEFORE INSERT ON export_durability_failures
+WHEN NEW.export_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nbd_exports WHERE id = NEW.export_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the export of the durability failure does not exist');
+END;
+CREATE TRIGGER export_durability_failures_export_exists_update BEFORE UPDATE OF export_id ON export_durability_failures
+WHEN NEW.export_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nbd_exports WHERE id = NEW.export_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the export of the durability failure does not exist');
+END;
+CREATE TRIGGER nbd_exports_id_fixed_while_failed_durably BEFORE UPDATE OF id ON nbd_exports
+WHEN NEW.id IS NOT OLD.id AND EXISTS (SELECT 1 FROM export_durability_failures WHERE export_id = OLD.id)
+BEGIN
+    SELECT RAISE(ABORT, 'an export that has a durability failure cannot change its id');
+END;
+CREATE TRIGGER nbd_exports_delete_deletes_durability_failures AFTER DELETE ON nbd_exports
+BEGIN
+    DELETE FROM export_durability_failures WHERE export_id = OLD.id;
+END;
 
 DROP VIEW export_devices;
 CREATE VIEW export_devices AS
@@ -529,7 +576,7 @@ SELECT e.id AS export_id, e.export_name, e.port,
                  AND (j.status = 'completed' OR j.status = 'failed' OR j.status = 'cancelled')
             THEN 'job ' || j.id || ' has ended (' || j.status || ')' ELSE e.status_reason END AS status_reason,
        e.job_id, e.vm_disk_id, d.disk_id, m.id AS device_mapping_id, m.volume_uuid, m.device_path, m.operation_mode,
-       m.requires_device_correlation, m.size, e.created_at, e.updated_at, e.tls, e.allow_from
+       m.requires_device_correlation, m.size, e.created_at, e.updated_at, e.tls, e.allow_from, e.durability
 FROM nbd_exports e
 JOIN replication_jobs j ON j.id = e.job_id
 JOIN vm_disks d ON d.id = e.vm_disk_id AND d.job_id = e.job_id

@@ -2,11 +2,13 @@
 // records or revokes exports (the manager notices within its poll interval), learns from the export_manager row
 // whether a manager runs and where its servers listen, and watches the export's status and the manager's records of
 // its servers.
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <set>
@@ -17,6 +19,7 @@
 #include "nbdxm/database.hpp"
 #include "nbdxm/device_resolver.hpp"
 #include "nbdxm/error.hpp"
+#include "nbdxm/export_counters.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
 #include "nbdxm/printable.hpp"
@@ -139,6 +142,7 @@ struct CreateArgs {
   bool tls = false;
   CLI::Option* tls_option = nullptr;  // given (--tls or --no-tls), or the manager's default
   std::optional<std::string> allow_from;
+  std::optional<std::string> durability;  // default: the manager's (`serve --durability`)
   double timeout = 10;
 };
 
@@ -239,12 +243,14 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
   if (args.allow_from) allow_from = values::canonical_allow_from(*args.allow_from);
   const PortAllocator ports(PortRange{manager->port_low, manager->port_high}, manager->listen_address);
   const NbdExport created =
-      store.exports.create_export({args.job_id, args.disk_id, args.name, args.port}, ports, {tls, allow_from});
+      store.exports.create_export(
+      {args.job_id, args.disk_id, args.name, args.port, args.durability.value_or(manager->durability)}, ports,
+      {tls, allow_from});
   const std::string key = tls_psk_file(options, created);
   const NbdExport served = wait_until_served(store, created, *manager, key, timeout);
   Json result{{"name", served.export_name},       {"port", served.port},       {"state", served.status},
               {"job_id", served.job_id},          {"disk_id", served.disk_id}, {"volume_uuid", served.volume_uuid},
-              {"device_path", served.device_path}};
+              {"device_path", served.device_path}, {"durability", served.durability}};
   add_access(result, options, served, manager->listen_address);
   std::string text = fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", printable(served.export_name),
                                  served.port, printable(served.status), printable(result["uri"].get<std::string>()));
@@ -287,6 +293,72 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   fmt::print("{}", format_table(cells, kListColumns));
 }
 
+// The export's failed syncs (schema.sql, version 5): the open one (unacknowledged), and how many were acknowledged.
+void add_durability_failures(Json& object, const std::vector<DurabilityFailure>& failures) {
+  Json open = nullptr;
+  int acknowledged = 0;
+  for (const auto& f : failures) {
+    if (f.acknowledged_at) {
+      ++acknowledged;
+    } else {
+      open = fmt::format("{} ({} failed sync{}, last at {}; `nbdxm export acknowledge` once dealt with)", f.reason,
+                         f.failures, f.failures == 1 ? "" : "s", f.last_failed_at);
+    }
+  }
+  object["durability_failure"] = open;
+  object["durability_failures_acknowledged"] = acknowledged;
+}
+
+// What the export's servers counted (its counter file, while the manager keeps it: from its first connect until
+// its server is stopped for good). null when there is none.
+void add_counters(Json& object, const NbdExport& e, const std::optional<std::string>& run_dir) {
+  std::unique_ptr<ExportCounters> counters;
+  if (run_dir) {
+    try {
+      counters = ExportCounters::open_read_only(ExportCounters::path(*run_dir + "/counters", e.id, e.created_at));
+    } catch (const std::exception&) {
+      // Unreadable: shown as none (the manager logs it).
+    }
+  }
+  const char* kinds[] = {"read", "write", "zero", "trim", "flush"};
+  if (!counters) {
+    for (const char* k : kinds) {
+      object[fmt::format("requests_{}", k)] = nullptr;
+      object[fmt::format("failed_{}", k)] = nullptr;
+    }
+    for (const char* k :
+         {"bytes_read", "bytes_written", "bytes_zeroed", "bytes_trimmed", "connections_open", "connections_total",
+          "refused_not_active", "refused_device", "last_write_at", "coverage_bytes", "coverage_percent"}) {
+      object[k] = nullptr;
+    }
+    return;
+  }
+  const auto s = counters->snapshot();
+  for (int k = 0; k < static_cast<int>(ExportCounters::Request::kCount); ++k) {
+    object[fmt::format("requests_{}", kinds[k])] = s.requests[k].requests;
+    object[fmt::format("failed_{}", kinds[k])] = s.requests[k].failed;
+  }
+  object["bytes_read"] = s.of(ExportCounters::Request::read).bytes;
+  object["bytes_written"] = s.of(ExportCounters::Request::write).bytes;
+  object["bytes_zeroed"] = s.of(ExportCounters::Request::zero).bytes;
+  object["bytes_trimmed"] = s.of(ExportCounters::Request::trim).bytes;
+  object["connections_open"] = s.connections_open;
+  object["connections_total"] = s.connections_total;
+  object["refused_not_active"] = s.refused[static_cast<int>(ExportCounters::Refusal::not_active)];
+  object["refused_device"] = s.refused[static_cast<int>(ExportCounters::Refusal::device)];
+  object["last_write_at"] = nullptr;
+  if (s.last_write_unix_ms) {
+    const std::time_t seconds = *s.last_write_unix_ms / 1000;
+    std::tm utc{};
+    gmtime_r(&seconds, &utc);
+    object["last_write_at"] = fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", utc, *s.last_write_unix_ms % 1000);
+  }
+  object["coverage_bytes"] = s.coverage_bytes;
+  object["coverage_percent"] = s.identity.volume_size > 0 ? static_cast<double>(s.coverage_bytes) * 100.0 /
+                                                                static_cast<double>(s.identity.volume_size)
+                                                          : 0.0;
+}
+
 void show_command(const GlobalOptions& options, const std::string& name) {
   Store store(options, Database::Access::read_only);
   const NbdExport e = store.exports.get_export(name);
@@ -305,7 +377,21 @@ void show_command(const GlobalOptions& options, const std::string& name) {
   // Its server runs with settings other than the manager's: replaced at once when the change narrows access,
   // otherwise once it has no client.
   object["settings_stale"] = facts.supervisor.is_null() ? Json(nullptr) : optional_json(server.settings_stale);
+  add_durability_failures(object, store.exports.durability_failures_of(e.id));
+  const auto manager = store.exports.running_manager(still_running);
+  add_counters(object, e, manager ? std::optional<std::string>(manager->run_dir) : std::nullopt);
   print_record(options, object);
+}
+
+// ---- acknowledge ----------------------------------------------------------------------------------------------
+
+void acknowledge_command(const GlobalOptions& options, const std::string& name) {
+  Store store(options, Database::Access::read_write);
+  const int count = store.exports.acknowledge_durability_failures(name);
+  print_result(
+      options, Json{{"export_name", name}, {"acknowledged", count}},
+      count == 0 ? fmt::format("export {} has no unacknowledged durability failure; nothing changed\n", printable(name))
+                 : fmt::format("acknowledged the durability failure of export {}\n", printable(name)));
 }
 
 // ---- revoke -------------------------------------------------------------------------------------------------------
@@ -420,6 +506,10 @@ void register_export_commands(CLI::App& app, GlobalOptions& options) {
   c->add_option("--allow-from", create->allow_from,
                 "Only these clients may connect: IPv4 or IPv6 addresses or networks (CIDR), comma-separated, e.g. "
                 "10.0.0.0/8,::1 (enforced by the export's server; default: any client that reaches the port)");
+  c->add_option("--durability", create->durability,
+                "on-close (writes synced when a connection closes) or write-through (every write durable before "
+                "it is acknowledged); default: the manager's --durability")
+      ->check(CLI::IsMember({"on-close", "write-through"}));
   c->add_option("--timeout", create->timeout, "Seconds to wait for the server")->capture_default_str();
   c->callback([&options, create] { create_command(options, *create); });
 
@@ -444,6 +534,14 @@ void register_export_commands(CLI::App& app, GlobalOptions& options) {
   r->add_option("--volume", revoke->volume_uuid, "The export of this volume (UUID)");
   r->add_option("--timeout", revoke->timeout, "Seconds to wait for the servers to stop")->capture_default_str();
   r->callback([&options, revoke] { revoke_command(options, *revoke); });
+
+  auto acknowledged = std::make_shared<std::string>();
+  CLI::App* a = group->add_subcommand(
+      "acknowledge",
+      "Acknowledge the export's failed syncs (acknowledged writes may have been lost): `nbdxm check` stops reporting "
+      "them. The export stays failed; create it anew to serve the volume again");
+  a->add_option("NAME", *acknowledged, "Export name")->required();
+  a->callback([&options, acknowledged] { acknowledge_command(options, *acknowledged); });
 
   auto older_than = std::make_shared<std::string>("7d");
   auto dry_run = std::make_shared<bool>(false);

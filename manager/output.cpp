@@ -79,7 +79,8 @@ Json to_json(const NbdExport& nbd_export) {
               {"requires_device_correlation", nbd_export.requires_device_correlation},
               {"size", nbd_export.size},
               {"created_at", nbd_export.created_at},
-              {"updated_at", nbd_export.updated_at}};
+              {"updated_at", nbd_export.updated_at},
+              {"durability", nbd_export.durability}};
 }
 
 std::string text_value(const Json& value) {

@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -50,6 +51,12 @@ void prepare_run_dir(const std::string& run_dir) {
   }
   if (::access(run_dir.c_str(), W_OK) != 0) {
     throw Error(ExitCode::usage, fmt::format("run directory {} is not writable; give a writable --run-dir", run_dir));
+  }
+  const std::string counters = supervision::counters_dir(run_dir);
+  std::filesystem::create_directories(counters, ec);
+  if (ec || ::chmod(counters.c_str(), 0750) != 0) {
+    throw Error(ExitCode::usage, fmt::format("counters directory {} cannot be created ({}); give a writable --run-dir",
+                                             counters, ec ? ec.message() : std::strerror(errno)));
   }
 }
 
@@ -118,6 +125,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   me.max_connections = config.max_connections;
   me.tls_default = config.tls == "require";
   me.version = NBDXM_VERSION;
+  me.durability = config.durability;
   store.register_manager(me, still_running);
   log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,
             db_path, config.listen, ports.str(), config.run_dir, config.nbdkit, config.plugin);

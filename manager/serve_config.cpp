@@ -59,6 +59,13 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
       ->capture_default_str();
   serve.add_option("--server-threads", config.server_threads, "nbdkit threads per export server (nbdkit -t)")
       ->capture_default_str();
+  serve
+      .add_option("--durability", config.durability,
+                  "Default durability of new exports: on-close (a connection's writes are synced when it closes) or "
+                  "write-through (every write is durable before it is acknowledged); `export create --durability` "
+                  "overrides it")
+      ->check(CLI::IsMember({"on-close", "write-through"}))
+      ->capture_default_str();
   serve.add_option("--tasks-max", config.tasks_max, "Tasks allowed per export server (systemd TasksMax=)")
       ->capture_default_str();
   serve

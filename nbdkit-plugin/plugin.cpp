@@ -163,6 +163,11 @@ int nbdxm_config(const char* key, const char* value) {
         log_error("allow-from: %s", e.what());
         return -1;
       }
+    } else if (k == "counters-dir") {
+      char* absolute = nbdkit_absolute_path(value);
+      if (absolute == nullptr) return -1;
+      options.counters_dir = absolute;
+      free(absolute);
     } else if (k == "byid-dir") {
       char* absolute = nbdkit_absolute_path(value);
       if (absolute == nullptr) return -1;
@@ -397,7 +402,9 @@ struct nbdkit_plugin make_plugin() {
       "allow-regular-files=BOOL Also serve regular files (default false: block devices only).\n"
       "allow-uncorrelated=BOOL  Also serve mappings without device correlation (default false; tests, demos).\n"
       "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).\n"
-      "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any).";
+      "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any).\n"
+      "counters-dir=DIR         Count each export's requests in DIR/<id>-<created>.bin and record failed syncs\n"
+      "                         there for the manager (nbdxm serve passes <run-dir>/counters).";
   p.magic_config_key = "db";
   p.get_ready = nbdxm_get_ready;
   p.preconnect = nbdxm_preconnect;

@@ -172,7 +172,8 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
     argv.push_back("--tls-psk=" + tls_psk_path(settings.db_path, target));
   }
   argv.insert(argv.end(), {settings.plugin, "db=" + settings.db_path, "export=" + target.export_name,
-                           "byid-dir=" + settings.byid_dir, "limit=" + std::to_string(settings.max_connections)});
+                           "byid-dir=" + settings.byid_dir, "limit=" + std::to_string(settings.max_connections),
+                           "counters-dir=" + counters_dir(settings.run_dir)});
   // The plugin refuses a client the list does not admit, before the handshake (nbdkit 1.32's ip filter, as Debian
   // builds it, cannot parse addresses).
   if (!settings.allow_from.empty()) argv.push_back("allow-from=" + settings.allow_from);
@@ -189,6 +190,8 @@ std::string server_instance(const ServerSettings& settings, const ServerTarget& 
 }
 
 std::string server_spec_dir(const std::string& run_dir) { return run_dir + "/servers"; }
+
+std::string counters_dir(const std::string& run_dir) { return run_dir + "/counters"; }
 
 std::string server_spec_path(const std::string& run_dir, const std::string& instance) {
   return fmt::format("{}/{}.json", server_spec_dir(run_dir), instance);

@@ -30,6 +30,9 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
 // `127.0.0.1:10810`, or `[::1]:10810` for an IPv6 listen address.
 std::string server_instance(const ServerSettings& settings, const ServerTarget& target);
 std::string server_spec_dir(const std::string& run_dir);
+// <run-dir>/counters: the servers' counter files (nbdxm/export_counters.hpp), passed to each as counters-dir=. The
+// manager creates it (mode 0750) when it starts; the servers, running as the manager's user, create their files.
+std::string counters_dir(const std::string& run_dir);
 // The spec of an instance (unescaped), and that of the target's instance under `settings`.
 std::string server_spec_path(const std::string& run_dir, const std::string& instance);
 std::string server_spec_path(const ServerSettings& settings, const ServerTarget& target);

@@ -4,6 +4,10 @@
 // trim use the block device primitives (BLKZEROOUT, BLKDISCARD, fallocate) or the file ones (fallocate), a fast
 // zero is refused up front unless it cannot fall back to writing, and writes are tracked so that closing the
 // connection can make them durable. Every operation returns 0 or an errno value and never throws.
+//
+// Durability: on-close (the default) makes writes durable at a flush, a FUA request or the connection's close;
+// write-through makes every write, write-zeroes and trim durable before it returns (RWF_DSYNC for writes, an
+// fdatasync after zeroing or trimming), so that a client's checkpoint can never run ahead of the device.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -34,12 +38,14 @@ using ExtentSink = std::function<int(uint64_t offset, uint64_t length, bool hole
 
 class BlockBackend {
  public:
-  explicit BlockBackend(OpenedDevice device);
+  enum class Durability { on_close, write_through };
+  explicit BlockBackend(OpenedDevice device, Durability durability = Durability::on_close);
   BlockBackend(const BlockBackend&) = delete;
   BlockBackend& operator=(const BlockBackend&) = delete;
 
   int64_t size() const noexcept { return device_.size; }
   bool read_only() const noexcept { return device_.read_only; }
+  bool write_through() const noexcept { return write_through_; }
   DeviceKind kind() const noexcept { return device_.kind; }
   const std::string& path() const noexcept { return device_.path; }
   // Block devices: minimum = logical sector, preferred = max(physical block, 4096); regular files: 1 and 4096.
@@ -69,6 +75,7 @@ class BlockBackend {
   int zero_regular_file(uint32_t count, uint64_t offset, ZeroFlags flags) noexcept;
 
   OpenedDevice device_;
+  const bool write_through_;
   std::atomic<bool> written_since_flush_{false};
   // What this device turned out not to support, learnt on first use (per connection, like the file plugin).
   std::atomic<bool> can_punch_hole_{true};

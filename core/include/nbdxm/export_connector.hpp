@@ -4,7 +4,15 @@
 // pinned export, when the server is pinned to one), opens its verified device and watches the export for as long
 // as the connection lives. An ExportConnection serves one client; once its export is revoked in the store, every
 // request fails with ESHUTDOWN and nothing more reaches the device.
+//
+// With counters_dir set (the manager's servers: counters-dir=), every request, connection and refused connect of an
+// export is counted in its counter file (export_counters.hpp), and a failed sync of its writes (at a flush or at
+// close) is recorded there as a durability failure for the manager, which fails the export. A counter file that
+// cannot be created refuses the connect: a sync failure nobody would learn of is what the file is for.
+// The export's durability mode (on-close, write-through) is read from the store at every connect.
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +20,7 @@
 #include "nbdxm/block_backend.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/device_resolver.hpp"
+#include "nbdxm/export_counters.hpp"
 #include "nbdxm/export_watcher.hpp"
 
 namespace nbdxm {
@@ -21,11 +30,17 @@ struct ServeOptions {
   std::string db_path;                       // db=PATH
   std::optional<std::string> pinned_export;  // export=NAME
   DeviceRules device_rules;                  // allow-regular-files=, byid-dir=
+  std::optional<std::string> counters_dir;   // counters-dir=DIR
 };
 
 class ExportConnection {
  public:
-  ExportConnection(OpenedDevice device, std::unique_ptr<ExportWatch> watch);
+  // `counters` may be null (no counters-dir).
+  ExportConnection(OpenedDevice device, BlockBackend::Durability durability, std::unique_ptr<ExportWatch> watch,
+                   std::shared_ptr<ExportCounters> counters);
+  ~ExportConnection();
+  ExportConnection(const ExportConnection&) = delete;
+  ExportConnection& operator=(const ExportConnection&) = delete;
 
   const NbdExport& served() const noexcept { return watch_->admitted(); }
   const BlockBackend& backend() const noexcept { return backend_; }
@@ -41,7 +56,7 @@ class ExportConnection {
   int prefetch(uint32_t count, uint64_t offset) const noexcept;
   int extents(uint32_t count, uint64_t offset, bool req_one, const ExtentSink& sink) const;
   // At close: makes every acknowledged write durable, also after revocation (those writes were acknowledged).
-  int finish() noexcept { return backend_.sync_if_written(); }
+  int finish() noexcept;
 
  private:
   // Zero and trim are done kMaxRequest bytes at a time, with the revocation checked before each piece: a client
@@ -49,8 +64,13 @@ class ExportConnection {
   template <typename Piece>
   int in_pieces(uint32_t count, uint64_t offset, bool fua, Piece piece) noexcept;
 
+  // Counts the request; a failed sync is also recorded as a durability failure. Returns err.
+  int counted(ExportCounters::Request kind, uint64_t bytes, uint64_t offset, int err) const noexcept;
+  void record_sync_failure(int err) const noexcept;
+
   BlockBackend backend_;
   std::unique_ptr<ExportWatch> watch_;
+  std::shared_ptr<ExportCounters> counters_;
 };
 
 class ExportConnector {
@@ -69,9 +89,15 @@ class ExportConnector {
   std::vector<NbdExport> served_exports();
 
  private:
+  // The export life's counter file, mapped once per server; nullptr without counters_dir. Throws Error naming the
+  // file when it cannot be created.
+  std::shared_ptr<ExportCounters> counters_of(const NbdExport& e);
+
   ServeOptions options_;
   DeviceResolver resolver_;
   ExportWatcher watcher_;
+  std::mutex counters_mutex_;
+  std::map<std::pair<int64_t, std::string>, std::shared_ptr<ExportCounters>> counters_;  // by (id, created_at)
 };
 
 // A client-supplied export name made safe for a one-line log message: printable ASCII only, at most 200 characters.

@@ -71,8 +71,9 @@ struct ExportFilter {
 struct NewExport {
   std::string job_id;
   std::string disk_id;
-  std::optional<std::string> name;  // default: migration-vol-<volume uuid>
-  std::optional<int> port;          // default: the allocator's lowest free port
+  std::optional<std::string> name;      // default: migration-vol-<volume uuid>
+  std::optional<int> port;              // default: the allocator's lowest free port
+  std::string durability = "on-close";  // on-close or write-through
 };
 
 // Who may reach a new export (`export create --tls`, `--allow-from`); the default: any client, without TLS.
@@ -204,6 +205,18 @@ class ExportStore {
   // The running server's settings differ from the manager's (`what` says how; nullopt: they match again).
   bool record_server_settings_stale(int64_t export_id, const std::optional<std::string>& what,
                                     const std::string& created_at);
+  // Durability failures (durability_failures.cpp; schema.sql, version 5). A server reported `failures` failed syncs
+  // of the export's life `created_at`, the last for `reason`: recorded in one write transaction, and the export, if
+  // still live in that life, failed with the reason. Idempotent: a count the store already holds changes nothing
+  // (the manager reports the same file again after its restart). True when something was recorded now.
+  bool record_durability_failure(int64_t export_id, const std::string& created_at, uint64_t failures,
+                                 const std::string& reason);
+  // Every export's failures (only the unacknowledged ones when open_only), oldest first.
+  std::vector<DurabilityFailure> durability_failures(bool open_only);
+  std::vector<DurabilityFailure> durability_failures_of(int64_t export_id);
+  // Marks the export's unacknowledged failures acknowledged; returns how many (0: none was open). not_found when
+  // there is no such export.
+  int acknowledge_durability_failures(const std::string& export_name);
   // Clears the server records of every export not in `keep`: at a manager's start, the servers its backend does
   // not run are gone (a direct manager's servers went with it).
   void forget_servers(const std::set<int64_t>& keep);

@@ -81,8 +81,21 @@ struct NbdExport {
   std::string updated_at;
   bool tls = false;                       // its server requires TLS with the export's own pre-shared key
   std::optional<std::string> allow_from;  // the client networks its server accepts (CIDRs, commas); nullopt: any
+  std::string durability = "on-close";  // on-close or write-through (schema.sql, version 5)
 
   bool live() const { return status == "pending" || status == "active"; }
+};
+
+// A failed sync of an export's writes (table export_durability_failures): acknowledged writes may be lost.
+struct DurabilityFailure {
+  int64_t export_id = 0;
+  std::string export_name;
+  std::string served_created_at;  // the export's life that failed
+  int64_t failures = 0;
+  std::string reason;
+  std::string first_failed_at;
+  std::string last_failed_at;
+  std::optional<std::string> acknowledged_at;
 };
 
 // A volume daemon operation (table volume_operations; nbdxm only keeps its shape valid).
@@ -128,6 +141,7 @@ struct ManagerInstance {
   bool tls_default = false;  // `nbdxm serve --tls require`: exports are created with TLS unless --no-tls
   std::string version;
   std::string started_at;
+  std::string durability = "on-close";  // what `export create` gives an export by default
 };
 
 }  // namespace nbdxm

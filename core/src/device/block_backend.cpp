@@ -24,7 +24,8 @@ int fallocate_errno(int fd, int mode, uint64_t offset, uint32_t count) {
 
 }  // namespace
 
-BlockBackend::BlockBackend(OpenedDevice device) : device_(std::move(device)) {}
+BlockBackend::BlockBackend(OpenedDevice device, Durability durability)
+    : device_(std::move(device)), write_through_(durability == Durability::write_through) {}
 
 BlockSizes BlockBackend::block_sizes() const noexcept {
   if (device_.kind != DeviceKind::block_device) return {1, 4096, kMaxRequest};
@@ -58,6 +59,7 @@ int BlockBackend::read(void* buf, uint32_t count, uint64_t offset) const noexcep
 
 int BlockBackend::write(const void* buf, uint32_t count, uint64_t offset, bool fua) noexcept {
   if (device_.read_only) return EROFS;
+  fua = fua || write_through_;
   if (!writable_range(count, offset)) return ENOSPC;
   // FUA natively: RWF_DSYNC makes just this write durable, cheaper than an fdatasync of the whole device.
   const bool dsync = fua && can_dsync_write_.load(std::memory_order_relaxed);
@@ -88,7 +90,7 @@ int BlockBackend::write(const void* buf, uint32_t count, uint64_t offset, bool f
 }
 
 int BlockBackend::after_modification(bool fua) noexcept {
-  if (fua) return ::fdatasync(device_.fd.get()) == 0 ? 0 : errno;
+  if (fua || write_through_) return ::fdatasync(device_.fd.get()) == 0 ? 0 : errno;
   written_since_flush_.store(true, std::memory_order_release);
   return 0;
 }

@@ -1,38 +1,77 @@
 #include "nbdxm/export_connector.hpp"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "nbdxm/error.hpp"
 
 namespace nbdxm {
 
-ExportConnection::ExportConnection(OpenedDevice device, std::unique_ptr<ExportWatch> watch)
-    : backend_(std::move(device)), watch_(std::move(watch)) {}
+ExportConnection::ExportConnection(OpenedDevice device, BlockBackend::Durability durability,
+                                   std::unique_ptr<ExportWatch> watch, std::shared_ptr<ExportCounters> counters)
+    : backend_(std::move(device), durability), watch_(std::move(watch)), counters_(std::move(counters)) {
+  if (counters_) counters_->connection_opened();
+}
+
+ExportConnection::~ExportConnection() {
+  if (counters_) counters_->connection_closed();
+}
+
+int ExportConnection::counted(ExportCounters::Request kind, uint64_t bytes, uint64_t offset, int err) const noexcept {
+  // EOPNOTSUPP from zero is not a failure: nbdkit writes the zeroes instead, and that write is counted.
+  if (counters_ && !(kind == ExportCounters::Request::zero && err == EOPNOTSUPP)) {
+    counters_->request(kind, bytes, offset, err == 0);
+  }
+  return err;
+}
+
+void ExportConnection::record_sync_failure(int err) const noexcept {
+  if (!counters_ || err == 0 || err == ESHUTDOWN) return;
+  char line[ExportCounters::kReasonBytes];
+  std::snprintf(line, sizeof line, "durability: fdatasync on %s failed: %s", backend_.path().c_str(),
+                std::strerror(err));
+  counters_->durability_failure(line);
+}
 
 int ExportConnection::read(void* buf, uint32_t count, uint64_t offset) const noexcept {
-  return revoked() ? ESHUTDOWN : backend_.read(buf, count, offset);
+  return counted(ExportCounters::Request::read, count, offset,
+                 revoked() ? ESHUTDOWN : backend_.read(buf, count, offset));
 }
 
 int ExportConnection::write(const void* buf, uint32_t count, uint64_t offset, bool fua) noexcept {
-  return revoked() ? ESHUTDOWN : backend_.write(buf, count, offset, fua);
+  return counted(ExportCounters::Request::write, count, offset,
+                 revoked() ? ESHUTDOWN : backend_.write(buf, count, offset, fua));
 }
 
-int ExportConnection::flush() noexcept { return revoked() ? ESHUTDOWN : backend_.flush(); }
+int ExportConnection::flush() noexcept {
+  const int err = revoked() ? ESHUTDOWN : backend_.flush();
+  record_sync_failure(err);
+  return counted(ExportCounters::Request::flush, 0, 0, err);
+}
+
+int ExportConnection::finish() noexcept {
+  const int err = backend_.sync_if_written();
+  record_sync_failure(err);
+  return err;
+}
 
 int ExportConnection::zero(uint32_t count, uint64_t offset, ZeroFlags flags) noexcept {
-  return in_pieces(count, offset, flags.fua, [&](uint32_t n, uint64_t at, bool fua) {
-    ZeroFlags piece = flags;
-    piece.fua = fua;
-    return backend_.zero(n, at, piece);
-  });
+  return counted(ExportCounters::Request::zero, count, offset,
+                 in_pieces(count, offset, flags.fua, [&](uint32_t n, uint64_t at, bool fua) {
+                   ZeroFlags piece = flags;
+                   piece.fua = fua;
+                   return backend_.zero(n, at, piece);
+                 }));
 }
 
 int ExportConnection::trim(uint32_t count, uint64_t offset, bool fua) noexcept {
-  return in_pieces(count, offset, fua,
-                   [&](uint32_t n, uint64_t at, bool last_fua) { return backend_.trim(n, at, last_fua); });
+  return counted(ExportCounters::Request::trim, count, offset,
+                 in_pieces(count, offset, fua,
+                           [&](uint32_t n, uint64_t at, bool last_fua) { return backend_.trim(n, at, last_fua); }));
 }
 
 template <typename Piece>
@@ -79,12 +118,44 @@ std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& re
                             printable_export_name(name)));
   }
   const NbdExport& found = *admission.found;
+  std::shared_ptr<ExportCounters> counters = counters_of(found);
   if (found.status != "active") {
+    if (counters) counters->refused(ExportCounters::Refusal::not_active);
     throw Error(ExitCode::unavailable,
                 fmt::format("export {} is {}{}; only active exports are served", name, found.status,
                             found.status_reason ? fmt::format(" ({})", *found.status_reason) : ""));
   }
-  return std::make_unique<ExportConnection>(resolver_.open(found, read_only), std::move(admission.watch));
+  std::optional<OpenedDevice> device;
+  try {
+    device.emplace(resolver_.open(found, read_only));
+  } catch (const Error&) {
+    if (counters) counters->refused(ExportCounters::Refusal::device);
+    throw;
+  }
+  const auto durability = found.durability == "write-through" ? BlockBackend::Durability::write_through
+                                                              : BlockBackend::Durability::on_close;
+  return std::make_unique<ExportConnection>(std::move(*device), durability, std::move(admission.watch),
+                                            std::move(counters));
+}
+
+std::shared_ptr<ExportCounters> ExportConnector::counters_of(const NbdExport& e) {
+  if (!options_.counters_dir) return nullptr;
+  const std::lock_guard<std::mutex> lock(counters_mutex_);
+  auto& slot = counters_[{e.id, e.created_at}];
+  if (!slot) {
+    // `nbdxm serve` creates the directory; a server started by other means (its backend's tests) makes it itself.
+    ::mkdir(options_.counters_dir->c_str(), 0750);
+    const std::string path = ExportCounters::path(*options_.counters_dir, e.id, e.created_at);
+    try {
+      slot = ExportCounters::open_or_create(path, {e.id, e.created_at, e.size});
+    } catch (const std::exception& ex) {
+      throw Error(ExitCode::failure,
+                  fmt::format("export {}: refusing the connect: {} (the manager's counters directory must be "
+                              "writable by the server's user)",
+                              e.export_name, ex.what()));
+    }
+  }
+  return slot;
 }
 
 std::vector<NbdExport> ExportConnector::served_exports() {

@@ -111,6 +111,12 @@ constexpr InvariantQuery kInvariantQueries[] = {
     {"unique",
      "SELECT printf('volume operation id %s is used by %d operations', id, count(*)) FROM volume_operations "
      "GROUP BY id HAVING count(*) > 1"},
+    // Not a broken invariant but a loss to be dealt with: reported until an operator acknowledges it.
+    {"durability",
+     "SELECT printf('export %s: %d sync%s of its writes failed, the last at %s: %s; acknowledged writes may be lost: "
+     "check the volume, then acknowledge with `nbdxm export acknowledge %s`', e.export_name, f.failures, "
+     "CASE WHEN f.failures = 1 THEN '' ELSE 's' END, f.last_failed_at, f.reason, e.export_name) "
+     "FROM export_durability_failures f JOIN nbd_exports e ON e.id = f.export_id WHERE f.acknowledged_at IS NULL"},
 };
 
 // The foreign keys the reference queries above already report, by (child table, parent table).
@@ -127,6 +133,9 @@ std::string row_name_sql(std::string_view table) {
   if (table == "nbd_exports") return "printf('export %s', export_name)";
   if (table == "export_manager") return "'the manager record'";
   if (table == "export_servers") return "printf('the server record of nbd_exports.id %d', export_id)";
+  if (table == "export_durability_failures") {
+    return "printf('the durability failure of nbd_exports.id %d (created %s)', export_id, served_created_at)";
+  }
   return "printf('volume operation %s', id)";
 }
 

@@ -146,6 +146,10 @@ NbdExport ExportStore::create_export(const NewExport& request, const PortAllocat
     } else {
       insert_export(disk, mapping, name, port, "pending", access);
     }
+    SQLite::Statement durability(db_.sql(), "UPDATE nbd_exports SET durability = ? WHERE export_name = ?");
+    durability.bind(1, request.durability);
+    durability.bind(2, name);
+    durability.exec();
   });
   NbdExport created = get_export(name);
   tx.commit();

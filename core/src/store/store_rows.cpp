@@ -85,6 +85,7 @@ NbdExport read_export(SQLite::Statement& q) {
   e.updated_at = q.getColumn(15).getString();
   e.tls = q.getColumn(16).getInt() != 0;
   if (!q.getColumn(17).isNull()) e.allow_from = q.getColumn(17).getString();
+  e.durability = q.getColumn(18).getString();
   return e;
 }
 

@@ -20,7 +20,7 @@ inline constexpr const char* kDiskColumns =
 inline constexpr const char* kExportColumns =
     "export_id, export_name, port, status, status_reason, job_id, vm_disk_id, disk_id, device_mapping_id, "
     "volume_uuid, device_path, operation_mode, requires_device_correlation, size, created_at, updated_at, tls, "
-    "allow_from";
+    "allow_from, durability";
 
 Job read_job(SQLite::Statement& q);
 DeviceMapping read_mapping(SQLite::Statement& q);

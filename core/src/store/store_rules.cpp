@@ -92,6 +92,14 @@ std::vector<ValueRule> make_value_rules() {
       {"server_identity_complete", "export_servers", "pid",
        "a server's pid, start time and boot id must be all set or all unset"},
       {"server_supervisor_kind", "export_servers", "supervisor", "a server's supervisor must be 'systemd' or 'direct'"},
+      {"export_durability_valid", "nbd_exports", "durability",
+       "an export's durability must be 'on-close' or 'write-through'"},
+      {"manager_durability_valid", "export_manager", "durability",
+       "a manager's durability must be 'on-close' or 'write-through'"},
+      {"durability_failures_range", "export_durability_failures", "failures",
+       "a durability failure's count must be at least 1"},
+      {"durability_reason_length", "export_durability_failures", "reason",
+       "a durability failure's reason must be 1 to 1000 characters"},
   };
 }
 
