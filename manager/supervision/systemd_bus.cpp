@@ -194,6 +194,8 @@ std::string SystemdBus::active_state(const std::string& unit) {
   return unit_string_property(unit, kUnit, "ActiveState");
 }
 
+std::string SystemdBus::load_state(const std::string& unit) { return unit_string_property(unit, kUnit, "LoadState"); }
+
 UnitState SystemdBus::unit_state(const std::string& unit) {
   UnitState state;
   state.active_state = active_state(unit);

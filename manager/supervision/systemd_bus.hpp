@@ -75,6 +75,7 @@ class SystemdBus {
   void set_unit_properties(const std::string& unit, const std::vector<UnitProperty>& properties);
   UnitState unit_state(const std::string& unit);
   std::string active_state(const std::string& unit);   // ActiveState alone: one call instead of three
+  std::string load_state(const std::string& unit);     // LoadState: loaded, not-found, bad-setting, ...
   std::string service_exit(const std::string& unit);   // "status 1", "signal KILL", or "" when none recorded
   uint32_t service_restarts(const std::string& unit);  // NRestarts
 

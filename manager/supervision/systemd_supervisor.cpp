@@ -1,6 +1,8 @@
 #include "systemd_supervisor.hpp"
 
 #include <fmt/format.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -27,6 +29,37 @@ std::string escaped_instance_of(const std::string& unit) {
 
 std::string describe_state(const std::string& unit, const UnitState& state) {
   return fmt::format("{} {} ({}, result {})", unit, state.active_state, state.sub_state, state.result);
+}
+
+std::string user_name() {
+  const passwd* pw = ::getpwuid(::geteuid());
+  return pw != nullptr ? pw->pw_name : std::to_string(::geteuid());
+}
+
+// Whether this process may manage its export units, asked of systemd as every start asks it: SetUnitProperties (the
+// verb set-property, which polkit checks with the unit's name, like start and stop) without a property, which
+// changes nothing. systemd does not ask polkit for a privileged caller (root). Interactive authorization is off
+// (sd-bus's default), so polkit answers at once instead of waiting for a password.
+void check_may_manage_units(SystemdBus& bus, const ServerSettings& settings, int first_port) {
+  const auto unit = SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, ""}));
+  try {
+    if (bus.load_state(unit) == "not-found") {
+      throw Error(ExitCode::unavailable,
+                  fmt::format("systemd supervisor: the export units nbdxm-export@.service and nbdxm-export@.socket "
+                              "are not installed (systemd finds no {}); install the nbdxm package, or use "
+                              "--supervisor direct",
+                              unit));
+    }
+    bus.set_unit_properties(unit, {});
+  } catch (const BusError& e) {
+    std::string words = e.what();
+    if (!words.empty() && words.back() == '.') words.pop_back();
+    throw Error(ExitCode::unavailable,
+                fmt::format("systemd supervisor: user {} may not manage its export units ({}); install the nbdxm "
+                            "package's polkit rule {} (it lets user nbdxm manage the nbdxm-export@ units), or use "
+                            "--supervisor direct",
+                            user_name(), words, SystemdSupervisor::kPolkitRule));
+  }
 }
 
 }  // namespace
@@ -443,7 +476,7 @@ bool systemd_available() {
   return std::filesystem::is_directory("/run/systemd/system", ec) && SystemdBus::systemd_answers();
 }
 
-std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings) {
+std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings, int first_port) {
   std::error_code ec;
   if (!std::filesystem::is_directory("/run/systemd/system", ec)) {
     throw Error(ExitCode::usage,
@@ -455,8 +488,18 @@ std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& 
                             "not {}; use --supervisor direct for another run directory",
                             SystemdSupervisor::kRunDir, settings.run_dir));
   }
+  std::unique_ptr<SystemdBus> bus;
   try {
-    return std::make_unique<SystemdSupervisor>(settings, SystemdBus::open_system());
+    bus = SystemdBus::open_system();
+  } catch (const BusError& e) {
+    throw Error(
+        ExitCode::usage,
+        fmt::format("--supervisor systemd: cannot reach systemd on the system bus ({}); use --supervisor direct",
+                    e.what()));
+  }
+  check_may_manage_units(*bus, settings, first_port);
+  try {
+    return std::make_unique<SystemdSupervisor>(settings, std::move(bus));
   } catch (const BusError& e) {
     throw Error(
         ExitCode::usage,

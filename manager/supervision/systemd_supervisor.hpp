@@ -30,6 +30,8 @@ class SystemdSupervisor : public ServerSupervisor {
   // The run directory the installed units name (their ExecStart= reads /run/nbdxm/servers/INSTANCE.json).
   static constexpr const char* kRunDir = "/run/nbdxm";
   static constexpr std::chrono::seconds kRetryAfter{1};
+  // The package's polkit rule, which lets user nbdxm manage its export units (and no others).
+  static constexpr const char* kPolkitRule = "/usr/share/polkit-1/rules.d/50-nbdxm.rules";
 
   // Subscribes to systemd's signals. Throws BusError.
   SystemdSupervisor(ServerSettings settings, std::unique_ptr<SystemdBus> bus);
@@ -102,8 +104,10 @@ class SystemdSupervisor : public ServerSupervisor {
 };
 
 // The backend where it can run: PID 1 is systemd and the system bus answers, and the run directory is the units'.
-// Throws Error(usage) naming what is missing and the fix (--supervisor direct).
-std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings);
+// Throws Error(usage) naming what is missing and the fix (--supervisor direct). Then asks systemd whether this
+// process may manage its export units, at start rather than at each export's first start: throws
+// Error(unavailable) naming the missing right (or the missing template units) and the fix.
+std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings, int first_port);
 // Whether PID 1 is systemd (/run/systemd/system exists) and systemd answers on the system bus.
 bool systemd_available();
 
