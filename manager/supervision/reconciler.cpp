@@ -116,6 +116,10 @@ int Reconciler::run(int signal_fd) {
 void Reconciler::begin(Clock::time_point now) {
   adopt(now);
   look(now);
+  // What the supervisor reported while the servers were being started (the direct backend reports each start at
+  // once; systemd's signals arrive meanwhile) is taken in before the loop first counts: when starting hundreds of
+  // servers outlasts kReadyAtLatest, the ready line would otherwise count every one of them as starting.
+  advance(Clock::now());
 }
 
 void Reconciler::look(Clock::time_point now) {
