@@ -128,7 +128,7 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
       // What it serves and with which settings is unknown: it is stopped, and the export it may serve is started
       // anew once the instance is free (the reconciler serves every live export).
       cli::log_event("unit {} runs without a readable spec ({}): stopping it", service, e.what());
-      auto server = std::make_unique<Server>();
+      auto server = make_server();
       server->instance = instance;
       server->unknown = true;
       begin_stop(*server, Clock::now());
@@ -136,7 +136,7 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
       continue;
     }
     if (spec.settings.db_path != settings_.db_path) continue;  // another store's server
-    auto server = std::make_unique<Server>();
+    auto server = make_server();
     server->target = spec.target;
     server->instance = instance;
     server->phase = Phase::adopted;
@@ -144,6 +144,12 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
     adopted.push_back(RunningServer{spec.target, spec.settings, service});
   }
   return adopted;
+}
+
+std::unique_ptr<SystemdSupervisor::Server> SystemdSupervisor::make_server() {
+  auto server = std::make_unique<Server>();
+  server->id = next_id_++;
+  return server;
 }
 
 SystemdSupervisor::Server* SystemdSupervisor::find(const ServerTarget& target, bool or_stopping) {
@@ -173,7 +179,7 @@ void SystemdSupervisor::serve(const ServerTarget& target, Clock::time_point now)
     }
     return;
   }
-  auto server = std::make_unique<Server>();
+  auto server = make_server();
   server->target = target;
   server->instance = server_instance(settings_, target);
   server->phase = Phase::waiting;
@@ -231,20 +237,39 @@ void SystemdSupervisor::stop(const ServerTarget& target, Clock::time_point now) 
 void SystemdSupervisor::begin_stop(Server& server, Clock::time_point now) {
   server.phase = Phase::stopping;
   server.retry = Action::none;
+  server.service_stopped = false;
+  // Through the socket: a client connecting meanwhile must not start the server again. Stopping the socket stops
+  // the service first, in the same transaction (PartOf=, After=), and the service's stop ends with ExecStopPost=
+  // (the device sync); one call, so one polkit check, keeps the stop short. Its state is not read first: a service
+  // running without its socket (stopped by someone else) is stopped itself once the socket's stop is done
+  // (evaluate_stopping).
+  send_stop(server, socket_unit(server.instance), now);
+}
+
+void SystemdSupervisor::send_stop(Server& server, const std::string& unit, Clock::time_point now) {
   try {
-    // Through the socket: a client connecting meanwhile must not start the server again. Stopping the socket stops
-    // the service first, in the same transaction (PartOf=, After=), and the service's stop ends with ExecStopPost=
-    // (the device sync); one call, so one polkit check, keeps the stop short. A service running without its socket
-    // (stopped by someone else) is stopped itself.
-    const auto socket = socket_unit(server.instance);
-    const bool socket_up = UnitState{bus_->active_state(socket), "", ""}.active_or_busy();
-    server.jobs.push_back(bus_->stop_unit(socket_up ? socket : service_unit(server.instance)));
+    bus_->stop_unit_async(
+        unit, [this, id = server.id](const std::string& job, const BusError* error) { on_stop_reply(id, job, error); });
+    ++server.calls;
   } catch (const BusError& e) {
-    cli::log_event("{}: cannot stop its units yet ({}); trying again in {} s", server.target.export_name, e.what(),
-                   kRetryAfter.count());
-    server.retry = Action::stop;
-    server.retry_at = now + kRetryAfter;
+    retry_stop(server, e, now);
   }
+}
+
+void SystemdSupervisor::on_stop_reply(uint64_t id, const std::string& job, const BusError* error) {
+  const auto it = std::find_if(servers_.begin(), servers_.end(), [&](const auto& s) { return s->id == id; });
+  if (it == servers_.end()) return;
+  Server& server = **it;
+  --server.calls;
+  if (error != nullptr) return retry_stop(server, *error, Clock::now());
+  server.jobs.push_back(job);  // its JobRemoved comes after this reply
+}
+
+void SystemdSupervisor::retry_stop(Server& server, const BusError& error, Clock::time_point now) {
+  cli::log_event("{}: cannot stop its units yet ({}); trying again in {} s", server.target.export_name, error.what(),
+                 kRetryAfter.count());
+  server.retry = Action::stop;
+  server.retry_at = now + kRetryAfter;
 }
 
 void SystemdSupervisor::replace(const ServerTarget& target, Clock::time_point now) {
@@ -301,7 +326,7 @@ std::vector<ServerEvent> SystemdSupervisor::advance(Clock::time_point now) {
         s->dirty = true;
       }
     }
-    if (s->dirty && s->jobs.empty()) evaluate(*s, now);
+    if (s->dirty && s->jobs.empty() && s->calls == 0) evaluate(*s, now);
   }
   // A server waiting for its instance starts once the instance is free.
   for (auto& s : servers_) {
@@ -413,8 +438,14 @@ void SystemdSupervisor::evaluate_serving(Server& server, const UnitState& servic
 // `service` and `socket` carry their active state only.
 void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& service, const UnitState& socket,
                                           Clock::time_point now) {
-  if (service.active_or_busy() || socket.active_or_busy()) return;  // ExecStopPost= still runs
   const auto service_name = service_unit(server.instance);
+  if (!socket.active_or_busy() && service.active_or_busy() && service.active_state != "deactivating" &&
+      !server.service_stopped) {
+    // The service ran without its socket: the socket's stop left it running.
+    server.service_stopped = true;
+    return send_stop(server, service_name, now);
+  }
+  if (service.active_or_busy() || socket.active_or_busy()) return;  // ExecStopPost= still runs
   std::string reason;
   if (service.active_state == "failed" && !server.gave_up) {
     // The stop's own steps failed (the device sync of ExecStopPost=, say): the operator must look.

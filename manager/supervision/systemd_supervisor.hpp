@@ -64,10 +64,13 @@ class SystemdSupervisor : public ServerSupervisor {
   };
   enum class Action { none, stop };  // what to send again after a refused call (else: read the state again)
   struct Server {
+    uint64_t id = 0;  // names it to a call's reply, which may come after it is forgotten
     ServerTarget target;
     std::string instance;  // of the units running (or to run) for it
     Phase phase = Phase::waiting;
     std::vector<std::string> jobs;  // pending jobs of ours (object paths): state is read once they are done
+    int calls = 0;                  // stop calls sent whose reply (the job, or a refusal) has not come yet
+    bool service_stopped = false;   // stopping: the service itself was stopped (it ran without its socket)
     bool dirty = false;             // a signal concerned its units: read their state
     bool restart_instead = false;   // starting: RestartUnit (replace with the instance unchanged)
     bool start_after_stop = false;  // stopping only to start under `next_instance` (replace)
@@ -80,11 +83,15 @@ class SystemdSupervisor : public ServerSupervisor {
     Clock::time_point retry_at = Clock::time_point::max();
   };
 
+  std::unique_ptr<Server> make_server();
   // The target's server not stopping, else (or_stopping) one stopping, else nullptr.
   Server* find(const ServerTarget& target, bool or_stopping = false);
   bool instance_held(const std::string& instance, const Server* besides) const;
   void begin_start(Server& server, Clock::time_point now);
   void begin_stop(Server& server, Clock::time_point now);
+  void send_stop(Server& server, const std::string& unit, Clock::time_point now);
+  void on_stop_reply(uint64_t id, const std::string& job, const BusError* error);
+  void retry_stop(Server& server, const BusError& error, Clock::time_point now);
   void evaluate(Server& server, Clock::time_point now);
   void evaluate_starting(Server& server, const UnitState& service, const UnitState& socket);
   void evaluate_serving(Server& server, const UnitState& service, const UnitState& socket);
@@ -101,6 +108,7 @@ class SystemdSupervisor : public ServerSupervisor {
   std::vector<std::unique_ptr<Server>> servers_;
   std::vector<ServerEvent> events_;  // returned by the next advance()
   bool wake_ = false;                // advance() has work without a signal (serve/stop calls, retries)
+  uint64_t next_id_ = 1;
 };
 
 // The backend where it can run: PID 1 is systemd and the system bus answers, and the run directory is the units'.
