@@ -247,22 +247,45 @@ void SystemdSupervisor::begin_stop(Server& server, Clock::time_point now) {
 }
 
 void SystemdSupervisor::send_stop(Server& server, const std::string& unit, Clock::time_point now) {
-  try {
-    bus_->stop_unit_async(
-        unit, [this, id = server.id](const std::string& job, const BusError* error) { on_stop_reply(id, job, error); });
-    ++server.calls;
-  } catch (const BusError& e) {
-    retry_stop(server, e, now);
+  ++server.calls;
+  queued_stops_.emplace_back(server.id, unit);
+  send_queued_stops(now);
+}
+
+void SystemdSupervisor::send_queued_stops(Clock::time_point now) {
+  while (stops_in_flight_ < kStopCallsInFlight && !queued_stops_.empty()) {
+    const auto [id, unit] = queued_stops_.front();
+    queued_stops_.pop_front();
+    Server* server = by_id(id);
+    if (server == nullptr) continue;
+    try {
+      bus_->stop_unit_async(
+          unit, [this, id = id](const std::string& job, const BusError* error) { on_stop_reply(id, job, error); });
+      ++stops_in_flight_;
+    } catch (const BusError& e) {
+      --server->calls;
+      retry_stop(*server, e, now);
+    }
   }
 }
 
-void SystemdSupervisor::on_stop_reply(uint64_t id, const std::string& job, const BusError* error) {
+SystemdSupervisor::Server* SystemdSupervisor::by_id(uint64_t id) {
   const auto it = std::find_if(servers_.begin(), servers_.end(), [&](const auto& s) { return s->id == id; });
-  if (it == servers_.end()) return;
-  Server& server = **it;
-  --server.calls;
-  if (error != nullptr) return retry_stop(server, *error, Clock::now());
-  server.jobs.push_back(job);  // its JobRemoved comes after this reply
+  return it == servers_.end() ? nullptr : it->get();
+}
+
+void SystemdSupervisor::on_stop_reply(uint64_t id, const std::string& job, const BusError* error) {
+  --stops_in_flight_;
+  const auto now = Clock::now();
+  if (Server* server = by_id(id)) {
+    --server->calls;
+    if (error != nullptr) {
+      retry_stop(*server, *error, now);
+    } else {
+      server->jobs.push_back(job);  // its JobRemoved comes after this reply
+    }
+  }
+  send_queued_stops(now);
 }
 
 void SystemdSupervisor::retry_stop(Server& server, const BusError& error, Clock::time_point now) {

@@ -16,6 +16,7 @@
 //   were stopped by someone else;
 // - stopped: after stop(), both units are inactive, which systemd reaches only once ExecStopPost= (the device sync)
 //   has run.
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,9 @@ class SystemdSupervisor : public ServerSupervisor {
   // The run directory the installed units name (their ExecStart= reads /run/nbdxm/servers/INSTANCE.json).
   static constexpr const char* kRunDir = "/run/nbdxm";
   static constexpr std::chrono::seconds kRetryAfter{1};
+  // Stop calls awaiting systemd's reply at a time: the system bus lets a connection await 128 replies
+  // (dbus-daemon's max_replies_per_connection) and refuses more calls; the rest wait in a queue.
+  static constexpr int kStopCallsInFlight = 64;
   // The package's polkit rule, which lets user nbdxm manage its export units (and no others).
   static constexpr const char* kPolkitRule = "/usr/share/polkit-1/rules.d/50-nbdxm.rules";
 
@@ -69,7 +73,7 @@ class SystemdSupervisor : public ServerSupervisor {
     std::string instance;  // of the units running (or to run) for it
     Phase phase = Phase::waiting;
     std::vector<std::string> jobs;  // pending jobs of ours (object paths): state is read once they are done
-    int calls = 0;                  // stop calls sent whose reply (the job, or a refusal) has not come yet
+    int calls = 0;                  // stop calls queued or sent whose reply (the job, or a refusal) has not come yet
     bool service_stopped = false;   // stopping: the service itself was stopped (it ran without its socket)
     bool dirty = false;             // a signal concerned its units: read their state
     bool restart_instead = false;   // starting: RestartUnit (replace with the instance unchanged)
@@ -90,6 +94,8 @@ class SystemdSupervisor : public ServerSupervisor {
   void begin_start(Server& server, Clock::time_point now);
   void begin_stop(Server& server, Clock::time_point now);
   void send_stop(Server& server, const std::string& unit, Clock::time_point now);
+  void send_queued_stops(Clock::time_point now);
+  Server* by_id(uint64_t id);
   void on_stop_reply(uint64_t id, const std::string& job, const BusError* error);
   void retry_stop(Server& server, const BusError& error, Clock::time_point now);
   void evaluate(Server& server, Clock::time_point now);
@@ -109,6 +115,8 @@ class SystemdSupervisor : public ServerSupervisor {
   std::vector<ServerEvent> events_;  // returned by the next advance()
   bool wake_ = false;                // advance() has work without a signal (serve/stop calls, retries)
   uint64_t next_id_ = 1;
+  std::deque<std::pair<uint64_t, std::string>> queued_stops_;  // server id, unit: sent as replies come
+  int stops_in_flight_ = 0;
 };
 
 // The backend where it can run: PID 1 is systemd and the system bus answers, and the run directory is the units'.
