@@ -28,7 +28,7 @@ bool wait_for_cleanup(const std::string& what, const std::function<bool()>& done
   const bool happened = wait_until(done, kCleanupBound);
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
   if (happened) {
-    std::cout << "figure: " << what << " " << took.count() << " ms after the change to the store\n";
+    std::cout << "figure: " << what << ": " << took.count() << " ms\n";
   } else {
     std::cout << "figure: " << what << ": not within " << kCleanupBound.count() << " s\n";
   }
@@ -48,7 +48,7 @@ TEST_F(ServeCleanupTest, AJobThatCompletesHasItsServersStoppedAndOtherJobsAreUnt
   TcpClient ending_client(export_of(ending1).port, export_of(ending1).export_name);
 
   store_.set_job_status("job-ending", "completed");  // as the job service does, straight into the store
-  EXPECT_TRUE(wait_for_cleanup("the completed job's servers stopped", [&] {
+  EXPECT_TRUE(wait_for_cleanup("the completed job's servers stopped, after the store's change", [&] {
     return !served(export_of(ending1).export_name) && !served(export_of(ending2).export_name);
   }));
   EXPECT_EQ(export_of(ending1).status, "revoked");
@@ -70,7 +70,8 @@ TEST_F(ServeCleanupTest, AJobThatIsDeletedHasItsServersStoppedAndOtherJobsAreUnt
   TcpClient client(o.port, o.export_name);
 
   store_.delete_job("job-deleted");  // cascades: the export row is gone
-  EXPECT_TRUE(wait_for_cleanup("the deleted job's server stopped", [&] { return !served(deleted_name); }));
+  EXPECT_TRUE(wait_for_cleanup("the deleted job's server stopped, after the store's change",
+                               [&] { return !served(deleted_name); }));
   EXPECT_EQ(store_.find_export(deleted_name), std::nullopt);
   EXPECT_EQ(server_of(o), other_server);
   client.write(pattern(4096, 4), 0);
@@ -126,9 +127,11 @@ TEST_F(ServeCleanupTest, ExportsWrittenDirectlyToTheStoreAreServedAndStopped) {
     SQLite::Database other(db_path_, SQLite::OPEN_READWRITE);
     other.exec("UPDATE nbd_exports SET status = 'revoked' WHERE export_name = 'written-directly'");
   }
-  EXPECT_TRUE(wait_for_cleanup("the revoked export's server stopped", [&] { return !served("written-directly"); }));
+  EXPECT_TRUE(wait_for_cleanup("the revoked export's server stopped, after the store's change",
+                               [&] { return !served("written-directly"); }));
   // The manager releases the port once the server is gone and its device synced.
-  EXPECT_TRUE(wait_for_cleanup("the revoked export's port released", [&] { return port_bindable(port); }));
+  EXPECT_TRUE(wait_for_cleanup("the revoked export's port released, after its server stopped",
+                               [&] { return port_bindable(port); }));
 }
 
 }  // namespace
