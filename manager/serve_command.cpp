@@ -146,7 +146,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   int left_running = 0;
   std::string kind;
   try {
-    const auto supervisor = supervision::make_supervisor(config.supervisor_kind(), settings);
+    const auto supervisor = supervision::make_supervisor(config.supervisor_kind(), settings, ports.low);
     kind = supervisor->kind();
     supervision::Reconciler reconciler(settings, ports, store, *supervisor);
     left_running = reconciler.run(signals.get());

@@ -10,7 +10,8 @@ const char* exit_code_help() {
          "  3  not found: the named job, disk, mapping or export does not exist\n"
          "  4  conflict: the change would break a store invariant; nothing was changed\n"
          "  5  check found problems (nbdxm check), or the import rejected source rows (nbdxm import legacy)\n"
-         "  6  unavailable: no manager is running, or an export's server could not be started\n";
+         "  6  unavailable: no manager is running, an export's server could not be started, or the manager may not\n"
+         "     manage its export units (systemd supervisor)\n";
 }
 
 }  // namespace nbdxm

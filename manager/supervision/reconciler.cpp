@@ -125,6 +125,10 @@ int Reconciler::run(int signal_fd) {
 void Reconciler::begin(Clock::time_point now) {
   adopt(now);
   look(now);
+  // What the supervisor reported while the servers were being started (the direct backend reports each start at
+  // once; systemd's signals arrive meanwhile) is taken in before the loop first counts: when starting hundreds of
+  // servers outlasts kReadyAtLatest, the ready line would otherwise count every one of them as starting.
+  advance(Clock::now());
   if (!store_failing_since_) remove_ended_keys();
   std::set<DurabilityFolder::Life> running;
   for (const auto& [id, served] : served_) running.insert({id, served.target.created_at});

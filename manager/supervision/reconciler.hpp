@@ -49,7 +49,7 @@ class Reconciler {
   int run(int signal_fd);
 
   // The steps of run(), for tests that drive the loop themselves.
-  void begin(Clock::time_point now);                 // adoption and the first look at the store
+  void begin(Clock::time_point now);                 // adoption, the first look at the store, the events so far
   void look(Clock::time_point now);                  // a look at the store (never throws: a failing read is retried)
   void advance(Clock::time_point now);               // the supervisor's events recorded, waiting writes retried
   int finish();                                      // the supervisor shut down, its last events recorded

@@ -114,7 +114,9 @@ class ServerSupervisor {
 enum class SupervisorKind { automatic, systemd, direct };
 
 // `auto` picks systemd where PID 1 is systemd and the system bus answers, and direct otherwise. Throws Error(usage)
-// when `systemd` is asked for where it cannot run, naming why and the fix (--supervisor direct).
-std::unique_ptr<ServerSupervisor> make_supervisor(SupervisorKind kind, const ServerSettings& settings);
+// when `systemd` is asked for where it cannot run, naming why and the fix (--supervisor direct), and
+// Error(unavailable) when systemd runs but the manager may not manage its export units (first_port: the first port
+// of its range, whose unit is the one asked about).
+std::unique_ptr<ServerSupervisor> make_supervisor(SupervisorKind kind, const ServerSettings& settings, int first_port);
 
 }  // namespace nbdxm::supervision

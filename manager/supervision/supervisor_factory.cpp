@@ -22,12 +22,12 @@ std::string own_program() {
 
 }  // namespace
 
-std::unique_ptr<ServerSupervisor> make_supervisor(SupervisorKind kind, const ServerSettings& settings) {
+std::unique_ptr<ServerSupervisor> make_supervisor(SupervisorKind kind, const ServerSettings& settings, int first_port) {
   switch (kind) {
     case SupervisorKind::systemd:
-      return make_systemd_supervisor(settings);
+      return make_systemd_supervisor(settings, first_port);
     case SupervisorKind::automatic:  // systemd where PID 1 is systemd and the system bus answers
-      if (systemd_available()) return make_systemd_supervisor(settings);
+      if (systemd_available()) return make_systemd_supervisor(settings, first_port);
       break;
     case SupervisorKind::direct:
       break;

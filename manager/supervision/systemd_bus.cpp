@@ -61,6 +61,33 @@ int on_properties_changed(sd_bus_message* m, void* userdata, sd_bus_error*) {
   return 0;
 }
 
+// What an asynchronous job call needs when its reply comes: the slot's userdata, freed with the slot.
+struct PendingJobCall {
+  std::string what;
+  SystemdBus::JobReplyHandler on_reply;
+};
+
+int on_job_reply(sd_bus_message* m, void* userdata, sd_bus_error*) {
+  auto& call = *static_cast<PendingJobCall*>(userdata);
+  const sd_bus_error* error = sd_bus_message_get_error(m);
+  if (error != nullptr) {
+    const BusError e(fmt::format("{}: {}", call.what, error->message != nullptr ? error->message : error->name),
+                     error->name != nullptr ? error->name : "");
+    call.on_reply("", &e);
+    return 0;
+  }
+  const char* path = nullptr;
+  if (sd_bus_message_read(m, "o", &path) < 0 || path == nullptr) {
+    const BusError e(call.what + ": the reply names no job", "");
+    call.on_reply("", &e);
+    return 0;
+  }
+  call.on_reply(path, nullptr);
+  return 0;
+}
+
+void free_pending_job_call(void* userdata) { delete static_cast<PendingJobCall*>(userdata); }
+
 }  // namespace
 
 std::unique_ptr<SystemdBus> SystemdBus::open_system() {
@@ -146,6 +173,20 @@ std::string SystemdBus::start_unit(const std::string& unit) { return unit_job_ca
 std::string SystemdBus::stop_unit(const std::string& unit) { return unit_job_call("StopUnit", unit); }
 std::string SystemdBus::restart_unit(const std::string& unit) { return unit_job_call("RestartUnit", unit); }
 
+void SystemdBus::stop_unit_async(const std::string& unit, JobReplyHandler on_reply) {
+  auto call = std::make_unique<PendingJobCall>(
+      PendingJobCall{fmt::format("systemd refused StopUnit of {}", unit), std::move(on_reply)});
+  sd_bus_slot* slot = nullptr;
+  const int r = sd_bus_call_method_async(bus_, &slot, kDestination, kManagerPath, kManager, "StopUnit", on_job_reply,
+                                         call.get(), "ss", unit.c_str(), "replace");
+  check(r, call->what);
+  // The bus owns the slot from here (floating): it frees the call after the reply, or when the bus is closed.
+  sd_bus_slot_set_destroy_callback(slot, free_pending_job_call);
+  call.release();
+  sd_bus_slot_set_floating(slot, 1);  // takes a reference of the bus's own
+  sd_bus_slot_unref(slot);
+}
+
 void SystemdBus::reset_failed_unit(const std::string& unit) {
   ErrorHolder error;
   const int r = sd_bus_call_method(bus_, kDestination, kManagerPath, kManager, "ResetFailedUnit", &error.error, nullptr,
@@ -193,6 +234,8 @@ std::string SystemdBus::unit_string_property(const std::string& unit, const char
 std::string SystemdBus::active_state(const std::string& unit) {
   return unit_string_property(unit, kUnit, "ActiveState");
 }
+
+std::string SystemdBus::load_state(const std::string& unit) { return unit_string_property(unit, kUnit, "LoadState"); }
 
 UnitState SystemdBus::unit_state(const std::string& unit) {
   UnitState state;

@@ -1,8 +1,9 @@
 #pragma once
 // SystemdBus: the few calls of systemd's D-Bus API (org.freedesktop.systemd1) that the systemd backend makes, over
 // libsystemd's sd-bus, on the system bus. Method calls are synchronous (systemd answers at once; a job's outcome
-// comes later as the JobRemoved signal); signals are dispatched by process(), from the manager's poll loop, never
-// from inside a call. A failed call throws BusError naming the call, the unit and systemd's (or polkit's) words.
+// comes later as the JobRemoved signal), except stop_unit_async, whose reply is handled like a signal; signals and
+// replies are dispatched by process(), from the manager's poll loop, never from inside a call. A failed call throws
+// BusError naming the call, the unit and systemd's (or polkit's) words.
 #include <systemd/sd-bus.h>
 
 #include <chrono>
@@ -52,6 +53,8 @@ class SystemdBus {
  public:
   using JobRemovedHandler = std::function<void(const std::string& job, const std::string& unit, const std::string&)>;
   using UnitChangedHandler = std::function<void(const std::string& unit_path)>;
+  // The reply to an asynchronous job call: the job's object path, or the error (job empty).
+  using JobReplyHandler = std::function<void(const std::string& job, const BusError* error)>;
 
   // Connects to the system bus; throws BusError.
   static std::unique_ptr<SystemdBus> open_system();
@@ -71,10 +74,16 @@ class SystemdBus {
   std::string start_unit(const std::string& unit);
   std::string stop_unit(const std::string& unit);
   std::string restart_unit(const std::string& unit);
+  // StopUnit without waiting for the reply: stops of many units are sent at once and systemd runs their jobs side by
+  // side, instead of one reply's round trip (polkit's check included) after another. `on_reply` runs from process();
+  // systemd sends the reply before the job's JobRemoved signal, and process() dispatches in order. Throws BusError
+  // if the call cannot be sent.
+  void stop_unit_async(const std::string& unit, JobReplyHandler on_reply);
   void reset_failed_unit(const std::string& unit);
   void set_unit_properties(const std::string& unit, const std::vector<UnitProperty>& properties);
   UnitState unit_state(const std::string& unit);
   std::string active_state(const std::string& unit);   // ActiveState alone: one call instead of three
+  std::string load_state(const std::string& unit);     // LoadState: loaded, not-found, bad-setting, ...
   std::string service_exit(const std::string& unit);   // "status 1", "signal KILL", or "" when none recorded
   uint32_t service_restarts(const std::string& unit);  // NRestarts
 

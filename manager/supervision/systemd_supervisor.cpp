@@ -1,6 +1,8 @@
 #include "systemd_supervisor.hpp"
 
 #include <fmt/format.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -27,6 +29,37 @@ std::string escaped_instance_of(const std::string& unit) {
 
 std::string describe_state(const std::string& unit, const UnitState& state) {
   return fmt::format("{} {} ({}, result {})", unit, state.active_state, state.sub_state, state.result);
+}
+
+std::string user_name() {
+  const passwd* pw = ::getpwuid(::geteuid());
+  return pw != nullptr ? pw->pw_name : std::to_string(::geteuid());
+}
+
+// Whether this process may manage its export units, asked of systemd as every start asks it: SetUnitProperties (the
+// verb set-property, which polkit checks with the unit's name, like start and stop) without a property, which
+// changes nothing. systemd does not ask polkit for a privileged caller (root). Interactive authorization is off
+// (sd-bus's default), so polkit answers at once instead of waiting for a password.
+void check_may_manage_units(SystemdBus& bus, const ServerSettings& settings, int first_port) {
+  const auto unit = SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, ""}));
+  try {
+    if (bus.load_state(unit) == "not-found") {
+      throw Error(ExitCode::unavailable,
+                  fmt::format("systemd supervisor: the export units nbdxm-export@.service and nbdxm-export@.socket "
+                              "are not installed (systemd finds no {}); install the nbdxm package, or use "
+                              "--supervisor direct",
+                              unit));
+    }
+    bus.set_unit_properties(unit, {});
+  } catch (const BusError& e) {
+    std::string words = e.what();
+    if (!words.empty() && words.back() == '.') words.pop_back();
+    throw Error(ExitCode::unavailable,
+                fmt::format("systemd supervisor: user {} may not manage its export units ({}); install the nbdxm "
+                            "package's polkit rule {} (it lets user nbdxm manage the nbdxm-export@ units), or use "
+                            "--supervisor direct",
+                            user_name(), words, SystemdSupervisor::kPolkitRule));
+  }
 }
 
 }  // namespace
@@ -95,7 +128,7 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
       // What it serves and with which settings is unknown: it is stopped, and the export it may serve is started
       // anew once the instance is free (the reconciler serves every live export).
       cli::log_event("unit {} runs without a readable spec ({}): stopping it", service, e.what());
-      auto server = std::make_unique<Server>();
+      auto server = make_server();
       server->instance = instance;
       server->unknown = true;
       begin_stop(*server, Clock::now());
@@ -103,7 +136,7 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
       continue;
     }
     if (spec.settings.db_path != settings_.db_path) continue;  // another store's server
-    auto server = std::make_unique<Server>();
+    auto server = make_server();
     server->target = spec.target;
     server->instance = instance;
     server->phase = Phase::adopted;
@@ -111,6 +144,12 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
     adopted.push_back(RunningServer{spec.target, spec.settings, service});
   }
   return adopted;
+}
+
+std::unique_ptr<SystemdSupervisor::Server> SystemdSupervisor::make_server() {
+  auto server = std::make_unique<Server>();
+  server->id = next_id_++;
+  return server;
 }
 
 SystemdSupervisor::Server* SystemdSupervisor::find(const ServerTarget& target, bool or_stopping) {
@@ -140,7 +179,7 @@ void SystemdSupervisor::serve(const ServerTarget& target, Clock::time_point now)
     }
     return;
   }
-  auto server = std::make_unique<Server>();
+  auto server = make_server();
   server->target = target;
   server->instance = server_instance(settings_, target);
   server->phase = Phase::waiting;
@@ -198,20 +237,62 @@ void SystemdSupervisor::stop(const ServerTarget& target, Clock::time_point now) 
 void SystemdSupervisor::begin_stop(Server& server, Clock::time_point now) {
   server.phase = Phase::stopping;
   server.retry = Action::none;
-  try {
-    // Through the socket: a client connecting meanwhile must not start the server again. Stopping the socket stops
-    // the service first, in the same transaction (PartOf=, After=), and the service's stop ends with ExecStopPost=
-    // (the device sync); one call, so one polkit check, keeps the stop short. A service running without its socket
-    // (stopped by someone else) is stopped itself.
-    const auto socket = socket_unit(server.instance);
-    const bool socket_up = UnitState{bus_->active_state(socket), "", ""}.active_or_busy();
-    server.jobs.push_back(bus_->stop_unit(socket_up ? socket : service_unit(server.instance)));
-  } catch (const BusError& e) {
-    cli::log_event("{}: cannot stop its units yet ({}); trying again in {} s", server.target.export_name, e.what(),
-                   kRetryAfter.count());
-    server.retry = Action::stop;
-    server.retry_at = now + kRetryAfter;
+  server.service_stopped = false;
+  // Through the socket: a client connecting meanwhile must not start the server again. Stopping the socket stops
+  // the service first, in the same transaction (PartOf=, After=), and the service's stop ends with ExecStopPost=
+  // (the device sync); one call, so one polkit check, keeps the stop short. Its state is not read first: a service
+  // running without its socket (stopped by someone else) is stopped itself once the socket's stop is done
+  // (evaluate_stopping).
+  send_stop(server, socket_unit(server.instance), now);
+}
+
+void SystemdSupervisor::send_stop(Server& server, const std::string& unit, Clock::time_point now) {
+  ++server.calls;
+  queued_stops_.emplace_back(server.id, unit);
+  send_queued_stops(now);
+}
+
+void SystemdSupervisor::send_queued_stops(Clock::time_point now) {
+  while (stops_in_flight_ < kStopCallsInFlight && !queued_stops_.empty()) {
+    const auto [id, unit] = queued_stops_.front();
+    queued_stops_.pop_front();
+    Server* server = by_id(id);
+    if (server == nullptr) continue;
+    try {
+      bus_->stop_unit_async(
+          unit, [this, id = id](const std::string& job, const BusError* error) { on_stop_reply(id, job, error); });
+      ++stops_in_flight_;
+    } catch (const BusError& e) {
+      --server->calls;
+      retry_stop(*server, e, now);
+    }
   }
+}
+
+SystemdSupervisor::Server* SystemdSupervisor::by_id(uint64_t id) {
+  const auto it = std::find_if(servers_.begin(), servers_.end(), [&](const auto& s) { return s->id == id; });
+  return it == servers_.end() ? nullptr : it->get();
+}
+
+void SystemdSupervisor::on_stop_reply(uint64_t id, const std::string& job, const BusError* error) {
+  --stops_in_flight_;
+  const auto now = Clock::now();
+  if (Server* server = by_id(id)) {
+    --server->calls;
+    if (error != nullptr) {
+      retry_stop(*server, *error, now);
+    } else {
+      server->jobs.push_back(job);  // its JobRemoved comes after this reply
+    }
+  }
+  send_queued_stops(now);
+}
+
+void SystemdSupervisor::retry_stop(Server& server, const BusError& error, Clock::time_point now) {
+  cli::log_event("{}: cannot stop its units yet ({}); trying again in {} s", server.target.export_name, error.what(),
+                 kRetryAfter.count());
+  server.retry = Action::stop;
+  server.retry_at = now + kRetryAfter;
 }
 
 void SystemdSupervisor::replace(const ServerTarget& target, Clock::time_point now) {
@@ -268,7 +349,7 @@ std::vector<ServerEvent> SystemdSupervisor::advance(Clock::time_point now) {
         s->dirty = true;
       }
     }
-    if (s->dirty && s->jobs.empty()) evaluate(*s, now);
+    if (s->dirty && s->jobs.empty() && s->calls == 0) evaluate(*s, now);
   }
   // A server waiting for its instance starts once the instance is free.
   for (auto& s : servers_) {
@@ -380,8 +461,14 @@ void SystemdSupervisor::evaluate_serving(Server& server, const UnitState& servic
 // `service` and `socket` carry their active state only.
 void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& service, const UnitState& socket,
                                           Clock::time_point now) {
-  if (service.active_or_busy() || socket.active_or_busy()) return;  // ExecStopPost= still runs
   const auto service_name = service_unit(server.instance);
+  if (!socket.active_or_busy() && service.active_or_busy() && service.active_state != "deactivating" &&
+      !server.service_stopped) {
+    // The service ran without its socket: the socket's stop left it running.
+    server.service_stopped = true;
+    return send_stop(server, service_name, now);
+  }
+  if (service.active_or_busy() || socket.active_or_busy()) return;  // ExecStopPost= still runs
   std::string reason;
   if (service.active_state == "failed" && !server.gave_up) {
     // The stop's own steps failed (the device sync of ExecStopPost=, say): the operator must look.
@@ -443,7 +530,7 @@ bool systemd_available() {
   return std::filesystem::is_directory("/run/systemd/system", ec) && SystemdBus::systemd_answers();
 }
 
-std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings) {
+std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings, int first_port) {
   std::error_code ec;
   if (!std::filesystem::is_directory("/run/systemd/system", ec)) {
     throw Error(ExitCode::usage,
@@ -455,8 +542,18 @@ std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& 
                             "not {}; use --supervisor direct for another run directory",
                             SystemdSupervisor::kRunDir, settings.run_dir));
   }
+  std::unique_ptr<SystemdBus> bus;
   try {
-    return std::make_unique<SystemdSupervisor>(settings, SystemdBus::open_system());
+    bus = SystemdBus::open_system();
+  } catch (const BusError& e) {
+    throw Error(
+        ExitCode::usage,
+        fmt::format("--supervisor systemd: cannot reach systemd on the system bus ({}); use --supervisor direct",
+                    e.what()));
+  }
+  check_may_manage_units(*bus, settings, first_port);
+  try {
+    return std::make_unique<SystemdSupervisor>(settings, std::move(bus));
   } catch (const BusError& e) {
     throw Error(
         ExitCode::usage,

@@ -16,6 +16,7 @@
 //   were stopped by someone else;
 // - stopped: after stop(), both units are inactive, which systemd reaches only once ExecStopPost= (the device sync)
 //   has run.
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,11 @@ class SystemdSupervisor : public ServerSupervisor {
   // The run directory the installed units name (their ExecStart= reads /run/nbdxm/servers/INSTANCE.json).
   static constexpr const char* kRunDir = "/run/nbdxm";
   static constexpr std::chrono::seconds kRetryAfter{1};
+  // Stop calls awaiting systemd's reply at a time: the system bus lets a connection await 128 replies
+  // (dbus-daemon's max_replies_per_connection) and refuses more calls; the rest wait in a queue.
+  static constexpr int kStopCallsInFlight = 64;
+  // The package's polkit rule, which lets user nbdxm manage its export units (and no others).
+  static constexpr const char* kPolkitRule = "/usr/share/polkit-1/rules.d/50-nbdxm.rules";
 
   // Subscribes to systemd's signals. Throws BusError.
   SystemdSupervisor(ServerSettings settings, std::unique_ptr<SystemdBus> bus);
@@ -62,10 +68,13 @@ class SystemdSupervisor : public ServerSupervisor {
   };
   enum class Action { none, stop };  // what to send again after a refused call (else: read the state again)
   struct Server {
+    uint64_t id = 0;  // names it to a call's reply, which may come after it is forgotten
     ServerTarget target;
     std::string instance;  // of the units running (or to run) for it
     Phase phase = Phase::waiting;
     std::vector<std::string> jobs;  // pending jobs of ours (object paths): state is read once they are done
+    int calls = 0;                  // stop calls queued or sent whose reply (the job, or a refusal) has not come yet
+    bool service_stopped = false;   // stopping: the service itself was stopped (it ran without its socket)
     bool dirty = false;             // a signal concerned its units: read their state
     bool restart_instead = false;   // starting: RestartUnit (replace with the instance unchanged)
     bool start_after_stop = false;  // stopping only to start under `next_instance` (replace)
@@ -78,11 +87,17 @@ class SystemdSupervisor : public ServerSupervisor {
     Clock::time_point retry_at = Clock::time_point::max();
   };
 
+  std::unique_ptr<Server> make_server();
   // The target's server not stopping, else (or_stopping) one stopping, else nullptr.
   Server* find(const ServerTarget& target, bool or_stopping = false);
   bool instance_held(const std::string& instance, const Server* besides) const;
   void begin_start(Server& server, Clock::time_point now);
   void begin_stop(Server& server, Clock::time_point now);
+  void send_stop(Server& server, const std::string& unit, Clock::time_point now);
+  void send_queued_stops(Clock::time_point now);
+  Server* by_id(uint64_t id);
+  void on_stop_reply(uint64_t id, const std::string& job, const BusError* error);
+  void retry_stop(Server& server, const BusError& error, Clock::time_point now);
   void evaluate(Server& server, Clock::time_point now);
   void evaluate_starting(Server& server, const UnitState& service, const UnitState& socket);
   void evaluate_serving(Server& server, const UnitState& service, const UnitState& socket);
@@ -99,11 +114,16 @@ class SystemdSupervisor : public ServerSupervisor {
   std::vector<std::unique_ptr<Server>> servers_;
   std::vector<ServerEvent> events_;  // returned by the next advance()
   bool wake_ = false;                // advance() has work without a signal (serve/stop calls, retries)
+  uint64_t next_id_ = 1;
+  std::deque<std::pair<uint64_t, std::string>> queued_stops_;  // server id, unit: sent as replies come
+  int stops_in_flight_ = 0;
 };
 
 // The backend where it can run: PID 1 is systemd and the system bus answers, and the run directory is the units'.
-// Throws Error(usage) naming what is missing and the fix (--supervisor direct).
-std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings);
+// Throws Error(usage) naming what is missing and the fix (--supervisor direct). Then asks systemd whether this
+// process may manage its export units, at start rather than at each export's first start: throws
+// Error(unavailable) naming the missing right (or the missing template units) and the fix.
+std::unique_ptr<ServerSupervisor> make_systemd_supervisor(const ServerSettings& settings, int first_port);
 // Whether PID 1 is systemd (/run/systemd/system exists) and systemd answers on the system bus.
 bool systemd_available();
 

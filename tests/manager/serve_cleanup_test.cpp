@@ -4,6 +4,11 @@
 
 #include <SQLiteCpp/Statement.h>
 
+#include <chrono>
+#include <functional>
+#include <iostream>
+#include <string>
+
 #include "manager_harness.hpp"
 
 namespace nbdxm::test {
@@ -13,10 +18,24 @@ using namespace std::chrono_literals;
 
 class ServeCleanupTest : public ManagerTest {};
 
-// The bound for cleanup: servers of an ended or deleted job are gone within 1 s.
-constexpr auto kCleanupBound = 1s;
+// The target for cleanup is 1 s; tests never assert on timing: they wait up to this bound for the servers to
+// go and print the time it took as a figure line.
+constexpr auto kCleanupBound = 30s;
 
-TEST_F(ServeCleanupTest, AJobThatCompletesHasItsServersStoppedWithin1sAndOtherJobsAreUntouched) {
+// Waits up to kCleanupBound for `done`; prints how long it took (or that it never happened) as a figure line.
+bool wait_for_cleanup(const std::string& what, const std::function<bool()>& done) {
+  const auto start = std::chrono::steady_clock::now();
+  const bool happened = wait_until(done, kCleanupBound);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  if (happened) {
+    std::cout << "figure: " << what << ": " << took.count() << " ms\n";
+  } else {
+    std::cout << "figure: " << what << ": not within " << kCleanupBound.count() << " s\n";
+  }
+  return happened;
+}
+
+TEST_F(ServeCleanupTest, AJobThatCompletesHasItsServersStoppedAndOtherJobsAreUntouched) {
   manager_.start();
   const auto ending1 = add_volume("job-ending", "disk-1");
   const auto ending2 = add_volume("job-ending", "disk-2");
@@ -29,9 +48,9 @@ TEST_F(ServeCleanupTest, AJobThatCompletesHasItsServersStoppedWithin1sAndOtherJo
   TcpClient ending_client(export_of(ending1).port, export_of(ending1).export_name);
 
   store_.set_job_status("job-ending", "completed");  // as the job service does, straight into the store
-  EXPECT_TRUE(
-      wait_until([&] { return !served(export_of(ending1).export_name) && !served(export_of(ending2).export_name); },
-                 kCleanupBound));
+  EXPECT_TRUE(wait_for_cleanup("the completed job's servers stopped, after the store's change", [&] {
+    return !served(export_of(ending1).export_name) && !served(export_of(ending2).export_name);
+  }));
   EXPECT_EQ(export_of(ending1).status, "revoked");
   EXPECT_NE(ending_client.try_write(pattern(4096, 2), 0), 0);
   EXPECT_EQ(server_of(o), other_server);
@@ -39,7 +58,7 @@ TEST_F(ServeCleanupTest, AJobThatCompletesHasItsServersStoppedWithin1sAndOtherJo
   EXPECT_EQ(client.read(8192, 0), pattern(4096, 1) + pattern(4096, 3));
 }
 
-TEST_F(ServeCleanupTest, AJobThatIsDeletedHasItsServersStoppedWithin1sAndOtherJobsAreUntouched) {
+TEST_F(ServeCleanupTest, AJobThatIsDeletedHasItsServersStoppedAndOtherJobsAreUntouched) {
   manager_.start();
   const auto deleted = add_volume("job-deleted", "disk-1");
   const auto other = add_volume("job-other", "disk-1");
@@ -51,7 +70,8 @@ TEST_F(ServeCleanupTest, AJobThatIsDeletedHasItsServersStoppedWithin1sAndOtherJo
   TcpClient client(o.port, o.export_name);
 
   store_.delete_job("job-deleted");  // cascades: the export row is gone
-  EXPECT_TRUE(wait_until([&] { return !served(deleted_name); }, kCleanupBound));
+  EXPECT_TRUE(wait_for_cleanup("the deleted job's server stopped, after the store's change",
+                               [&] { return !served(deleted_name); }));
   EXPECT_EQ(store_.find_export(deleted_name), std::nullopt);
   EXPECT_EQ(server_of(o), other_server);
   client.write(pattern(4096, 4), 0);
@@ -107,9 +127,11 @@ TEST_F(ServeCleanupTest, ExportsWrittenDirectlyToTheStoreAreServedAndStopped) {
     SQLite::Database other(db_path_, SQLite::OPEN_READWRITE);
     other.exec("UPDATE nbd_exports SET status = 'revoked' WHERE export_name = 'written-directly'");
   }
-  EXPECT_TRUE(wait_until([&] { return !served("written-directly"); }, kCleanupBound));
+  EXPECT_TRUE(wait_for_cleanup("the revoked export's server stopped, after the store's change",
+                               [&] { return !served("written-directly"); }));
   // The manager releases the port once the server is gone and its device synced.
-  EXPECT_TRUE(wait_until([&] { return port_bindable(port); }, kCleanupBound));
+  EXPECT_TRUE(wait_for_cleanup("the revoked export's port released, after its server stopped",
+                               [&] { return port_bindable(port); }));
 }
 
 }  // namespace

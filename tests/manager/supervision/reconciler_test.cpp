@@ -85,6 +85,20 @@ TEST_F(ReconcilerTest, ALiveExportIsServedOnceWithItsSpecAndRecordedActive) {
   EXPECT_EQ(fake_.times_served(target_of(e)), 1);  // no second start
 }
 
+// The manager's loop counts served exports (its ready line, READY=1) right after begin(): what the backend reported
+// while begin() started the servers must be taken in by then, not at the loop's first turn.
+TEST_F(ReconcilerTest, BeginTakesInWhatTheBackendReportedWhileItStartedTheServers) {
+  const NbdExport first = add_export("disk-1");
+  const NbdExport second = add_export("disk-2");
+  reconciler().begin(std::chrono::steady_clock::now());  // no advance() after it: the loop counts next
+  EXPECT_EQ(fake_.served.size(), 2u);
+  for (const auto* e : {&first, &second}) {
+    EXPECT_EQ(store_.get_export(e->export_name).status, "active") << e->export_name;
+    const auto record = store_.find_export_server(e->id);
+    EXPECT_TRUE(record && record->running()) << e->export_name;
+  }
+}
+
 TEST_F(ReconcilerTest, RevokingOrEndingTheJobStopsTheServerAndTheStopIsRecorded) {
   const NbdExport revoked = add_export("disk-1");
   begin();

@@ -52,7 +52,7 @@ ServerSettings settings_with_run_dir(const std::string& run_dir) {
 // Expects make_systemd_supervisor to refuse with a usage error whose message contains `words` and the fix.
 void expect_refusal(const ServerSettings& settings, const std::string& words) {
   try {
-    make_systemd_supervisor(settings);
+    make_systemd_supervisor(settings, 10810);
     FAIL() << "make_systemd_supervisor accepted run dir " << settings.run_dir;
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ExitCode::usage);
