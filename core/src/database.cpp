@@ -201,7 +201,16 @@ void Database::require_current_schema() {
                           path_, version, NBDXM_VERSION, latest));
 }
 
-WriteTransaction::WriteTransaction(Database& db) {
+namespace {
+constexpr const char* kSavepoint = "nbdxm_write";
+}  // namespace
+
+WriteTransaction::WriteTransaction(Database& db) : sql_(db.sql()) {
+  if (sqlite3_get_autocommit(sql_.getHandle()) == 0) {  // inside a transaction: it holds the write lock already
+    sql_.exec(fmt::format("SAVEPOINT {}", kSavepoint));
+    savepoint_open_ = true;
+    return;
+  }
   try {
     tx_.emplace(db.sql(), SQLite::TransactionBehavior::IMMEDIATE);
   } catch (const SQLite::Exception& e) {
@@ -214,6 +223,24 @@ WriteTransaction::WriteTransaction(Database& db) {
                                 waited.count() % 1000 == 0 ? fmt::format("{} s", waited.count() / 1000)
                                                            : fmt::format("{} ms", waited.count())));
   }
+}
+
+WriteTransaction::~WriteTransaction() {
+  if (!savepoint_open_) return;  // tx_ rolls back by itself unless committed
+  try {
+    sql_.exec(fmt::format("ROLLBACK TO {0}; RELEASE {0}", kSavepoint));
+  } catch (const SQLite::Exception&) {
+    // The outer transaction was rolled back already (SQLite does so on some errors): nothing is left to undo.
+  }
+}
+
+void WriteTransaction::commit() {
+  if (!savepoint_open_) {
+    tx_->commit();
+    return;
+  }
+  sql_.exec(fmt::format("RELEASE {}", kSavepoint));
+  savepoint_open_ = false;
 }
 
 }  // namespace nbdxm

@@ -21,30 +21,43 @@ bool store_locked(const SQLite::Exception& e) {
 }  // namespace
 
 void StoreWrites::add(int64_t export_id, std::string what, Write write, Clock::time_point now) {
+  if (queue_.empty()) next_try_ = now;
   queue_.push_back({export_id, std::move(what), std::move(write)});
-  if (queue_.size() == 1) {
-    next_try_ = now;
-    retry(now);
-  }
 }
 
 void StoreWrites::retry(Clock::time_point now) {
   if (queue_.empty() || now < next_try_) return;
-  while (!queue_.empty()) {
-    if (!attempt(queue_.front())) {
+  try {
+    WriteTransaction batch(store_.database());  // every write below is a savepoint of it (see WriteTransaction)
+    for (Pending& pending : queue_) attempt(pending);
+    batch.commit();
+  } catch (const StoreBusy& e) {
+    waits(queue_.front(), e.what());
+    next_try_ = now + kRetryInterval;
+    return;
+  } catch (const std::exception& e) {
+    const auto* sql = dynamic_cast<const SQLite::Exception*>(&e);
+    if (sql != nullptr && store_locked(*sql)) {
+      waits(queue_.front(), e.what());
       next_try_ = now + kRetryInterval;
       return;
     }
-    queue_.pop_front();
+    // The commit itself failed (an I/O error, say): trying again would change nothing.
+    for (const Pending& pending : queue_) log_event("{}: the store refused it: {}", pending.what, e.what());
+    queue_.clear();
+    return;
   }
+  for (const Pending& pending : queue_) {
+    if (pending.logged) log_event("{}: done now", pending.what);
+  }
+  queue_.clear();
 }
 
-bool StoreWrites::waits(Pending& pending, const std::string& why) {
+void StoreWrites::waits(Pending& pending, const std::string& why) {
   if (!pending.logged) {
     log_event("{}: will retry every {} ms: {}", pending.what, kRetryInterval.count(), why);
     pending.logged = true;
   }
-  return false;
 }
 
 void StoreWrites::flush() {
@@ -52,20 +65,16 @@ void StoreWrites::flush() {
   retry(Clock::now());
 }
 
-bool StoreWrites::attempt(Pending& pending) {
+void StoreWrites::attempt(Pending& pending) {
   try {
     pending.write(store_);
-    if (pending.logged) log_event("{}: done now", pending.what);
-    return true;
-  } catch (const StoreBusy& e) {
-    return waits(pending, e.what());
+  } catch (const StoreBusy&) {
+    throw;
   } catch (const SQLite::Exception& e) {
-    if (store_locked(e)) return waits(pending, e.what());
+    if (store_locked(e)) throw;
     log_event("{}: the store refused it: {}", pending.what, e.what());
-    return true;
   } catch (const std::exception& e) {
     log_event("{}: the store refused it: {}", pending.what, e.what());
-    return true;
   }
 }
 

@@ -1,5 +1,6 @@
 // The plugin's core classes on their own, without nbdkit: DeviceResolver, BlockBackend, ExportWatcher and
 // ExportConnector against real files, loop devices and a real store.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "nbdxm/block_backend.hpp"
 #include "nbdxm/block_device_sizes.hpp"
@@ -251,12 +253,18 @@ TEST_F(LoopBackend, ClaimsAreSharedByOneExportRefusedToAnotherAndEndWithTheirLas
 constexpr StoreCheckPace kEventsOnly{std::chrono::milliseconds(20), std::chrono::milliseconds(100),
                                      std::chrono::hours(1)};
 
-bool revoked_within(const ExportWatch& watch, std::chrono::seconds limit) {
+// Waits up to `limit` for `condition`; whether it held in the end.
+template <typename Condition>
+bool within(std::chrono::seconds limit, Condition condition) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!watch.revoked() && std::chrono::steady_clock::now() < deadline) {
+  while (!condition() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  return watch.revoked();
+  return condition();
+}
+
+bool revoked_within(const ExportWatch& watch, std::chrono::seconds limit) {
+  return within(limit, [&] { return watch.revoked(); });
 }
 
 class WatchedStore : public ::testing::Test {
@@ -337,6 +345,73 @@ TEST_F(WatchedStore, AnIdleWatcherLeavesTheStoreAlone) {
   }
   store_.store().set_export_status("export-a", "revoked", "job cancelled");  // ...and a commit still wakes it
   EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(30)));
+  watcher_->stop();
+}
+
+// How many inotify instances this process holds: a watcher watching the store's files holds one.
+int inotify_instances() {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() == "anon_inode:inotify") ++count;
+  }
+  return count;
+}
+
+// A server with no open connection has nothing to revoke: with one export server per live export, most of them.
+// Its watcher neither checks the store nor watches its files, however often the store is written; a connection
+// admitted after that is watched as ever, and once the last connection has ended the watcher is idle again.
+TEST_F(WatchedStore, WithoutConnectionsTheWatcherLeavesTheStoreAloneWhateverIsWritten) {
+  const int instances_before = inotify_instances();
+  watcher_->start();  // the default pace: it would check every 20 ms for a second after each of these commits
+  for (int i = 0; i < 50; ++i) {  // commits for a while, 10 ms apart
+    store_.store().add_job(fmt::format("other-job-{}", i), "vm-other", "other");
+    ASSERT_EQ(watcher_->checks(), 0u) << "checked the store with no connection to revoke";
+    ASSERT_EQ(inotify_instances(), instances_before) << "watches the store with no connection to revoke";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(watcher_->watching_store());
+
+  {
+    auto a = watcher_->admit("export-a");
+    ASSERT_TRUE(a.found);
+    EXPECT_TRUE(within(std::chrono::seconds(30), [&] { return watcher_->watching_store(); }));
+    EXPECT_EQ(inotify_instances(), instances_before + 1);
+  }
+  EXPECT_TRUE(within(std::chrono::seconds(30), [&] { return !watcher_->watching_store(); }))
+      << "still watches the store after its last connection ended";
+  EXPECT_EQ(inotify_instances(), instances_before);
+  const uint64_t checks = watcher_->checks();
+  for (int i = 0; i < 20; ++i) {
+    store_.store().add_job(fmt::format("later-job-{}", i), "vm-other", "other");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(watcher_->checks(), checks) << "checked the store after its last connection ended";
+  watcher_->stop();
+}
+
+// The first connection after a long idle spell (the thread blocked, not watching the store) is revoked when its
+// export is revoked: at once after its admission, and later, when the thread has gone back to waiting on the
+// store's files. kEventsOnly: no idle-time check could notice it instead.
+TEST_F(WatchedStore, TheFirstConnectionAfterAnIdleSpellIsRevoked) {
+  watcher_->start(kEventsOnly);
+  for (int i = 0; i < 30; ++i) {  // an idle spell with commits in it, longer than the settling time
+    store_.store().add_job(fmt::format("other-job-{}", i), "vm-other", "other");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto a = watcher_->admit("export-a");
+  ASSERT_TRUE(a.found);
+  store_.store().set_export_status("export-a", "revoked", "job cancelled");  // right after the admission
+  EXPECT_TRUE(revoked_within(*a.watch, std::chrono::seconds(30)));
+  a.watch.reset();
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // idle again
+  auto b = watcher_->admit("export-b");
+  ASSERT_TRUE(b.found);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // settled: waiting on the store's files
+  store_.store().set_export_status("export-b", "failed", "device error");
+  EXPECT_TRUE(revoked_within(*b.watch, std::chrono::seconds(30)));
   watcher_->stop();
 }
 

@@ -86,14 +86,21 @@ class StoreBusy : public Error {
 };
 
 // A write transaction that takes the write lock at BEGIN, so two writers never deadlock on a lock upgrade.
-// Rolls back unless commit() is called.
+// Rolls back unless commit() is called. Inside another one on the same connection it is a savepoint of it: its
+// commit keeps its changes for the outer one's commit, its rollback undoes only its own (so a caller can group many
+// writes into one commit, and one sync of the store, without changing what each of them does).
 class WriteTransaction {
  public:
   explicit WriteTransaction(Database& db);  // throws StoreBusy
-  void commit() { tx_->commit(); }
+  WriteTransaction(const WriteTransaction&) = delete;
+  WriteTransaction& operator=(const WriteTransaction&) = delete;
+  ~WriteTransaction();
+  void commit();
 
  private:
-  std::optional<SQLite::Transaction> tx_;
+  SQLite::Database& sql_;
+  std::optional<SQLite::Transaction> tx_;  // the outermost one; unset for a savepoint
+  bool savepoint_open_ = false;
 };
 
 }  // namespace nbdxm

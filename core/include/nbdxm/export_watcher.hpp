@@ -6,11 +6,18 @@
 // size changed, its watches are revoked and their connections fail every later request. This needs no manager:
 // whoever changes the store, the plugin notices.
 //
-// The thread sleeps until the store's files are written (StoreChangeSignal), then checks at a short interval for a
-// while (StoreCheckPace), long enough for the commit that caused the write to become visible. An idle store costs one
-// check a second, a safety net for writes that inotify cannot report (a store on a network file system). The bound
-// on noticing a change is the short interval plus the commit's own time from writing to publishing. Where the
-// store cannot be watched, the thread checks at the short interval all the time.
+// A connection is the only thing a check can revoke, so the thread works only while a connection is watched. With
+// none (most export servers most of the time: one server per live export) it neither watches the store's files nor
+// checks the store: it is blocked until admit() starts the first watch, and store writes cost it nothing. That
+// misses no change: admit() reads the export from the store as it starts the watch, and the thread's first check
+// after it comes within the short interval (it settles, as at its start).
+//
+// While some connection is watched, the thread sleeps until the store's files are written (StoreChangeSignal), then
+// checks at a short interval for a while (StoreCheckPace), long enough for the commit that caused the write to become
+// visible. An idle store costs one check a second, a safety net for writes that inotify cannot report (a store on a
+// network file system). The bound on noticing a change is the short interval plus the commit's own time from
+// writing to publishing. Where the store cannot be watched, the thread checks at the short interval all the time.
+// When the last watch ends, the thread is woken and goes back to waiting for a watch.
 //
 // A locked store (another process holding it in exclusive locking mode, or recovering it) never stalls a connect:
 // a connect waits at most kConnectWait for the store, watcher's work included, and is then refused (fail closed).
@@ -95,6 +102,8 @@ class ExportWatcher {
   size_t watch_count();
   // How many checks (poll) have run since construction: what an idle server costs.
   uint64_t checks() const noexcept { return checks_.load(std::memory_order_relaxed); }
+  // Whether the thread watches the store's files now (it does only while a connection is watched).
+  bool watching_store() const noexcept { return watching_store_.load(std::memory_order_relaxed); }
 
  private:
   friend class ExportWatch;
@@ -103,7 +112,9 @@ class ExportWatcher {
   std::string why_not_served_locked(const NbdExport& admitted, const NbdExport* active);
   void revoke_all(const std::string& reason);
   void run(StoreCheckPace pace);
-  enum class Wakeup { stop, store_written, other_file_written, timeout };
+  bool wait_for_watches();                        // false: stop() was called
+  bool check_while_watched(StoreCheckPace pace);  // true: no watch left; false: stop() was called
+  enum class Wakeup { stop, watches_changed, store_written, other_file_written, timeout };
   Wakeup wait(StoreChangeSignal* signal, std::chrono::milliseconds timeout);
   // Since when the store could not be read, when the last check failed.
   struct ReadFailures {
@@ -126,9 +137,11 @@ class ExportWatcher {
   Log log_;
 
   std::atomic<uint64_t> checks_{0};
+  std::atomic<bool> watching_store_{false};
 
-  std::mutex thread_mutex_;    // guards thread_ (start and stop)
-  FileDescriptor stop_event_;  // an eventfd: readable once stop() asks the thread to end
+  std::mutex thread_mutex_;       // guards thread_ (start and stop)
+  FileDescriptor stop_event_;     // an eventfd: readable once stop() asks the thread to end
+  FileDescriptor watched_event_;  // an eventfd: written when the first watch starts and when the last one ends
   std::thread thread_;
 };
 

@@ -23,6 +23,16 @@ std::string status_phrase(const NbdExport& e) {
   return e.status_reason ? fmt::format("{} ({})", e.status, *e.status_reason) : e.status;
 }
 
+void signal_event(const FileDescriptor& event) {
+  const uint64_t one = 1;
+  if (::write(event.get(), &one, sizeof one) != sizeof one) std::terminate();  // cannot fail on an eventfd
+}
+
+void clear_event(const FileDescriptor& event) {
+  uint64_t count = 0;
+  (void)!::read(event.get(), &count, sizeof count);  // EAGAIN: it was clear
+}
+
 }  // namespace
 
 ExportWatch::ExportWatch(ExportWatcher& watcher, NbdExport admitted)
@@ -44,8 +54,14 @@ void ExportWatch::revoke(const std::string& reason) {
 }
 
 ExportWatcher::ExportWatcher(Database db, Log log)
-    : db_(std::move(db)), lookup_(db_), log_(std::move(log)), stop_event_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  if (!stop_event_.valid()) throw Error(ExitCode::failure, fmt::format("eventfd: {}", strerror(errno)));
+    : db_(std::move(db)),
+      lookup_(db_),
+      log_(std::move(log)),
+      stop_event_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      watched_event_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!stop_event_.valid() || !watched_event_.valid()) {
+    throw Error(ExitCode::failure, fmt::format("eventfd: {}", strerror(errno)));
+  }
   last_version_ = db_.data_version();  // a start may wait for the store as long as any command
   db_.set_busy_timeout(kCheckWait);
 }
@@ -77,9 +93,13 @@ auto ExportWatcher::read_for_connect(const std::string& what, Body body) {
 ExportWatcher::Admission ExportWatcher::admit(const std::string& export_name) {
   return read_for_connect(fmt::format("the connection to export {}", export_name), [&] {
     Admission admission;
+    // With no watch, no check has kept last_version_ current; the lookup below sees at least this version, so the
+    // first check need not look at the store again unless it changed since.
+    if (watches_.empty()) last_version_ = db_.data_version();
     admission.found = lookup_.find(export_name);
     if (admission.found) {
       admission.watch.reset(new ExportWatch(*this, *admission.found));
+      if (watches_.empty()) signal_event(watched_event_);  // the thread starts checking (see the header)
       watches_.insert(admission.watch.get());
     }
     return admission;
@@ -102,6 +122,7 @@ size_t ExportWatcher::watch_count() {
 void ExportWatcher::unregister(ExportWatch* watch) {
   std::lock_guard lock(mutex_);
   watches_.erase(watch);
+  if (watches_.empty()) signal_event(watched_event_);  // the thread stops checking (see the header)
 }
 
 void ExportWatcher::poll() {
@@ -175,18 +196,21 @@ void ExportWatcher::start(StoreCheckPace pace) {
 void ExportWatcher::stop() {
   std::lock_guard lock(thread_mutex_);
   if (!thread_.joinable()) return;
-  const uint64_t one = 1;
-  if (::write(stop_event_.get(), &one, sizeof one) != sizeof one) std::terminate();  // cannot fail on an eventfd
+  signal_event(stop_event_);
   thread_.join();
-  uint64_t count = 0;
-  if (::read(stop_event_.get(), &count, sizeof count) != sizeof count) std::terminate();  // ready for a restart
+  clear_event(stop_event_);  // ready for a restart
 }
 
 ExportWatcher::Wakeup ExportWatcher::wait(StoreChangeSignal* signal, std::chrono::milliseconds timeout) {
-  struct pollfd fds[2] = {{stop_event_.get(), POLLIN, 0}, {signal ? signal->fd() : -1, POLLIN, 0}};
-  const int ready = ::poll(fds, 2, static_cast<int>(timeout.count()));
+  struct pollfd fds[3] = {
+      {stop_event_.get(), POLLIN, 0}, {watched_event_.get(), POLLIN, 0}, {signal ? signal->fd() : -1, POLLIN, 0}};
+  const int ready = ::poll(fds, 3, static_cast<int>(timeout.count()));
   if (ready <= 0) return Wakeup::timeout;  // EINTR counts as a timeout: one more check does no harm
   if (fds[0].revents != 0) return Wakeup::stop;
+  if (fds[1].revents != 0) {
+    clear_event(watched_event_);
+    return Wakeup::watches_changed;
+  }
   return signal->drain() ? Wakeup::store_written : Wakeup::other_file_written;
 }
 
@@ -212,8 +236,29 @@ void ExportWatcher::check_store(ReadFailures& failures) {
 }
 
 void ExportWatcher::run(StoreCheckPace pace) {
+  while (wait_for_watches()) {
+    if (!check_while_watched(pace)) return;
+  }
+}
+
+bool ExportWatcher::wait_for_watches() {
+  for (;;) {
+    clear_event(watched_event_);  // before looking: a watch started after the look leaves it set
+    if (watch_count() > 0) return true;
+    struct pollfd fds[2] = {{stop_event_.get(), POLLIN, 0}, {watched_event_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) > 0 && fds[0].revents != 0) return false;
+  }
+}
+
+bool ExportWatcher::check_while_watched(StoreCheckPace pace) {
   using Clock = StoreCheckSchedule::Clock;
   const std::unique_ptr<StoreChangeSignal> signal = watch_store_changes(db_.path(), pace.interval, log_);
+  watching_store_.store(signal != nullptr, std::memory_order_relaxed);
+  struct NotWatching {
+    std::atomic<bool>& flag;
+    ~NotWatching() { flag.store(false, std::memory_order_relaxed); }
+  } not_watching{watching_store_};
+  // It starts settling: a commit may be on its way that the admission's read did not see.
   StoreCheckSchedule schedule(pace, signal != nullptr, Clock::now());
   ReadFailures failures;
   for (;;) {
@@ -223,7 +268,11 @@ void ExportWatcher::run(StoreCheckPace pace) {
     const Wakeup wakeup =
         wait(schedule.listening(now) ? signal.get() : nullptr, std::max(timeout, std::chrono::milliseconds(0)));
     now = Clock::now();
-    if (wakeup == Wakeup::stop) return;
+    if (wakeup == Wakeup::stop) return false;
+    if (wakeup == Wakeup::watches_changed) {
+      if (watch_count() == 0) return true;
+      continue;  // the last watch ended and another began: the check stays due when it was
+    }
     if (wakeup == Wakeup::other_file_written) continue;  // the check stays due when it was
     if (wakeup == Wakeup::store_written) {
       schedule.store_written(now);  // the check comes once the commit has had time to be published

@@ -187,11 +187,17 @@ std::vector<Revocation> ExportStore::revoke_exports(const RevokeTarget& target, 
                                                   kLive));
   std::vector<Revocation> result;
   for (const auto& e : matched) {
+    // A job keeps its revoked exports until `nbdxm gc` (thousands of rows): only the live ones change, and are read
+    // again; the others are reported as they were read in this transaction.
+    if (!e.live()) {
+      result.push_back({e, false});
+      continue;
+    }
     revoke.bind(1, reason);
     revoke.bind(2, e.id);
     revoke.exec();
     revoke.reset();
-    result.push_back({get_export(e.export_name), e.live()});
+    result.push_back({get_export(e.export_name), true});
   }
   tx.commit();
   return result;
