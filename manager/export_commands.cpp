@@ -242,15 +242,19 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
   std::optional<std::string> allow_from;
   if (args.allow_from) allow_from = values::canonical_allow_from(*args.allow_from);
   const PortAllocator ports(PortRange{manager->port_low, manager->port_high}, manager->listen_address);
-  const NbdExport created =
-      store.exports.create_export(
+  const NbdExport created = store.exports.create_export(
       {args.job_id, args.disk_id, args.name, args.port, args.durability.value_or(manager->durability)}, ports,
       {tls, allow_from});
   const std::string key = tls_psk_file(options, created);
   const NbdExport served = wait_until_served(store, created, *manager, key, timeout);
-  Json result{{"name", served.export_name},       {"port", served.port},       {"state", served.status},
-              {"job_id", served.job_id},          {"disk_id", served.disk_id}, {"volume_uuid", served.volume_uuid},
-              {"device_path", served.device_path}, {"durability", served.durability}};
+  Json result{{"name", served.export_name},
+              {"port", served.port},
+              {"state", served.status},
+              {"job_id", served.job_id},
+              {"disk_id", served.disk_id},
+              {"volume_uuid", served.volume_uuid},
+              {"device_path", served.device_path},
+              {"durability", served.durability}};
   add_access(result, options, served, manager->listen_address);
   std::string text = fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", printable(served.export_name),
                                  served.port, printable(served.status), printable(result["uri"].get<std::string>()));

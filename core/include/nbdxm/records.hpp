@@ -81,7 +81,7 @@ struct NbdExport {
   std::string updated_at;
   bool tls = false;                       // its server requires TLS with the export's own pre-shared key
   std::optional<std::string> allow_from;  // the client networks its server accepts (CIDRs, commas); nullopt: any
-  std::string durability = "on-close";  // on-close or write-through (schema.sql, version 5)
+  std::string durability = "on-close";    // on-close or write-through (schema.sql, version 5)
 
   bool live() const { return status == "pending" || status == "active"; }
 };
