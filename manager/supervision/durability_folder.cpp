@@ -57,27 +57,45 @@ void DurabilityFolder::fold(const std::string& path, bool remove, Clock::time_po
   const auto identity = counters->identity();
   const auto durability = counters->durability();
   counters.reset();
-  uint64_t& folded = folded_[path];
-  const bool news = durability.failures > folded;
-  if (remove) folded_.erase(path);
-  if (!news) {
-    if (remove) std::filesystem::remove(path);
+  if (queued_.contains(path)) {  // folded again once that write is settled
+    if (remove) remove_when_stored_.insert(path);
     return;
   }
-  if (!remove) folded = durability.failures;
+  const auto known = folded_.find(path);
+  if (durability.failures <= (known == folded_.end() ? 0 : known->second)) {
+    if (remove) {
+      folded_.erase(path);
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+    return;
+  }
+  queued_.insert(path);
+  if (remove) remove_when_stored_.insert(path);
   log_event("export id {}: {} (failed syncs: {}); marking the export failed", identity.export_id, durability.reason,
             durability.failures);
   writes_.add(
       identity.export_id, fmt::format("export id {}: recording its durability failure", identity.export_id),
-      [identity, durability, path, remove, recorded = recorded_](ExportStore& store) {
+      [identity, durability, recorded = recorded_](ExportStore& store) {
         if (store.record_durability_failure(identity.export_id, identity.created_at, durability.failures,
                                             durability.reason)) {
           recorded();
         }
-        std::error_code ec;
-        if (remove) std::filesystem::remove(path, ec);
       },
-      now);
+      now, [this, path, failures = durability.failures](bool stored) { settle(path, failures, stored); });
+}
+
+void DurabilityFolder::settle(const std::string& path, uint64_t failures, bool stored) {
+  queued_.erase(path);
+  // A refused write (the export is gone, say) would be refused again: the count is not handed over twice, and the
+  // file stays for the operator and the next manager.
+  folded_[path] = failures;
+  const bool retired = remove_when_stored_.erase(path) > 0;
+  if (stored && retired) {
+    folded_.erase(path);
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
 }
 
 }  // namespace nbdxm::supervision

@@ -4,7 +4,8 @@
 // maps each file in <run-dir>/counters and hands every failure not yet recorded to the store (StoreWrites:
 // ExportStore::record_durability_failure, one small transaction that also fails the export while it is live). The
 // store's write is idempotent, so a new manager simply reports every file again. A file is removed only once its
-// export's server is stopped and its failures are in the store (retire).
+// export's server is stopped and its failures are in the store, that is after the commit that holds them (retire):
+// a manager killed before that commit, or a store that refuses it, leaves the file for the next look.
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -38,12 +39,16 @@ class DurabilityFolder {
 
  private:
   void fold(const std::string& path, bool remove, Clock::time_point now);
+  // The store's write for `path` is settled: committed (`stored`) with `failures`, or refused.
+  void settle(const std::string& path, uint64_t failures, bool stored);
 
   std::string dir_;
   StoreWrites& writes_;
   std::function<void()> recorded_;
-  std::map<std::string, uint64_t> folded_;   // by path: the failure count handed to the store
-  std::set<std::string> unreadable_logged_;  // an unreadable file is said once
+  std::map<std::string, uint64_t> folded_;    // by path: the failure count the store holds (committed)
+  std::set<std::string> queued_;              // paths whose write waits in StoreWrites
+  std::set<std::string> remove_when_stored_;  // retired paths to remove once their queued write is committed
+  std::set<std::string> unreadable_logged_;   // an unreadable file is said once
   Clock::time_point next_{};
 };
 

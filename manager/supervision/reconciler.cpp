@@ -363,9 +363,13 @@ void Reconciler::handle(const ServerEvent& event, Clock::time_point now) {
 
 void Reconciler::on_serving(Served& served, const ServerEvent& event, Clock::time_point now) {
   served.phase = Served::Phase::serving;
-  if (served.replacing) {
-    served.replacing = false;
+  served.replacing = false;
+  // Who may reach the export can have changed while this server started (another writer turned TLS on, say): what
+  // it runs with is its spec's settings, compared anew.
+  if (served.spec_settings == served.wanted) {
     served.stale.reset();
+  } else {
+    served.stale = describe_difference(served.spec_settings, served.wanted);
   }
   writes_.add(
       served.target.export_id, fmt::format("{}: recording its server", describe(served.target)),
@@ -375,6 +379,7 @@ void Reconciler::on_serving(Served& served, const ServerEvent& event, Clock::tim
         if (stale) store.record_server_settings_stale(target.export_id, stale, target.created_at);
       },
       now);
+  if (served.stale && narrows_access(served.spec_settings, served.wanted)) replace(served, now);
 }
 
 void Reconciler::on_port_unavailable(Served& served, const ServerEvent& event, Clock::time_point now) {

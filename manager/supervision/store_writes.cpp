@@ -20,9 +20,9 @@ bool store_locked(const SQLite::Exception& e) {
 
 }  // namespace
 
-void StoreWrites::add(int64_t export_id, std::string what, Write write, Clock::time_point now) {
+void StoreWrites::add(int64_t export_id, std::string what, Write write, Clock::time_point now, Settled settled) {
   if (queue_.empty()) next_try_ = now;
-  queue_.push_back({export_id, std::move(what), std::move(write)});
+  queue_.push_back({export_id, std::move(what), std::move(write), std::move(settled)});
 }
 
 void StoreWrites::retry(Clock::time_point now) {
@@ -43,14 +43,25 @@ void StoreWrites::retry(Clock::time_point now) {
       return;
     }
     // The commit itself failed (an I/O error, say): trying again would change nothing.
-    for (const Pending& pending : queue_) log_event("{}: the store refused it: {}", pending.what, e.what());
-    queue_.clear();
+    for (Pending& pending : queue_) {
+      log_event("{}: the store refused it: {}", pending.what, e.what());
+      pending.refused = true;
+    }
+    settle_all();
     return;
   }
   for (const Pending& pending : queue_) {
-    if (pending.logged) log_event("{}: done now", pending.what);
+    if (pending.logged && !pending.refused) log_event("{}: done now", pending.what);
   }
-  queue_.clear();
+  settle_all();
+}
+
+void StoreWrites::settle_all() {
+  std::deque<Pending> settled;
+  settled.swap(queue_);  // a `settled` may add writes of its own
+  for (Pending& pending : settled) {
+    if (pending.settled) pending.settled(!pending.refused);
+  }
 }
 
 void StoreWrites::waits(Pending& pending, const std::string& why) {
@@ -66,6 +77,7 @@ void StoreWrites::flush() {
 }
 
 void StoreWrites::attempt(Pending& pending) {
+  pending.refused = false;  // a batch rolled back for a locked store tries each write again
   try {
     pending.write(store_);
   } catch (const StoreBusy&) {
@@ -73,8 +85,10 @@ void StoreWrites::attempt(Pending& pending) {
   } catch (const SQLite::Exception& e) {
     if (store_locked(e)) throw;
     log_event("{}: the store refused it: {}", pending.what, e.what());
+    pending.refused = true;
   } catch (const std::exception& e) {
     log_event("{}: the store refused it: {}", pending.what, e.what());
+    pending.refused = true;
   }
 }
 

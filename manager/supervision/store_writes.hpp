@@ -21,13 +21,16 @@ class StoreWrites {
  public:
   using Clock = std::chrono::steady_clock;
   using Write = std::function<void(ExportStore&)>;
+  // Runs once the write is settled: `stored` true after the commit that holds it, false when the store refused it
+  // (what depends on the write being on disk, such as removing the file it came from, waits for this).
+  using Settled = std::function<void(bool stored)>;
   static constexpr std::chrono::milliseconds kRetryInterval{200};
 
   explicit StoreWrites(ExportStore& store) : store_(store) {}
 
   // Queues the write, due at once unless earlier writes wait for a locked store: then it waits behind them. `what`
   // names it in the log ("export NAME: recording ...").
-  void add(int64_t export_id, std::string what, Write write, Clock::time_point now);
+  void add(int64_t export_id, std::string what, Write write, Clock::time_point now, Settled settled = {});
   // Makes the waiting writes in order, in one transaction, once they are due; all wait on when the store is locked.
   void retry(Clock::time_point now);
   // Tries every waiting write now, due or not (the manager is exiting).
@@ -41,9 +44,12 @@ class StoreWrites {
     int64_t export_id;
     std::string what;
     Write write;
-    bool logged = false;  // "will retry" is said once per write
+    Settled settled;
+    bool logged = false;   // "will retry" is said once per write
+    bool refused = false;  // the store refused it (logged); the others of its batch are kept
   };
-  void attempt(Pending& pending);                        // logs a refusal; throws StoreBusy when the store is locked
+  void attempt(Pending& pending);  // logs and marks a refusal; throws StoreBusy when the store is locked
+  void settle_all();               // the queue is done with: each write's `settled`, then the queue cleared
   void waits(Pending& pending, const std::string& why);  // says so once
 
   ExportStore& store_;

@@ -219,9 +219,14 @@ bool ExportStore::fail_export(int64_t export_id, const std::string& reason, cons
 std::vector<NbdExport> ExportStore::collect_garbage(std::chrono::seconds older_than, bool dry_run) {
   WriteTransaction tx(db_);
   const std::string cutoff = fmt::format("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{} seconds')", older_than.count());
-  SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_devices WHERE status IN ('revoked', 'failed') "
-                                             "AND updated_at < {} ORDER BY export_id",
-                                             rows::kExportColumns, cutoff));
+  // An export whose durability failure no operator has acknowledged stays: deleting it would delete the failure
+  // (its row goes with the export) and `nbdxm check` would stop reporting it.
+  SQLite::Statement q(db_.sql(),
+                      fmt::format("SELECT {} FROM export_devices WHERE status IN ('revoked', 'failed') "
+                                  "AND updated_at < {} AND NOT EXISTS (SELECT 1 FROM export_durability_failures f "
+                                  "WHERE f.export_id = export_devices.export_id AND f.acknowledged_at IS NULL) "
+                                  "ORDER BY export_id",
+                                  rows::kExportColumns, cutoff));
   std::vector<NbdExport> old = read_exports(q);
   if (!dry_run) {
     SQLite::Statement remove(db_.sql(), "DELETE FROM nbd_exports WHERE id = ?");

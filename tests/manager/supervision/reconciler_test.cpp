@@ -373,5 +373,22 @@ TEST_F(ReconcilerTest, AnAllowlistThatOnlyGrowsWaitsUntilTheServerHasNoClient) {
             "10.0.0.0/8");
 }
 
+TEST_F(ReconcilerTest, AnAccessChangeDuringAReplacementReplacesTheServerAgainOnceItServes) {
+  const NbdExport e = add_export("disk-1");
+  fake_.clients_on_port[e.port] = 2;
+  begin();
+  fake_.serve_at_once = false;  // the replacement below stays in flight until `serving` is emitted
+  db_.sql().exec(fmt::format("UPDATE nbd_exports SET allow_from = '10.0.0.0/8' WHERE id = {}", e.id));
+  turn();
+  ASSERT_EQ(fake_.replaced.size(), 1u);
+  db_.sql().exec(fmt::format("UPDATE nbd_exports SET tls = 1 WHERE id = {}", e.id));
+  turn();
+  EXPECT_EQ(fake_.replaced.size(), 1u);  // one replacement at a time
+  fake_.emit({ServerEvent::Kind::serving, target_of(e), "", ""});
+  turn();
+  ASSERT_EQ(fake_.replaced.size(), 2u);  // the server that came up runs without TLS: replaced at once
+  EXPECT_TRUE(supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e))).settings.tls);
+}
+
 }  // namespace
 }  // namespace nbdxm::test
