@@ -17,6 +17,7 @@
 #include <stdexcept>
 
 #include "nbdxm/error.hpp"
+#include "nbdxm/export_counters.hpp"
 #include "nbdxm/file_descriptor.hpp"
 #include "serve_log.hpp"
 
@@ -255,10 +256,35 @@ std::string canonical_db_path(const std::string& db_path) {
   return ec ? db_path : path.string();
 }
 
+namespace {
+
+// A sync that failed after the server was gone may have lost writes the server acknowledged: a durability failure of
+// the export's life, reported as the server's own are, through its counter file, which the manager folds into the
+// store (the export failed, `nbdxm check` exit 5). The file is created when the server never had one.
+void report_durability_failures(const std::string& spec_path, const DeviceSyncResult& result) {
+  if (result.ok()) return;
+  const ServerSpec spec = read_server_spec(spec_path);
+  const std::string dir = counters_dir(spec.settings.run_dir);
+  std::filesystem::create_directories(dir);  // the manager makes it at start; a server may have run without one
+  const std::string path = ExportCounters::path(dir, spec.target.export_id, spec.target.created_at);
+  const auto counters = ExportCounters::open_or_create(path, {spec.target.export_id, spec.target.created_at, 0});
+  for (const auto& failure : result.failures) {
+    counters->durability_failure(fmt::format("durability: sync after the server stopped failed: {}", failure));
+  }
+}
+
+}  // namespace
+
 DeviceSyncResult sync_spec_devices(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
-  return sync_devices(read_server_spec_devices(path));
+  DeviceSyncResult result = sync_devices(read_server_spec_devices(path));
+  try {
+    report_durability_failures(path, result);
+  } catch (const std::exception& e) {
+    result.failures.push_back(fmt::format("cannot report the failure to the manager: {}", e.what()));
+  }
+  return result;
 }
 
 DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target) {

@@ -1,9 +1,15 @@
-// The server spec's access settings (tls, allow_from): nbdkit's argv, and which changes narrow access.
+// The server spec's access settings (tls, allow_from): nbdkit's argv, and which changes narrow access; and the device
+// sync after a server stopped (`nbdxm export-server --sync-devices`, the unit's ExecStopPost=), whose failure is a
+// durability failure of the export.
 #include "server_command.hpp"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+
+#include "manager_harness.hpp"
+#include "nbdxm/export_counters.hpp"
 
 namespace nbdxm::supervision {
 namespace {
@@ -77,6 +83,29 @@ TEST(ServerCommandTest, SpecsKeepTheAccessSettings) {
   const ServerSpec read = read_server_spec(path);
   EXPECT_EQ(read.settings, s);
   std::remove(path.c_str());
+}
+
+TEST(ServerCommandTest, ASyncThatFailsAfterTheServerStoppedIsRecordedAsTheExportsDurabilityFailure) {
+  const test::TempDir dir;
+  const std::string device = dir.file("volume.img");
+  std::ofstream(device) << "acknowledged data";
+  ServerSettings settings = base();
+  settings.run_dir = dir.file("run");
+  const std::string spec = server_spec_path(settings, kTarget);
+  write_server_spec(spec, {settings, kTarget, {device}});
+  std::string output;
+  const int status =
+      test::run_program({"strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
+                         "inject=fdatasync:error=EIO", NBDXM_BINARY, "export-server", "--spec", spec, "--sync-devices"},
+                        &output);
+  EXPECT_NE(status, 0) << output;
+  const auto counters = ExportCounters::open_read_only(
+      ExportCounters::path(counters_dir(settings.run_dir), kTarget.export_id, kTarget.created_at));
+  ASSERT_NE(counters, nullptr) << output;
+  const auto durability = counters->durability();
+  EXPECT_EQ(durability.failures, 1u);
+  EXPECT_EQ(durability.reason,
+            "durability: sync after the server stopped failed: " + device + ": fdatasync: Input/output error");
 }
 
 }  // namespace
