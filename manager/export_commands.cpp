@@ -319,7 +319,8 @@ void add_counters(Json& object, const NbdExport& e, const std::optional<std::str
   std::unique_ptr<ExportCounters> counters;
   if (run_dir) {
     try {
-      counters = ExportCounters::open_read_only(ExportCounters::path(*run_dir + "/counters", e.id, e.created_at));
+      counters =
+          ExportCounters::open_read_only(ExportCounters::path(supervision::counters_dir(*run_dir), e.id, e.created_at));
     } catch (const std::exception&) {
       // Unreadable: shown as none (the manager logs it).
     }
