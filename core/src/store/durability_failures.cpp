@@ -6,28 +6,14 @@
 
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_store.hpp"
+#include "store_rows.hpp"
 
 namespace nbdxm {
 namespace {
 
-constexpr const char* kColumns =
-    "f.export_id, e.export_name, f.served_created_at, f.failures, f.reason, f.first_failed_at, f.last_failed_at, "
-    "f.acknowledged_at";
-
 std::vector<DurabilityFailure> read_failures(SQLite::Statement& q) {
   std::vector<DurabilityFailure> failures;
-  while (q.executeStep()) {
-    DurabilityFailure f;
-    f.export_id = q.getColumn(0).getInt64();
-    f.export_name = q.getColumn(1).getString();
-    f.served_created_at = q.getColumn(2).getString();
-    f.failures = q.getColumn(3).getInt64();
-    f.reason = q.getColumn(4).getString();
-    f.first_failed_at = q.getColumn(5).getString();
-    f.last_failed_at = q.getColumn(6).getString();
-    if (!q.getColumn(7).isNull()) f.acknowledged_at = q.getColumn(7).getString();
-    failures.push_back(std::move(f));
-  }
+  while (q.executeStep()) failures.push_back(rows::read_durability_failure(q));
   return failures;
 }
 
@@ -51,15 +37,7 @@ bool ExportStore::record_durability_failure(int64_t export_id, const std::string
   q.bind(3, static_cast<int64_t>(failures));
   q.bind(4, text);
   const bool recorded = q.exec() > 0;
-  if (recorded) {
-    SQLite::Statement fail(db_.sql(),
-                           "UPDATE nbd_exports SET status = 'failed', status_reason = ?1 "
-                           "WHERE id = ?2 AND created_at = ?3 AND status IN ('pending', 'active')");
-    fail.bind(1, text);
-    fail.bind(2, export_id);
-    fail.bind(3, created_at);
-    fail.exec();
-  }
+  if (recorded) fail_export(export_id, text, created_at);  // a savepoint of this transaction
   tx.commit();
   return recorded;
 }
@@ -68,7 +46,7 @@ std::vector<DurabilityFailure> ExportStore::durability_failures(bool open_only) 
   SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_durability_failures f JOIN nbd_exports e ON "
                                              "e.id = f.export_id WHERE (?1 = 0 OR f.acknowledged_at IS NULL) "
                                              "ORDER BY f.first_failed_at, f.export_id",
-                                             kColumns));
+                                             rows::kDurabilityFailureColumns));
   q.bind(1, open_only ? 1 : 0);
   return read_failures(q);
 }
@@ -76,7 +54,7 @@ std::vector<DurabilityFailure> ExportStore::durability_failures(bool open_only) 
 std::vector<DurabilityFailure> ExportStore::durability_failures_of(int64_t export_id) {
   SQLite::Statement q(db_.sql(), fmt::format("SELECT {} FROM export_durability_failures f JOIN nbd_exports e ON "
                                              "e.id = f.export_id WHERE f.export_id = ? ORDER BY f.first_failed_at",
-                                             kColumns));
+                                             rows::kDurabilityFailureColumns));
   q.bind(1, export_id);
   return read_failures(q);
 }

@@ -89,4 +89,17 @@ NbdExport read_export(SQLite::Statement& q) {
   return e;
 }
 
+DurabilityFailure read_durability_failure(SQLite::Statement& q) {
+  DurabilityFailure f;
+  f.export_id = q.getColumn(0).getInt64();
+  f.export_name = q.getColumn(1).getString();
+  f.served_created_at = q.getColumn(2).getString();
+  f.failures = q.getColumn(3).getInt64();
+  f.reason = q.getColumn(4).getString();
+  f.first_failed_at = q.getColumn(5).getString();
+  f.last_failed_at = q.getColumn(6).getString();
+  if (!q.getColumn(7).isNull()) f.acknowledged_at = q.getColumn(7).getString();
+  return f;
+}
+
 }  // namespace nbdxm::rows
