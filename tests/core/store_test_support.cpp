@@ -11,11 +11,21 @@
 #include <fstream>
 #include <regex>
 #include <stdexcept>
+#include <thread>
 
 #include "nbdxm/child_process.hpp"
 #include "nbdxm/schema.hpp"
 
 namespace nbdxm::test {
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 namespace {
 
 Database create_store(const std::string& path) {

@@ -1,10 +1,13 @@
 #pragma once
 // Shared by the state store tests (tests/core/store_*) and the CLI store tests (tests/manager/cli_store_*): a
-// private temporary directory, a full dump of a store for before/after comparisons, and a small standard store.
+// private temporary directory, a full dump of a store for before/after comparisons, a small standard store, and a
+// bounded wait for an event (tests never assert on timing).
 #include <gtest/gtest.h>
 
 #include <SQLiteCpp/Database.h>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +16,9 @@
 #include "nbdxm/export_store.hpp"
 
 namespace nbdxm::test {
+
+// Polls until done() or the timeout; returns done()'s last value.
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout);
 
 // A new directory of its own (safe under ctest -j), removed with everything in it when the test ends. Made in the
 // system's temporary directory, or in `parent` (/dev, for device links).

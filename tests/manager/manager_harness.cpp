@@ -320,15 +320,6 @@ bool files_equal(const std::string& a, const std::string& b, uint64_t length) {
   return true;
 }
 
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return done();
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
-
 bool port_bindable(int port) {
   FileDescriptor s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   int one = 1;

@@ -128,8 +128,6 @@ std::string pattern(size_t length, uint32_t seed);
 std::string read_file(const std::string& path, uint64_t offset = 0, size_t length = SIZE_MAX);
 void write_file(const std::string& path, const std::string& data, uint64_t offset = 0);
 bool files_equal(const std::string& a, const std::string& b, uint64_t length);
-// Polls until done() or the timeout; returns done()'s last value.
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout);
 // Whether some program could bind the port on 127.0.0.1 now.
 bool port_bindable(int port);
 

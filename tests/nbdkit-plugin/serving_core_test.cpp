@@ -253,18 +253,8 @@ TEST_F(LoopBackend, ClaimsAreSharedByOneExportRefusedToAnotherAndEndWithTheirLas
 constexpr StoreCheckPace kEventsOnly{std::chrono::milliseconds(20), std::chrono::milliseconds(100),
                                      std::chrono::hours(1)};
 
-// Waits up to `limit` for `condition`; whether it held in the end.
-template <typename Condition>
-bool within(std::chrono::seconds limit, Condition condition) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return condition();
-}
-
 bool revoked_within(const ExportWatch& watch, std::chrono::seconds limit) {
-  return within(limit, [&] { return watch.revoked(); });
+  return wait_until([&] { return watch.revoked(); }, limit);
 }
 
 class WatchedStore : public ::testing::Test {
@@ -375,10 +365,10 @@ TEST_F(WatchedStore, WithoutConnectionsTheWatcherLeavesTheStoreAloneWhateverIsWr
   {
     auto a = watcher_->admit("export-a");
     ASSERT_TRUE(a.found);
-    EXPECT_TRUE(within(std::chrono::seconds(30), [&] { return watcher_->watching_store(); }));
+    EXPECT_TRUE(wait_until([&] { return watcher_->watching_store(); }, std::chrono::seconds(30)));
     EXPECT_EQ(inotify_instances(), instances_before + 1);
   }
-  EXPECT_TRUE(within(std::chrono::seconds(30), [&] { return !watcher_->watching_store(); }))
+  EXPECT_TRUE(wait_until([&] { return !watcher_->watching_store(); }, std::chrono::seconds(30)))
       << "still watches the store after its last connection ended";
   EXPECT_EQ(inotify_instances(), instances_before);
   const uint64_t checks = watcher_->checks();
