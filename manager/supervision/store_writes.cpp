@@ -18,6 +18,15 @@ bool store_locked(const SQLite::Exception& e) {
   return code == SQLITE_BUSY || code == SQLITE_LOCKED;
 }
 
+// SQLite rolls the whole transaction back on some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM): the writes made
+// before the failing one are undone, and the ones after it would each commit on their own. The batch is then tried
+// again as a whole, as for a locked store.
+struct BatchUndone : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+bool transaction_gone(Database& db) { return sqlite3_get_autocommit(db.sql().getHandle()) != 0; }
+
 }  // namespace
 
 void StoreWrites::add(int64_t export_id, std::string what, Write write, Clock::time_point now, Settled settled) {
@@ -29,19 +38,18 @@ void StoreWrites::retry(Clock::time_point now) {
   if (queue_.empty() || now < next_try_) return;
   try {
     WriteTransaction batch(store_.database());  // every write below is a savepoint of it (see WriteTransaction)
-    for (Pending& pending : queue_) attempt(pending);
+    for (Pending& pending : queue_) {
+      attempt(pending);
+      if (pending.refused && transaction_gone(store_.database())) throw BatchUndone(pending.refusal);
+    }
     batch.commit();
   } catch (const StoreBusy& e) {
-    waits(queue_.front(), e.what());
-    next_try_ = now + kRetryInterval;
-    return;
+    return wait(now, e.what());
+  } catch (const BatchUndone& e) {
+    return wait(now, e.what());
   } catch (const std::exception& e) {
     const auto* sql = dynamic_cast<const SQLite::Exception*>(&e);
-    if (sql != nullptr && store_locked(*sql)) {
-      waits(queue_.front(), e.what());
-      next_try_ = now + kRetryInterval;
-      return;
-    }
+    if (sql != nullptr && store_locked(*sql)) return wait(now, e.what());
     // The commit itself failed (an I/O error, say): trying again would change nothing.
     for (Pending& pending : queue_) {
       log_event("{}: the store refused it: {}", pending.what, e.what());
@@ -64,7 +72,9 @@ void StoreWrites::settle_all() {
   }
 }
 
-void StoreWrites::waits(Pending& pending, const std::string& why) {
+void StoreWrites::wait(Clock::time_point now, const std::string& why) {
+  next_try_ = now + kRetryInterval;
+  Pending& pending = queue_.front();
   if (!pending.logged) {
     log_event("{}: will retry every {} ms: {}", pending.what, kRetryInterval.count(), why);
     pending.logged = true;
@@ -84,11 +94,14 @@ void StoreWrites::attempt(Pending& pending) {
     throw;
   } catch (const SQLite::Exception& e) {
     if (store_locked(e)) throw;
-    log_event("{}: the store refused it: {}", pending.what, e.what());
     pending.refused = true;
+    pending.refusal = e.what();
   } catch (const std::exception& e) {
-    log_event("{}: the store refused it: {}", pending.what, e.what());
     pending.refused = true;
+    pending.refusal = e.what();
+  }
+  if (pending.refused && !transaction_gone(store_.database())) {
+    log_event("{}: the store refused it: {}", pending.what, pending.refusal);
   }
 }
 

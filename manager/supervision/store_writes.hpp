@@ -6,7 +6,8 @@
 // the -wal file, about 5 ms here). The manager's connection waits at most Reconciler::kStoreWait for the lock;
 // writes that still find the store locked are tried again every kRetryInterval until the store takes them. A write
 // the store refuses for another reason (the export is gone, say) is logged and dropped, the others kept: trying it
-// again would change nothing.
+// again would change nothing. An error after which SQLite has undone the whole transaction (the disk is full, say)
+// refuses no single write: the batch waits and is tried again, as for a locked store.
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -45,12 +46,13 @@ class StoreWrites {
     std::string what;
     Write write;
     Settled settled;
-    bool logged = false;   // "will retry" is said once per write
-    bool refused = false;  // the store refused it (logged); the others of its batch are kept
+    bool logged = false;       // "will retry" is said once per write
+    bool refused = false;      // the store refused it (logged); the others of its batch are kept
+    std::string refusal = {};  // why, when refused
   };
-  void attempt(Pending& pending);  // logs and marks a refusal; throws StoreBusy when the store is locked
+  void attempt(Pending& pending);  // marks (and logs) a refusal; throws StoreBusy when the store is locked
   void settle_all();               // the queue is done with: each write's `settled`, then the queue cleared
-  void waits(Pending& pending, const std::string& why);  // says so once
+  void wait(Clock::time_point now, const std::string& why);  // tries again later; says so once per write
 
   ExportStore& store_;
   std::deque<Pending> queue_;

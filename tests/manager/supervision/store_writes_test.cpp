@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/core.h>
+
 #include <SQLiteCpp/Database.h>
 #include <chrono>
 #include <stdexcept>
@@ -49,6 +51,24 @@ TEST_F(StoreWritesTest, ARefusedWriteIsSettledAsNotStoredAndTheOthersOfItsBatchA
   add(writes, create_table);
   writes.flush();
   EXPECT_EQ(settled_, (std::vector<bool>{false, true}));
+}
+
+TEST_F(StoreWritesTest, ABatchThatSQLiteUndoesIsTriedAgainWholeAndNoWriteOfItIsSettledBeforeItIsStored) {
+  create_table(store_);
+  SQLite::Database& sql = store_.database().sql();
+  const int pages = sql.execAndGet("PRAGMA page_count").getInt();
+  sql.exec(fmt::format("PRAGMA max_page_count = {}", pages + 1));  // room for a row, not for a large one
+  StoreWrites writes(store_);
+  add(writes, [](ExportStore& store) { store.database().sql().exec("INSERT INTO w VALUES (1)"); });
+  add(writes, [](ExportStore& store) { store.database().sql().exec("INSERT INTO w VALUES (zeroblob(1000000))"); });
+  writes.flush();  // SQLITE_FULL: SQLite rolls the whole transaction back
+  EXPECT_TRUE(settled_.empty());
+  EXPECT_TRUE(writes.waiting());
+  EXPECT_EQ(sql.execAndGet("SELECT count(*) FROM w").getInt(), 0);
+  sql.exec("PRAGMA max_page_count = 1073741823");
+  writes.flush();
+  EXPECT_EQ(settled_, (std::vector<bool>{true, true}));
+  EXPECT_EQ(sql.execAndGet("SELECT count(*) FROM w").getInt(), 2);
 }
 
 }  // namespace
