@@ -136,14 +136,19 @@ void Reconciler::begin(Clock::time_point now) {
   durability_.retire_all_but(running, now);
 }
 
-// The keys of exports that ended while no manager ran (or of servers whose stop a crash cut short).
+// The keys of exports that ended while no manager ran (or of servers whose stop a crash cut short), and the
+// temporary files of key writes that a crash cut short (no write runs yet: this manager has not started one).
 void Reconciler::remove_ended_keys() {
   std::set<std::string> live;
   for (const auto& [id, served] : served_) live.insert(tls_psk_path(settings_.db_path, served.target));
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(tls_key_dir(settings_.db_path), ec)) {
-    if (entry.path().extension() == ".psk" && !live.contains(entry.path().string())) {
-      log_event("removing the TLS key {}: its export's life has ended", entry.path().filename().string());
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() == ".tmp") {
+      log_event("removing {}: a TLS key write that did not finish", name);
+      remove_tls_psk(entry.path().string());
+    } else if (entry.path().extension() == ".psk" && !live.contains(entry.path().string())) {
+      log_event("removing the TLS key {}: its export's life has ended", name);
       remove_tls_psk(entry.path().string());
     }
   }

@@ -169,6 +169,15 @@ TEST_F(ExportAccessTest, ACreatedAgainExportHasANewKeyAndTheOldOneOpensNothing) 
   EXPECT_EQ(nbdinfo_size(second["uri"]), kGiB);
 }
 
+TEST_F(ExportAccessTest, AKeyWriteThatACrashCutShortLeavesNoFileOnceAManagerStarts) {
+  const std::string key_dir = (std::filesystem::path(db_path_).parent_path() / "tls").string();
+  std::filesystem::create_directories(key_dir);
+  const std::string partial = key_dir + "/migration-vol-9.20261130T141116123Z.psk.tmp";
+  write_file(partial, "migration-vol-9:00");
+  manager_.start();
+  EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(partial); }, 10s)) << partial << " is left";
+}
+
 TEST_F(ExportAccessTest, ServeTlsRequireIsTheDefaultAndNoTlsOptsOut) {
   manager_.start();  // a manager without --tls: exports without TLS
   const auto plain = add_volume("job-default", "disk-1");
