@@ -215,7 +215,7 @@ void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
          {}}};
     if (settings_.tasks_max > 0) properties.push_back({"TasksMax", "", settings_.tasks_max, false, false, {}});
     if (settings_.memory_max > 0) properties.push_back({"MemoryMax", "", settings_.memory_max, false, false, {}});
-    properties.push_back(device_allow(server));
+    for (auto& p : device_allow(server)) properties.push_back(std::move(p));
     bus_->set_unit_properties(service, properties);
     server.restarts = bus_->service_restarts(service);
     server.jobs.push_back(server.restart_instead ? bus_->restart_unit(service) : bus_->start_unit(service));
@@ -331,7 +331,7 @@ void SystemdSupervisor::device_changed(const ServerTarget& target, Clock::time_p
   if (s == nullptr || s->phase == Phase::waiting || s->phase == Phase::failed) return;
   s->device_retry = false;
   try {
-    bus_->set_unit_properties(service_unit(s->instance), {device_allow(*s)});
+    bus_->set_unit_properties(service_unit(s->instance), device_allow(*s));
   } catch (const BusError& e) {
     // The unit still allows the export's former device (the plugin no longer opens it: the store names the new one)
     // and not the new one: connects are refused until this is done.
@@ -344,7 +344,7 @@ void SystemdSupervisor::device_changed(const ServerTarget& target, Clock::time_p
 
 // DeviceAllow= of the server's unit: its spec's current device alone. The empty list first empties the unit's list
 // (systemd adds a property's entries to the list it has), here and in the unit's runtime drop-in.
-UnitProperty SystemdSupervisor::device_allow(const Server& server) const {
+std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) const {
   std::string device;
   try {
     device = read_server_spec(spec_path(server)).device;
@@ -352,7 +352,10 @@ UnitProperty SystemdSupervisor::device_allow(const Server& server) const {
     cli::log_event("{}: its spec cannot be read ({}); its server may open no device", server.target.export_name,
                    e.what());
   }
-  return UnitProperty{"DeviceAllow", "", 0, false, true, device_nodes_for(device)};
+  std::vector<UnitProperty> properties{{"DeviceAllow", "", 0, false, true, {}}};
+  const auto nodes = device_nodes_for(device);
+  if (!nodes.empty()) properties.push_back({"DeviceAllow", "", 0, false, true, nodes});
+  return properties;
 }
 
 std::string SystemdSupervisor::spec_path(const Server& server) const {

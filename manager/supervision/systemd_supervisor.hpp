@@ -114,7 +114,7 @@ class SystemdSupervisor : public ServerSupervisor {
   void on_unit_changed(const std::string& unit_path);
   void forget(const Server& server);
   std::string spec_path(const Server& server) const;
-  UnitProperty device_allow(const Server& server) const;
+  std::vector<UnitProperty> device_allow(const Server& server) const;
   void sync_earlier_devices(const Server& server) const;
   void remove_spec(const std::string& instance, const ServerTarget& target) const;
 
