@@ -41,7 +41,9 @@ struct ExportServerArgs {
 
 void run_export_server(const ExportServerArgs& args) {
   if (args.sync_devices) {
-    const auto result = supervision::sync_spec_devices(args.spec);
+    // The unit's ExecStopPost=: its device cgroup lets it open only the export's current device (DeviceAllow=); the
+    // manager syncs the earlier ones once the unit has stopped.
+    const auto result = supervision::sync_spec_devices(args.spec, supervision::SpecDevices::current);
     for (const auto& path : result.synced) fmt::print(stderr, "nbdxm export-server: synced {}\n", path);
     if (!result.ok()) {
       throw Error(ExitCode::failure, fmt::format("cannot sync {}", fmt::join(result.failures, "; ")));
@@ -61,7 +63,8 @@ void register_export_server_command(CLI::App& app) {
   c->group("");  // not for operators: hidden from the command list
   c->add_option("--spec", args->spec, "The server spec file (<run-dir>/servers/<address>:<port>.json)")->required();
   c->add_flag("--sync-devices", args->sync_devices,
-              "Instead of running the server: sync every device the spec lists (after the server is gone)");
+              "Instead of running the server: sync the export's current device (after the server is gone; the "
+              "manager syncs those it was mapped to before)");
   c->add_option("--parent-pid", args->parent_pid, "Die with this process, the manager that started the server");
   c->callback([args] { run_export_server(*args); });
 }

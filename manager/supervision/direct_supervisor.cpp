@@ -165,7 +165,7 @@ void DirectSupervisor::stop(const ServerTarget& target, Clock::time_point now) {
     terminate(*server, now);
   } else if (server->phase != Phase::stopping) {
     server->stop_wanted = true;
-    finish_stop(*server, pending_);
+    finish_stop(*server);
   }
 }
 
@@ -195,7 +195,7 @@ void DirectSupervisor::collect_fds(std::vector<pollfd>& fds) {
 }
 
 DirectSupervisor::Clock::time_point DirectSupervisor::next_deadline() const {
-  if (!pending_.empty()) return Clock::time_point::min();
+  if (!pending_.empty() || !unsynced_.empty()) return Clock::time_point::min();
   auto deadline = Clock::time_point::max();
   for (const auto& s : servers_) deadline = std::min(deadline, s->deadline);
   return deadline;
@@ -212,6 +212,7 @@ std::vector<ServerEvent> DirectSupervisor::advance(Clock::time_point now) {
       step(*s, now, events);
     }
   }
+  report_stops(events);
   return events;
 }
 
@@ -255,7 +256,7 @@ void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vecto
       return;
     }
     log_event("{}: server pid {} stopped", describe(server.target), pid);
-    finish_stop(server, events);
+    finish_stop(server);
     return;
   }
   if (now - server.started >= kStableRun) server.failures = 0;
@@ -279,12 +280,17 @@ void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vecto
   server.deadline = now + backoff(server.failures);
 }
 
-void DirectSupervisor::finish_stop(Server& server, std::vector<ServerEvent>& events) {
-  const ServerTarget target = server.target;
+void DirectSupervisor::finish_stop(Server& server) {
+  unsynced_.push_back(server.target);
   server.socket.reset();
-  sync_spec_devices(settings_, target);
   std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
-  events.push_back({ServerEvent::Kind::stopped, target, "", ""});
+}
+
+// The servers stopped in one step (a whole job's, say) are synced side by side, and only then reported stopped.
+void DirectSupervisor::report_stops(std::vector<ServerEvent>& events) {
+  sync_spec_devices(settings_, unsynced_);
+  for (const auto& target : unsynced_) events.push_back({ServerEvent::Kind::stopped, target, "", ""});
+  unsynced_.clear();
 }
 
 void DirectSupervisor::shutdown() {
@@ -304,10 +310,10 @@ void DirectSupervisor::shutdown() {
   }
   for (auto& s : servers_) {
     s->socket.reset();
-    sync_spec_devices(settings_, s->target);
-    pending_.push_back({ServerEvent::Kind::stopped, s->target, "", ""});  // for the reconciler's last advance()
+    unsynced_.push_back(s->target);
   }
   servers_.clear();
+  report_stops(pending_);  // for the reconciler's last advance()
 }
 
 }  // namespace nbdxm::supervision

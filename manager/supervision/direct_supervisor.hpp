@@ -35,6 +35,8 @@ class DirectSupervisor : public ServerSupervisor {
   void serve(const ServerTarget& target, Clock::time_point now) override;
   void stop(const ServerTarget& target, Clock::time_point now) override;
   void replace(const ServerTarget& target, Clock::time_point now) override;
+  // The servers open devices with the manager's own rights (no device cgroup of their own): nothing to narrow.
+  void device_changed(const ServerTarget&, Clock::time_point) override {}
   int clients(const ServerTarget& target) const override;
   void collect_fds(std::vector<pollfd>& fds) override;
   Clock::time_point next_deadline() const override;
@@ -65,13 +67,15 @@ class DirectSupervisor : public ServerSupervisor {
   bool spawn(Server& server, std::string& why);
   void terminate(Server& server, Clock::time_point now);
   void on_exit(Server& server, Clock::time_point now, std::vector<ServerEvent>& events);
-  void finish_stop(Server& server, std::vector<ServerEvent>& events);
+  void finish_stop(Server& server);
+  void report_stops(std::vector<ServerEvent>& events);
   void step(Server& server, Clock::time_point now, std::vector<ServerEvent>& events);
 
   ServerSettings settings_;
   std::vector<std::string> server_program_;
   std::vector<std::unique_ptr<Server>> servers_;
-  std::vector<ServerEvent> pending_;  // events of serve/stop calls, returned by the next advance()
+  std::vector<ServerEvent> pending_;    // events of serve/stop calls, returned by the next advance()
+  std::vector<ServerTarget> unsynced_;  // servers gone, whose devices the end of the next advance() syncs
 };
 
 }  // namespace nbdxm::supervision

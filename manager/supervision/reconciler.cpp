@@ -210,6 +210,9 @@ void Reconciler::adopt(Clock::time_point now) {
               served.stale ? "; it runs with other settings: " + *served.stale : "");
     write_spec(served, e->second.device_path);
     supervisor_.serve(r.target, now);
+    // The mapping moved while no manager ran (or the unit was started by an nbdxm whose units could open every
+    // block device): its unit is let open the current device alone.
+    if (r.device != e->second.device_path) supervisor_.device_changed(r.target, now);
     kept.insert(r.target.export_id);
     ++adopted_;
     if (served.stale && narrows_access(r.settings, served.wanted)) replace(served, now);
@@ -234,7 +237,10 @@ void Reconciler::sync(Clock::time_point now) {
                   describe(served.target));
         on_serving(served, ServerEvent{ServerEvent::Kind::serving, served.target, "", ""}, now);
       }
-      if (!e.device_path.empty() && e.device_path != served.device) write_spec(served, e.device_path);
+      if (!e.device_path.empty() && e.device_path != served.device) {
+        write_spec(served, e.device_path);
+        supervisor_.device_changed(served.target, now);
+      }
       follow_access(served, e, now);
       ++it;
       continue;

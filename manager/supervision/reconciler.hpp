@@ -11,7 +11,8 @@
 // the supervisor found running (adoption: none is started twice); one that runs with settings other than the
 // manager's is recorded as stale (`export show`, `nbdxm check`) and replaced: at once when the change narrows access
 // (narrows_access), otherwise as soon as it has no client. Before a server is started the export's server spec is
-// written (server_command.hpp); the export's device path is added to the spec whenever the store's changes.
+// written (server_command.hpp); the export's device path is added to the spec whenever the store's changes, and the
+// supervisor told (device_changed: under systemd the server may open that device alone).
 //
 // Another process holding the store locked never stalls the loop: the connection waits at most kStoreWait, a read
 // that fails is tried again kStoreRetry later, and writes wait in StoreWrites.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_counters.hpp"
@@ -103,6 +105,22 @@ std::vector<std::string> devices_of(const Json& j) {
   std::vector<std::string> devices;
   read_key(j, "devices", devices);
   return devices;
+}
+
+std::string device_of(const Json& j) {
+  std::string device;
+  read_key(j, "device", device);
+  return device;
+}
+
+// The spec's devices that `which` takes.
+std::vector<std::string> devices_to_sync(const Json& j, SpecDevices which) {
+  auto devices = devices_of(j);
+  const auto current = device_of(j);
+  if (which == SpecDevices::all || (which == SpecDevices::current && current.empty())) return devices;
+  if (which == SpecDevices::current) return {current};
+  std::erase(devices, current);
+  return current.empty() ? std::vector<std::string>{} : devices;
 }
 
 std::vector<std::string> split_commas(const std::string& list) {
@@ -206,10 +224,12 @@ void write_server_spec(const std::string& path, const ServerSpec& spec) {
   const std::filesystem::path target(path);
   std::error_code ec;
   std::filesystem::create_directories(target.parent_path(), ec);
-  const std::string text =
-      Json{{"settings", settings_json(spec.settings)}, {"target", target_json(spec.target)}, {"devices", spec.devices}}
-          .dump(2) +
-      "\n";
+  const std::string text = Json{{"settings", settings_json(spec.settings)},
+                                {"target", target_json(spec.target)},
+                                {"devices", spec.devices},
+                                {"device", spec.device}}
+                               .dump(2) +
+                           "\n";
   const std::string temporary = path + ".tmp";
   FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
   if (!fd.valid()) throw std::runtime_error(fmt::format("cannot write {}: {}", temporary, std::strerror(errno)));
@@ -227,7 +247,7 @@ ServerSpec read_server_spec(const std::string& path) {
   return read_spec_json(path, [](const Json& j) {
     const Json none = Json::object();
     return ServerSpec{settings_of(j.contains("settings") ? j.at("settings") : none),
-                      target_of(j.contains("target") ? j.at("target") : none), devices_of(j)};
+                      target_of(j.contains("target") ? j.at("target") : none), devices_of(j), device_of(j)};
   });
 }
 
@@ -235,18 +255,20 @@ std::vector<std::string> read_server_spec_devices(const std::string& path) { ret
 
 ServerSpec merged_server_spec(const std::string& path, const ServerSettings& settings, const ServerTarget& target,
                               const std::string& device) {
-  ServerSpec spec{settings, target, {}};
+  ServerSpec spec{settings, target, {}, {}};
   std::error_code ec;
   if (std::filesystem::exists(path, ec)) {
     try {
-      spec.devices = read_server_spec(path).devices;
+      const auto existing = read_server_spec(path);
+      spec.devices = existing.devices;
+      spec.device = existing.device;
     } catch (const Error&) {
       // An unreadable spec is replaced; its devices cannot be known.
     }
   }
-  if (!device.empty() && std::find(spec.devices.begin(), spec.devices.end(), device) == spec.devices.end()) {
-    spec.devices.push_back(device);
-  }
+  if (device.empty()) return spec;
+  if (std::find(spec.devices.begin(), spec.devices.end(), device) == spec.devices.end()) spec.devices.push_back(device);
+  spec.device = device;
   return spec;
 }
 
@@ -275,10 +297,11 @@ void report_durability_failures(const std::string& spec_path, const DeviceSyncRe
 
 }  // namespace
 
-DeviceSyncResult sync_spec_devices(const std::string& path) {
+DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
-  DeviceSyncResult result = sync_devices(read_server_spec_devices(path));
+  DeviceSyncResult result =
+      sync_devices(read_spec_json(path, [which](const Json& j) { return devices_to_sync(j, which); }));
   try {
     report_durability_failures(path, result);
   } catch (const std::exception& e) {
@@ -287,10 +310,10 @@ DeviceSyncResult sync_spec_devices(const std::string& path) {
   return result;
 }
 
-DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target) {
+DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target, SpecDevices which) {
   const std::string path = server_spec_path(settings, target);
   try {
-    auto result = sync_spec_devices(path);
+    auto result = sync_spec_devices(path, which);
     for (const auto& failure : result.failures) {
       cli::log_event("export {} (port {}): cannot sync {}", target.export_name, target.port, failure);
     }
@@ -300,6 +323,20 @@ DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerT
     return {{}, {}, {e.what()}};
   }
 }
+
+void sync_spec_devices(const ServerSettings& settings, const std::vector<ServerTarget>& targets) {
+  if (targets.size() <= 1) {
+    for (const auto& target : targets) sync_spec_devices(settings, target);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  std::vector<std::jthread> workers;
+  for (size_t i = 0; i < std::min(targets.size(), kParallelSyncs); ++i) {
+    workers.emplace_back([&] {
+      for (size_t k = next++; k < targets.size(); k = next++) sync_spec_devices(settings, targets[k]);
+    });
+  }
+}  // the workers join here
 
 std::string tls_key_dir(const std::string& db_path) {
   return (std::filesystem::path(db_path).parent_path() / "tls").string();

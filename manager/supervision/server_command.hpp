@@ -5,10 +5,12 @@
 // that says what a server serves; it lives in <run-dir>/servers/<instance>.json, the instance being the listen
 // address and port (`127.0.0.1:10810`, `[::1]:10810`), which is also the systemd unit's instance.
 //
-// The spec also lists `devices`: every device path the export was mapped to while the spec existed. After a server
-// is gone, `nbdxm export-server --spec SPEC --sync-devices` syncs them (the direct backend calls sync_spec_devices in
-// process), so that every write the server acknowledged is on stable storage even when the export's rows have been
-// deleted from the store since.
+// The spec also lists `devices`: every device path the export was mapped to while the spec existed, and `device`,
+// the one it is mapped to now (under systemd the only device the server's unit may open: DeviceAllow=). After a
+// server is gone its devices are synced, so that every write the server acknowledged is on stable storage even when
+// the export's rows have been deleted from the store since: the direct backend syncs them all in process; under
+// systemd the unit's ExecStopPost= (`nbdxm export-server --spec SPEC --sync-devices`) syncs the current one, which is
+// all its device cgroup lets it open, and the manager the earlier ones once the unit has stopped.
 #include <string>
 #include <vector>
 
@@ -21,6 +23,7 @@ struct ServerSpec {
   ServerSettings settings;
   ServerTarget target;
   std::vector<std::string> devices;
+  std::string device;  // the current one (among `devices`); empty in a spec of an earlier nbdxm
   bool operator==(const ServerSpec&) const = default;
 };
 
@@ -46,14 +49,24 @@ ServerSpec read_server_spec(const std::string& path);
 // Only the spec's `devices` (what the device sync needs), the rest not read. Throws as read_server_spec.
 std::vector<std::string> read_server_spec_devices(const std::string& path);
 // The spec for the target with `device` added to the devices of the spec already at its path (those of an earlier
-// server of the same instance must still be synced when it stops), unless it is there already or empty.
+// server of the same instance must still be synced when it stops), unless it is there already or empty, and made
+// the current one (unless empty: the current one stays).
 ServerSpec merged_server_spec(const std::string& path, const ServerSettings& settings, const ServerTarget& target,
                               const std::string& device);
 
-// Syncs the devices listed in the spec at `path` (sync_devices); a missing spec syncs nothing.
-DeviceSyncResult sync_spec_devices(const std::string& path);
-// The same for the spec of the target's instance, each failure logged (the direct backend, in process).
-DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target);
+// Which of a spec's devices a sync takes: all of them; the current one (all of them in a spec without one); or the
+// earlier ones, all but the current one (none in a spec without one).
+enum class SpecDevices { all, current, earlier };
+// Syncs the devices listed in the spec at `path` (sync_devices); a missing spec syncs nothing. A failure is recorded
+// as a durability failure of the export's life in its counter file, for the manager to fold into the store.
+DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which = SpecDevices::all);
+// The same for the spec of the target's instance, each failure logged (the manager, in process).
+DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target,
+                                   SpecDevices which = SpecDevices::all);
+// The same for each target, side by side (up to kParallelSyncs at a time): each export's device is a volume of its
+// own, so one fdatasync need not wait for another's (a whole job's servers stop at once).
+constexpr size_t kParallelSyncs = 16;
+void sync_spec_devices(const ServerSettings& settings, const std::vector<ServerTarget>& targets);
 
 // The pre-shared key of a TLS export's life (`export create --tls`): <store's directory>/tls/<name>.<created_at as
 // digits>.psk, one line `<export name>:<64 hex digits>` (nbdkit --tls-psk and libnbd's tls-psk-file read it; the

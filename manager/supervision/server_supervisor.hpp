@@ -65,6 +65,7 @@ struct RunningServer {
   ServerTarget target;
   ServerSettings settings;  // what it was started with
   std::string unit;         // the systemd unit's name; empty for the direct backend
+  std::string device;       // its spec's current device (what its unit may open)
 };
 
 // What happened to a server, for the reconciler to record in the store.
@@ -98,6 +99,11 @@ class ServerSupervisor {
   virtual void stop(const ServerTarget& target, Clock::time_point now) = 0;
   // Stop and start the export's server with the current settings (settings changed); its port stays bound.
   virtual void replace(const ServerTarget& target, Clock::time_point now) = 0;
+  // The export's device changed (its spec names the new one, `device`): the systemd backend lets the server's unit
+  // open that device alone from now on (DeviceAllow=); a connect before that is refused (the plugin cannot open the
+  // device), never served from the old one. The direct backend's servers share the manager's device access: nothing
+  // to do.
+  virtual void device_changed(const ServerTarget& target, Clock::time_point now) = 0;
   // How many clients the export's server has now (from the kernel's socket table).
   virtual int clients(const ServerTarget& target) const = 0;
 

@@ -194,6 +194,22 @@ void SystemdBus::reset_failed_unit(const std::string& unit) {
   if (r < 0) fail(fmt::format("systemd refused ResetFailedUnit of {}", unit), r, &error.error);
 }
 
+namespace {
+
+// A DeviceAllow= property: (sv) with the variant a(ss), each device node with "rw".
+void append_devices(sd_bus_message* call, const UnitProperty& p, const std::string& what) {
+  check(sd_bus_message_open_container(call, 'r', "sv"), what);
+  check(sd_bus_message_append(call, "s", p.name.c_str()), what);
+  check(sd_bus_message_open_container(call, 'v', "a(ss)"), what);
+  check(sd_bus_message_open_container(call, 'a', "(ss)"), what);
+  for (const auto& device : p.devices) check(sd_bus_message_append(call, "(ss)", device.c_str(), "rw"), what);
+  check(sd_bus_message_close_container(call), what);
+  check(sd_bus_message_close_container(call), what);
+  check(sd_bus_message_close_container(call), what);
+}
+
+}  // namespace
+
 void SystemdBus::set_unit_properties(const std::string& unit, const std::vector<UnitProperty>& properties) {
   const std::string what = fmt::format("systemd refused SetUnitProperties of {}", unit);
   sd_bus_message* raw = nullptr;
@@ -202,6 +218,10 @@ void SystemdBus::set_unit_properties(const std::string& unit, const std::vector<
   check(sd_bus_message_append(call.get(), "sb", unit.c_str(), 1), what);  // runtime: until reboot
   check(sd_bus_message_open_container(call.get(), 'a', "(sv)"), what);
   for (const auto& p : properties) {
+    if (p.is_devices) {
+      append_devices(call.get(), p, what);
+      continue;
+    }
     const int r = p.is_text ? sd_bus_message_append(call.get(), "(sv)", p.name.c_str(), "s", p.text.c_str())
                             : sd_bus_message_append(call.get(), "(sv)", p.name.c_str(), "t", p.number);
     check(r, what);

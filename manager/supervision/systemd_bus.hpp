@@ -41,12 +41,16 @@ struct ListedUnit {
   std::string active_state;
 };
 
-// A unit property to set at runtime (SetUnitProperties): a string or an unsigned 64-bit number.
+// A unit property to set at runtime (SetUnitProperties): a string, an unsigned 64-bit number, or a list of device
+// nodes each allowed read and write (DeviceAllow=; systemd adds the entries to the unit's list, and an empty list
+// empties it).
 struct UnitProperty {
   std::string name;
   std::string text;  // when is_text
   uint64_t number = 0;
   bool is_text = false;
+  bool is_devices = false;
+  std::vector<std::string> devices;  // when is_devices
 };
 
 class SystemdBus {

@@ -27,6 +27,15 @@ std::string escaped_instance_of(const std::string& unit) {
   return unit.substr(prefix.size(), dot - prefix.size());
 }
 
+// The device node a server's unit may open for its export's device: the path itself when it names a node in /dev
+// (systemd resolves it, symbolic links followed, each time it sets up the unit's device cgroup, as the plugin's open
+// follows them); none for a regular file (allow-regular-files) or a path outside /dev, which the plugin refuses.
+std::vector<std::string> device_nodes_for(const std::string& device) {
+  const std::filesystem::path path(device);
+  if (device.rfind("/dev/", 0) != 0 || path.lexically_normal() != path) return {};
+  return {device};
+}
+
 std::string describe_state(const std::string& unit, const UnitState& state) {
   return fmt::format("{} {} ({}, result {})", unit, state.active_state, state.sub_state, state.result);
 }
@@ -141,7 +150,7 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
     server->instance = instance;
     server->phase = Phase::adopted;
     servers_.push_back(std::move(server));
-    adopted.push_back(RunningServer{spec.target, spec.settings, service});
+    adopted.push_back(RunningServer{spec.target, spec.settings, service, spec.device});
   }
   return adopted;
 }
@@ -198,10 +207,15 @@ void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
       if (bus_->active_state(unit) == "failed") bus_->reset_failed_unit(unit);
     }
     std::vector<UnitProperty> properties{
-        {"Description", fmt::format("nbdxm export {} (port {})", server.target.export_name, server.target.port), 0,
-         true}};
-    if (settings_.tasks_max > 0) properties.push_back({"TasksMax", "", settings_.tasks_max, false});
-    if (settings_.memory_max > 0) properties.push_back({"MemoryMax", "", settings_.memory_max, false});
+        {"Description",
+         fmt::format("nbdxm export {} (port {})", server.target.export_name, server.target.port),
+         0,
+         true,
+         false,
+         {}}};
+    if (settings_.tasks_max > 0) properties.push_back({"TasksMax", "", settings_.tasks_max, false, false, {}});
+    if (settings_.memory_max > 0) properties.push_back({"MemoryMax", "", settings_.memory_max, false, false, {}});
+    for (auto& p : device_allow(server)) properties.push_back(std::move(p));
     bus_->set_unit_properties(service, properties);
     server.restarts = bus_->service_restarts(service);
     server.jobs.push_back(server.restart_instead ? bus_->restart_unit(service) : bus_->start_unit(service));
@@ -311,6 +325,58 @@ void SystemdSupervisor::replace(const ServerTarget& target, Clock::time_point no
   begin_stop(*s, now);
 }
 
+void SystemdSupervisor::device_changed(const ServerTarget& target, Clock::time_point now) {
+  Server* s = find(target);
+  // A server not started yet reads its device when it starts; one stopping or given up on serves nothing more.
+  if (s == nullptr || s->phase == Phase::waiting || s->phase == Phase::failed) return;
+  s->device_retry = false;
+  try {
+    bus_->set_unit_properties(service_unit(s->instance), device_allow(*s));
+  } catch (const BusError& e) {
+    // The unit still allows the export's former device (the plugin no longer opens it: the store names the new one)
+    // and not the new one: connects are refused until this is done.
+    cli::log_event("{}: cannot allow its server only its new device yet ({}); trying again in {} s",
+                   s->target.export_name, e.what(), kRetryAfter.count());
+    s->device_retry = true;
+    s->retry_at = now + kRetryAfter;
+  }
+}
+
+// DeviceAllow= of the server's unit: its spec's current device alone. The empty list first empties the unit's list
+// (systemd adds a property's entries to the list it has), here and in the unit's runtime drop-in.
+std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) const {
+  std::string device;
+  try {
+    device = read_server_spec(spec_path(server)).device;
+  } catch (const std::exception& e) {
+    cli::log_event("{}: its spec cannot be read ({}); its server may open no device", server.target.export_name,
+                   e.what());
+  }
+  std::vector<UnitProperty> properties{{"DeviceAllow", "", 0, false, true, {}}};
+  const auto nodes = device_nodes_for(device);
+  if (!nodes.empty()) properties.push_back({"DeviceAllow", "", 0, false, true, nodes});
+  return properties;
+}
+
+std::string SystemdSupervisor::spec_path(const Server& server) const {
+  return server_spec_path(settings_.run_dir, server.instance);
+}
+
+// The unit's ExecStopPost= syncs the export's current device, all its device cgroup lets it open; the devices the
+// export was mapped to before (what the server may have written there before the move) are synced here, with the
+// manager's rights, before the stop is reported. A failure is recorded as the export's durability failure.
+void SystemdSupervisor::sync_earlier_devices(const Server& server) const {
+  const auto path = spec_path(server);
+  try {
+    if (!(read_server_spec(path).target == server.target)) return;  // the instance is another target's now
+    for (const auto& failure : sync_spec_devices(path, SpecDevices::earlier).failures) {
+      cli::log_event("{}: cannot sync {}", server.target.export_name, failure);
+    }
+  } catch (const std::exception& e) {
+    cli::log_event("{}: cannot sync the devices it was mapped to before: {}", server.target.export_name, e.what());
+  }
+}
+
 int SystemdSupervisor::clients(const ServerTarget& target) const {
   return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
 }
@@ -343,6 +409,7 @@ std::vector<ServerEvent> SystemdSupervisor::advance(Clock::time_point now) {
   for (Server* s : snapshot) {
     if (now >= s->retry_at) {
       s->retry_at = Clock::time_point::max();
+      if (s->device_retry) device_changed(s->target, now);
       if (s->retry == Action::stop) {
         begin_stop(*s, now);
       } else {
@@ -480,6 +547,7 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
        {std::pair{service_name, service}, std::pair{socket_unit(server.instance), socket}}) {
     if (state.active_state == "failed") bus_->reset_failed_unit(unit);
   }
+  if (!server.unknown) sync_earlier_devices(server);
   if (server.start_after_stop) {
     const auto old_instance = server.instance;
     server.start_after_stop = false;

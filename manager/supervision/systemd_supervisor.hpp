@@ -14,8 +14,12 @@
 // - restarted: the service's NRestarts grew;
 // - gave_up: the service or its socket ended failed (start rate limit hit, or the start itself failed), or the units
 //   were stopped by someone else;
-// - stopped: after stop(), both units are inactive, which systemd reaches only once ExecStopPost= (the device sync)
-//   has run.
+// - stopped: after stop(), both units are inactive, which systemd reaches only once ExecStopPost= (the sync of the
+//   export's current device) has run, and the manager has synced the devices the export was mapped to before.
+//
+// A server's unit may open its export's current device alone (DevicePolicy=closed in the template, DeviceAllow= set
+// at each start and by device_changed() when the mapping moves), so a server never reaches another export's volume,
+// nor the appliance's own disks; an export of a regular file (allow-regular-files) may open no device at all.
 #include <deque>
 #include <memory>
 #include <string>
@@ -51,6 +55,7 @@ class SystemdSupervisor : public ServerSupervisor {
   void serve(const ServerTarget& target, Clock::time_point now) override;
   void stop(const ServerTarget& target, Clock::time_point now) override;
   void replace(const ServerTarget& target, Clock::time_point now) override;
+  void device_changed(const ServerTarget& target, Clock::time_point now) override;
   int clients(const ServerTarget& target) const override;
   void collect_fds(std::vector<pollfd>& fds) override;
   Clock::time_point next_deadline() const override;
@@ -84,6 +89,7 @@ class SystemdSupervisor : public ServerSupervisor {
     uint32_t restarts = 0;  // NRestarts when last seen
     std::string last_exit;  // how the server last ended, seen while systemd waited to restart it
     Action retry = Action::none;
+    bool device_retry = false;  // device_changed() is to be tried again at retry_at
     Clock::time_point retry_at = Clock::time_point::max();
   };
 
@@ -107,6 +113,9 @@ class SystemdSupervisor : public ServerSupervisor {
   void on_job_removed(const std::string& job);
   void on_unit_changed(const std::string& unit_path);
   void forget(const Server& server);
+  std::string spec_path(const Server& server) const;
+  std::vector<UnitProperty> device_allow(const Server& server) const;
+  void sync_earlier_devices(const Server& server) const;
   void remove_spec(const std::string& instance, const ServerTarget& target) const;
 
   ServerSettings settings_;

@@ -20,7 +20,7 @@ class FakeSupervisor : public supervision::ServerSupervisor {
   bool serve_at_once = true;                        // serve() and replace() report `serving` at the next advance()
   std::map<int, int> clients_on_port;
 
-  std::vector<Target> served, stopped, replaced;  // the calls, in order
+  std::vector<Target> served, stopped, replaced, device_changes;  // the calls, in order
 
   std::string kind() const override { return kind_name; }
   std::vector<supervision::RunningServer> adopt() override { return running; }
@@ -33,6 +33,7 @@ class FakeSupervisor : public supervision::ServerSupervisor {
     replaced.push_back(target);
     if (serve_at_once) emit({Event::Kind::serving, target, "", unit_of(target)});
   }
+  void device_changed(const Target& target, Clock::time_point) override { device_changes.push_back(target); }
   int clients(const Target& target) const override {
     const auto found = clients_on_port.find(target.port);
     return found == clients_on_port.end() ? 0 : found->second;

@@ -174,8 +174,9 @@ TEST_F(ReconcilerTest, AStopWhoseDeviceSyncFailedIsRecordedWithItsReason) {
 TEST_F(ReconcilerTest, AnAdoptedServerIsTakenOverNotStartedTwiceAndOneWithoutItsExportIsStopped) {
   const NbdExport kept = add_export("disk-1", "active");
   const NbdExport revoked = add_export("disk-2", "revoked");
-  fake_.running = {RunningServer{target_of(kept), settings_, FakeSupervisor::unit_of(target_of(kept))},
-                   RunningServer{target_of(revoked), settings_, FakeSupervisor::unit_of(target_of(revoked))}};
+  fake_.running = {
+      RunningServer{target_of(kept), settings_, FakeSupervisor::unit_of(target_of(kept)), kept.device_path},
+      RunningServer{target_of(revoked), settings_, FakeSupervisor::unit_of(target_of(revoked)), revoked.device_path}};
   begin();
   turn();
   EXPECT_EQ(fake_.times_served(target_of(kept)), 1);
@@ -259,7 +260,7 @@ TEST_F(ReconcilerTest, ASettingsChangeThatNarrowsAccessReplacesTheServerAtOnce) 
   const NbdExport e = add_export("disk-1", "active");
   ServerSettings older = settings_;
   older.allow_regular_files = true;  // turned off since: narrows access
-  fake_.running = {RunningServer{target_of(e), older, FakeSupervisor::unit_of(target_of(e))}};
+  fake_.running = {RunningServer{target_of(e), older, FakeSupervisor::unit_of(target_of(e)), e.device_path}};
   fake_.clients_on_port[e.port] = 2;
   begin();
   ASSERT_EQ(fake_.replaced.size(), 1u);
@@ -276,7 +277,7 @@ TEST_F(ReconcilerTest, AWideningSettingsChangeIsReportedAndReplacesTheServerOnly
   ServerSettings older = settings_;
   older.max_connections = 8;  // raised to 16 since: widens
   older.server_threads = 2;
-  fake_.running = {RunningServer{target_of(e), older, FakeSupervisor::unit_of(target_of(e))}};
+  fake_.running = {RunningServer{target_of(e), older, FakeSupervisor::unit_of(target_of(e)), e.device_path}};
   fake_.clients_on_port[e.port] = 2;
   begin();
   turn();
@@ -326,6 +327,37 @@ TEST_F(ReconcilerTest, ANewDevicePathIsAddedToTheSpecSoThatTheStopSyncsBoth) {
   turn();
   const auto spec = supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e)));
   EXPECT_EQ(spec.devices, (std::vector<std::string>{e.device_path, moved}));
+  EXPECT_EQ(spec.device, moved);  // the one its server may open from now on
+}
+
+TEST_F(ReconcilerTest, AMovedMappingIsToldToTheSupervisorOnceSoThatTheServerMayOpenOnlyTheNewDevice) {
+  const NbdExport e = add_export("disk-1");
+  begin();
+  turn();
+  EXPECT_TRUE(fake_.device_changes.empty());  // a start reads its device from the spec
+  const std::string moved = dir_.file("moved.img");
+  create_volume_file(moved, kGiB);
+  store_.set_mapping_path(store_.get_export(e.export_name).volume_uuid, moved);
+  turn();
+  turn();
+  EXPECT_EQ(fake_.device_changes, std::vector<supervision::ServerTarget>{target_of(e)});
+  store_.set_mapping_path(store_.get_export(e.export_name).volume_uuid, e.device_path);  // and back
+  turn();
+  EXPECT_EQ(fake_.device_changes.size(), 2u);
+  EXPECT_EQ(supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e))).device,
+            e.device_path);
+}
+
+TEST_F(ReconcilerTest, AnAdoptedServerWhoseMappingMovedMeanwhileIsToldItsNewDevice) {
+  const NbdExport moved = add_export("disk-1", "active");
+  const NbdExport unmoved = add_export("disk-2", "active");
+  fake_.running = {
+      RunningServer{target_of(moved), settings_, FakeSupervisor::unit_of(target_of(moved)),
+                    dir_.file("where-it-was.img")},
+      RunningServer{target_of(unmoved), settings_, FakeSupervisor::unit_of(target_of(unmoved)), unmoved.device_path}};
+  begin();
+  turn();
+  EXPECT_EQ(fake_.device_changes, std::vector<supervision::ServerTarget>{target_of(moved)});
 }
 
 TEST_F(ReconcilerTest, AnotherWriterTurningTlsOnReplacesTheServerAtOnceWithAKeyThatGoesWithTheExport) {

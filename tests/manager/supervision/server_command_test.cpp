@@ -79,7 +79,7 @@ TEST(ServerCommandTest, SpecsKeepTheAccessSettings) {
   s.tls = true;
   s.allow_from = "192.168.0.0/16";
   const std::string path = ::testing::TempDir() + "/access-spec.json";
-  write_server_spec(path, ServerSpec{s, kTarget, {}});
+  write_server_spec(path, ServerSpec{s, kTarget, {}, {}});
   const ServerSpec read = read_server_spec(path);
   EXPECT_EQ(read.settings, s);
   std::remove(path.c_str());
@@ -92,7 +92,7 @@ TEST(ServerCommandTest, ASyncThatFailsAfterTheServerStoppedIsRecordedAsTheExport
   ServerSettings settings = base();
   settings.run_dir = dir.file("run");
   const std::string spec = server_spec_path(settings, kTarget);
-  write_server_spec(spec, {settings, kTarget, {device}});
+  write_server_spec(spec, {settings, kTarget, {device}, device});
   std::string output;
   const int status =
       test::run_program({"strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
@@ -106,6 +106,26 @@ TEST(ServerCommandTest, ASyncThatFailsAfterTheServerStoppedIsRecordedAsTheExport
   EXPECT_EQ(durability.failures, 1u);
   EXPECT_EQ(durability.reason,
             "durability: sync after the server stopped failed: " + device + ": fdatasync: Input/output error");
+}
+
+TEST(ServerCommandTest, TheUnitSyncsTheCurrentDeviceAndTheManagerTheOnesTheExportWasMappedToBefore) {
+  const test::TempDir dir;
+  const std::string earlier = dir.file("earlier.img");
+  const std::string current = dir.file("current.img");
+  std::ofstream(earlier) << "written before the move";
+  std::ofstream(current) << "written after it";
+  const std::string spec = dir.file("spec.json");
+  write_server_spec(spec, merged_server_spec(spec, base(), kTarget, earlier));
+  write_server_spec(spec, merged_server_spec(spec, base(), kTarget, current));
+  EXPECT_EQ(read_server_spec(spec).device, current);
+  EXPECT_EQ(sync_spec_devices(spec, SpecDevices::current).synced, std::vector<std::string>{current});
+  EXPECT_EQ(sync_spec_devices(spec, SpecDevices::earlier).synced, std::vector<std::string>{earlier});
+  EXPECT_EQ(sync_spec_devices(spec).synced, (std::vector<std::string>{earlier, current}));
+
+  // A spec of an earlier nbdxm names no current device: the unit syncs them all, the manager none.
+  write_server_spec(spec, ServerSpec{base(), kTarget, {earlier, current}, ""});
+  EXPECT_EQ(sync_spec_devices(spec, SpecDevices::current).synced, (std::vector<std::string>{earlier, current}));
+  EXPECT_TRUE(sync_spec_devices(spec, SpecDevices::earlier).synced.empty());
 }
 
 }  // namespace
