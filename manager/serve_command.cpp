@@ -13,8 +13,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include "commands.hpp"
+#include "metrics_collector.hpp"
+#include "metrics_page.hpp"
+#include "metrics_server.hpp"
 #include "nbdxm/child_process.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
@@ -101,6 +105,7 @@ void raise_file_limit() {
 void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& config) {
   apply_config_file(serve, config);
   validate(config);
+  const double start_time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   const PortRange ports = config.ports();
   const std::string db_path = supervision::canonical_db_path(options.db);
   Database db = Database::open(db_path, Database::Access::read_write);
@@ -127,6 +132,15 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   me.version = NBDXM_VERSION;
   me.durability = config.durability;
   store.register_manager(me, still_running);
+  // Bound once this manager is the store's only one (a second manager is told that, not that the port is taken),
+  // and before any server is started: an address that cannot be listened on stops it with nothing started.
+  std::optional<metrics::MetricsServer> metrics_server;
+  try {
+    if (!config.metrics_listen.empty()) metrics_server.emplace(config.metrics_listen);
+  } catch (...) {
+    store.unregister_manager(*self);
+    throw;
+  }
   log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,
             db_path, config.listen, ports.str(), config.run_dir, config.nbdkit, config.plugin);
 
@@ -145,10 +159,19 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   settings.memory_max = config.memory_max;
   int left_running = 0;
   std::string kind;
+  const auto counters = std::make_shared<supervision::ManagerCounters>();
+  if (metrics_server) {
+    // Its own thread, its own read-only store connection per scrape (MetricsCollector): never the loop's.
+    metrics_server->start([collector = metrics::MetricsCollector(db_path, supervision::counters_dir(config.run_dir),
+                                                                 counters, start_time)] {
+      return metrics::MetricsPage::render(collector.collect());
+    });
+    log_event("metrics on http://{}/metrics", config.metrics_listen);
+  }
   try {
     const auto supervisor = supervision::make_supervisor(config.supervisor_kind(), settings, ports.low);
     kind = supervisor->kind();
-    supervision::Reconciler reconciler(settings, ports, store, *supervisor);
+    supervision::Reconciler reconciler(settings, ports, store, *supervisor, counters);
     left_running = reconciler.run(signals.get());
   } catch (...) {
     try {

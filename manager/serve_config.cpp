@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "metrics_server.hpp"
 #include "nbdxm/error.hpp"
 
 namespace nbdxm::cli {
@@ -65,6 +66,11 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
                   "write-through (every write is durable before it is acknowledged); `export create --durability` "
                   "overrides it")
       ->check(CLI::IsMember({"on-close", "write-through"}))
+      ->capture_default_str();
+  serve
+      .add_option("--metrics-listen", config.metrics_listen,
+                  "Serve Prometheus metrics (GET /metrics) on ADDRESS:PORT, e.g. 127.0.0.1:9810 or [::1]:9810 "
+                  "(default: not served)")
       ->capture_default_str();
   serve.add_option("--tasks-max", config.tasks_max, "Tasks allowed per export server (systemd TasksMax=)")
       ->capture_default_str();
@@ -146,6 +152,7 @@ void validate(ServeConfig& config) {
                                              config.memory_max));
   }
   if (config.listen.empty()) throw Error(ExitCode::usage, "--listen is empty; give an address such as 127.0.0.1");
+  if (!config.metrics_listen.empty()) metrics::ListenAddress::parse(config.metrics_listen);
   config.run_dir = absolute(config.run_dir);
   config.byid_dir = absolute(config.byid_dir);
   if (config.plugin.find('/') != std::string::npos) config.plugin = absolute(config.plugin);

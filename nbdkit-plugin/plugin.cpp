@@ -206,8 +206,12 @@ int nbdxm_preconnect(int /*readonly*/) {
   if (allowlist.empty()) return 0;
   sockaddr_storage address{};
   socklen_t length = sizeof address;
-  if (nbdkit_peer_name(reinterpret_cast<sockaddr*>(&address), &length) == -1) return -1;  // fail closed
+  if (nbdkit_peer_name(reinterpret_cast<sockaddr*>(&address), &length) == -1) {
+    connector->refused(nbdxm::RefusalCounters::Reason::client_not_allowed);
+    return -1;  // fail closed
+  }
   if (allowlist.admits(reinterpret_cast<sockaddr*>(&address), length)) return 0;
+  connector->refused(nbdxm::RefusalCounters::Reason::client_not_allowed);
   char text[INET6_ADDRSTRLEN] = "?";
   if (address.ss_family == AF_INET) {
     inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&address)->sin_addr, text, sizeof text);
@@ -404,7 +408,8 @@ struct nbdkit_plugin make_plugin() {
       "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).\n"
       "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any).\n"
       "counters-dir=DIR         Count each export's requests in DIR/<id>-<created>.bin and record failed syncs\n"
-      "                         there for the manager (nbdxm serve passes <run-dir>/counters).";
+      "                         there for the manager, and every refused connect by reason in\n"
+      "                         DIR/refusals.counts (nbdxm serve passes <run-dir>/counters).";
   p.magic_config_key = "db";
   p.get_ready = nbdxm_get_ready;
   p.preconnect = nbdxm_preconnect;

@@ -51,13 +51,14 @@ std::string describe(const ServerTarget& target) {
 }  // namespace
 
 Reconciler::Reconciler(const ServerSettings& settings, const PortRange& ports, ExportStore& store,
-                       ServerSupervisor& supervisor)
+                       ServerSupervisor& supervisor, std::shared_ptr<ManagerCounters> counters)
     : settings_(settings),
       ports_(ports, settings.listen_address),
       store_(store),
       supervisor_(supervisor),
       writes_(store),
-      durability_(counters_dir(settings.run_dir), writes_, [this] { look_wanted_ = true; }) {}
+      durability_(counters_dir(settings.run_dir), writes_, [this] { look_wanted_ = true; }),
+      counters_(std::move(counters)) {}
 
 int Reconciler::run(int signal_fd) {
   const auto started = Clock::now();
@@ -112,10 +113,7 @@ int Reconciler::run(int signal_fd) {
         next_resync = now + kResync;
       }
     } catch (const std::exception& e) {
-      if (!store_failing_since_) {
-        log_event("cannot read the store (will retry every {} ms): {}", kStoreRetry.count(), e.what());
-        store_failing_since_ = now;
-      }
+      store_read_failed(now, e);
     }
     advance(Clock::now());
     report_status(false);
@@ -165,10 +163,15 @@ void Reconciler::look(Clock::time_point now) {
   } catch (const std::exception& e) {
     // A locked or briefly unreadable store must not take the manager (or any server) down, nor stall the servers
     // it keeps: they are still advanced, and the store is tried again kStoreRetry later.
-    if (!store_failing_since_) {
-      log_event("cannot read the store (will retry every {} ms): {}", kStoreRetry.count(), e.what());
-      store_failing_since_ = now;
-    }
+    store_read_failed(now, e);
+  }
+}
+
+void Reconciler::store_read_failed(Clock::time_point now, const std::exception& e) {
+  counters_->store_reads_failed.fetch_add(1, std::memory_order_relaxed);
+  if (!store_failing_since_) {
+    log_event("cannot read the store (will retry every {} ms): {}", kStoreRetry.count(), e.what());
+    store_failing_since_ = now;
   }
 }
 
@@ -176,6 +179,7 @@ void Reconciler::advance(Clock::time_point now) {
   for (const auto& event : supervisor_.advance(now)) handle(event, now);
   durability_.advance(now);
   writes_.retry(Clock::now());
+  counters_->store_writes_refused.store(writes_.refused(), std::memory_order_relaxed);
 }
 
 int Reconciler::finish() {
@@ -353,6 +357,7 @@ void Reconciler::handle(const ServerEvent& event, Clock::time_point now) {
     case ServerEvent::Kind::restarted:
       // A server whose first start failed is serving now for the first time.
       if (served.phase != Served::Phase::serving) on_serving(served, event, now);
+      counters_->server_restarts.fetch_add(1, std::memory_order_relaxed);
       log_event("{}: its server was restarted: {}", describe(event.target), event.reason);
       writes_.add(
           event.target.export_id, fmt::format("{}: recording the restart", describe(event.target)),
@@ -415,6 +420,7 @@ void Reconciler::on_port_unavailable(Served& served, const ServerEvent& event, C
 
 void Reconciler::on_gave_up(Served& served, const ServerEvent& event, Clock::time_point now) {
   served.phase = Served::Phase::failed;
+  counters_->servers_given_up.fetch_add(1, std::memory_order_relaxed);
   log_event("{}: marking the export failed: {}", describe(served.target), event.reason);
   writes_.add(
       served.target.export_id, fmt::format("{}: marking the export failed", describe(served.target)),

@@ -22,11 +22,13 @@
 // more and removed, and at start the files of servers that no longer run are.
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "durability_folder.hpp"
+#include "manager_counters.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
 #include "server_supervisor.hpp"
@@ -41,7 +43,9 @@ class Reconciler {
   static constexpr std::chrono::milliseconds kStoreWait{100};   // the longest the loop waits for a locked store
   static constexpr std::chrono::milliseconds kStoreRetry{200};  // when a failed read of the store is tried again
 
-  Reconciler(const ServerSettings& settings, const PortRange& ports, ExportStore& store, ServerSupervisor& supervisor);
+  // `counters` receives the loop's own counts (restarts, errors), for /metrics.
+  Reconciler(const ServerSettings& settings, const PortRange& ports, ExportStore& store, ServerSupervisor& supervisor,
+             std::shared_ptr<ManagerCounters> counters = std::make_shared<ManagerCounters>());
   Reconciler(const Reconciler&) = delete;
   Reconciler& operator=(const Reconciler&) = delete;
 
@@ -88,6 +92,7 @@ class Reconciler {
   bool settled() const;
   Counts counts() const;
   void report_status(bool force);
+  void store_read_failed(Clock::time_point now, const std::exception& e);
 
   const ServerSettings& settings_;
   PortAllocator ports_;
@@ -95,6 +100,7 @@ class Reconciler {
   ServerSupervisor& supervisor_;
   StoreWrites writes_;
   DurabilityFolder durability_;
+  std::shared_ptr<ManagerCounters> counters_;
   std::map<int64_t, Served> served_;  // by export id
   std::vector<ServerTarget> stopping_;
   int adopted_ = 0;

@@ -68,6 +68,7 @@ void StoreWrites::settle_all() {
   std::deque<Pending> settled;
   settled.swap(queue_);  // a `settled` may add writes of its own
   for (Pending& pending : settled) {
+    if (pending.refused) ++refused_;
     if (pending.settled) pending.settled(!pending.refused);
   }
 }

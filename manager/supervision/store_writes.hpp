@@ -37,8 +37,9 @@ class StoreWrites {
   // Tries every waiting write now, due or not (the manager is exiting).
   void flush();
   bool waiting() const { return !queue_.empty(); }
-  bool waiting_for(int64_t export_id) const;  // a write about this export waits
-  Clock::time_point next_deadline() const;    // Clock::time_point::max() when none waits
+  bool waiting_for(int64_t export_id) const;     // a write about this export waits
+  Clock::time_point next_deadline() const;       // Clock::time_point::max() when none waits
+  uint64_t refused() const { return refused_; }  // writes the store refused so far (/metrics)
 
  private:
   struct Pending {
@@ -57,6 +58,7 @@ class StoreWrites {
   ExportStore& store_;
   std::deque<Pending> queue_;
   Clock::time_point next_try_{};
+  uint64_t refused_ = 0;
 };
 
 }  // namespace nbdxm::supervision

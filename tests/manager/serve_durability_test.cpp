@@ -1,14 +1,20 @@
 // Durability through the real manager, plugin and clients: a sync of an export's writes that fails (injected into
 // the server with strace, or a thin volume that runs out of space) fails the export with the reason, `nbdxm check`
 // reports it (exit 5) until it is acknowledged, and a new manager still shows it; write-through makes every write
-// durable before its reply (the device's flush count rises per write); the counters (`export show`) count what real
+// durable before its reply (the device's flush count rises per write), so a client and a server both killed right
+// after the last reply leave every acknowledged byte on the device; the counters (`export show`) count what real
 // clients did, rewrites covered once.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "manager_harness.hpp"
@@ -78,6 +84,51 @@ class TmpfsMount {
  private:
   std::string dir_;
 };
+
+// Field `index` (0-based) of /sys/block/<device>/stat: 6 is sectors written, 15 flushes completed.
+uint64_t block_stat(const std::string& device, size_t index) {
+  std::ifstream in("/sys/block/" + std::filesystem::path(device).filename().string() + "/stat");
+  std::vector<uint64_t> fields;
+  for (uint64_t value = 0; in >> value;) fields.push_back(value);
+  if (fields.size() <= index) throw std::runtime_error("/sys/block/.../stat of " + device + " is too short");
+  return fields[index];
+}
+
+// `length` bytes of the device from offset 0, read with O_DIRECT: what the device holds, not the page cache's copy.
+std::string read_direct(const std::string& device, size_t length) {
+  const FileDescriptor fd(::open(device.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+  if (!fd.valid()) throw std::runtime_error("cannot open " + device + " with O_DIRECT");
+  void* buffer = nullptr;
+  if (::posix_memalign(&buffer, 4096, length) != 0) throw std::bad_alloc();
+  const std::unique_ptr<void, decltype(&std::free)> owned(buffer, &std::free);
+  size_t done = 0;
+  while (done < length) {
+    const ssize_t n = ::pread(fd.get(), static_cast<char*>(buffer) + done, length - done, static_cast<off_t>(done));
+    if (n <= 0) throw std::runtime_error("O_DIRECT read of " + device + " failed");
+    done += static_cast<size_t>(n);
+  }
+  return std::string(static_cast<const char*>(buffer), length);
+}
+
+// A libnbd client in a process of its own (python3's nbd module): writes `source` 1 MiB at a time from offset 0,
+// printing each write's index once it is replied to, then waits to be killed without ever disconnecting.
+ChildProcess writing_client(const std::string& uri, const std::string& source, const std::string& acks) {
+  SpawnOptions options;
+  options.argv = {"/usr/bin/python3", "-c",
+                  "import nbd, sys, time\n"
+                  "h = nbd.NBD()\n"
+                  "h.connect_uri(sys.argv[1])\n"
+                  "data = open(sys.argv[2], 'rb').read()\n"
+                  "step = 1 << 20\n"
+                  "for i in range(len(data) // step):\n"
+                  "    h.pwrite(data[i * step:(i + 1) * step], i * step)\n"
+                  "    print(i, flush=True)\n"
+                  "time.sleep(3600)\n",
+                  uri, source};
+  options.stdout_path = acks;
+  options.stderr_path = acks;
+  return ChildProcess::spawn(options);
+}
 
 class ServeDurabilityTest : public ManagerTest {
  protected:
@@ -205,6 +256,41 @@ TEST_F(ServeDurabilityTest, WriteThroughMakesEveryWriteDurableBeforeItsReply) {
     EXPECT_GT(loop.flushes_completed(), before) << "write " << i;
   }
   EXPECT_EQ(show(e.export_name)["requests_flush"], 0);
+}
+
+TEST_F(ServeDurabilityTest, WriteThroughKeepsEveryAcknowledgedByteWhenClientAndServerAreKilled) {
+  if (const auto why = LoopDevice::unavailable_reason()) GTEST_SKIP() << *why;
+  manager_.start();
+  const auto volume = add_volume("job-1", "disk-1");
+  const LoopDevice loop(volume.path);
+  serve_from(volume, loop.path());
+  const NbdExport e = created(volume, {"--durability", "write-through"});
+  const auto server = server_of(e);
+  ASSERT_TRUE(server) << manager_.log();
+  constexpr int kWrites = 8;
+  const std::string data = pattern(kWrites * kMiB, 7);
+  write_file(dir_.file("source.bin"), data);
+  const uint64_t flushes_before = loop.flushes_completed();
+  const uint64_t sectors_before = block_stat(loop.path(), 6);
+
+  const std::string acks = dir_.file("acks.txt");
+  ChildProcess client =
+      writing_client(fmt::format("nbd://127.0.0.1:{}/{}", e.port, e.export_name), dir_.file("source.bin"), acks);
+  ASSERT_TRUE(
+      wait_until([&] { return read_file(acks).find(fmt::format("\n{}\n", kWrites - 1)) != std::string::npos; }, 30s))
+      << read_file(acks);
+  // Right after the last reply, before anything else can sync the device (the server's restart, the manager): the
+  // device has received every acknowledged byte and completed a flush for each write.
+  const uint64_t flushes = loop.flushes_completed() - flushes_before;
+  const uint64_t sectors = block_stat(loop.path(), 6) - sectors_before;
+  ::kill(server->pid, SIGKILL);
+  ::kill(client.pid(), SIGKILL);
+  client.wait(10s);
+  std::cout << "at the last reply: " << flushes << " flushes completed, " << sectors * 512 << " bytes written to "
+            << loop.path() << " since the first write\n";
+  EXPECT_GE(flushes, static_cast<uint64_t>(kWrites));
+  EXPECT_GE(sectors * 512, static_cast<uint64_t>(kWrites) * kMiB);
+  EXPECT_TRUE(read_direct(loop.path(), data.size()) == data) << "an acknowledged byte is not on the device";
 }
 
 TEST_F(ServeDurabilityTest, OnCloseLeavesWritesToTheCloseTimeSync) {

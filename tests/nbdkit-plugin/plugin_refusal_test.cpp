@@ -7,6 +7,8 @@
 #include <filesystem>
 
 #include "nbdxm/device_resolver.hpp"
+#include "nbdxm/export_counters.hpp"
+#include "nbdxm/refusal_counters.hpp"
 #include "plugin_fixture.hpp"
 
 namespace nbdxm::test {
@@ -119,6 +121,43 @@ TEST_F(PluginRefusal, AFileOfAnotherSizeThanTheMapping) {
   auto server = serve();
   expect_refused(*server, "export-a", {a->device()},
                  "device " + a->device() + " has 1073745920 bytes but the mapping of volume");
+}
+
+TEST_F(PluginRefusal, EveryRefusalIsCountedByReasonInTheFileAllServersShare) {
+  using Reason = RefusalCounters::Reason;
+  auto a = file_volume("a");
+  auto b = file_volume("b");
+  const NbdExport ea = store_.add({"export-a", a->device()});
+  store_.add({"export-b", b->device(), kGiB, false, "revoked"});
+  store_.add({"export-c", dir_.file("vdq")});  // its device is missing
+  const std::string counters = dir_.file("counters");
+  const std::string params = "counters-dir=" + counters;
+  auto by_name = serve({"allow-regular-files=true", params});
+  auto pinned = serve({"allow-regular-files=true", params, "export=export-a"});
+  auto guarded = serve({"allow-regular-files=true", params, "allow-from=192.0.2.0/24"});
+
+  EXPECT_TRUE(NbdClient::connect_error(by_name->socket(), "migration-vol-unknown").has_value());
+  EXPECT_TRUE(NbdClient::connect_error(by_name->socket(), "").has_value());
+  EXPECT_TRUE(NbdClient::connect_error(by_name->socket(), "export-b").has_value());
+  EXPECT_TRUE(NbdClient::connect_error(by_name->socket(), "export-c").has_value());
+  EXPECT_TRUE(NbdClient::connect_error(pinned->socket(), "export-b").has_value());
+  EXPECT_TRUE(NbdClient::connect_error(guarded->socket(), "export-a").has_value());  // a Unix socket is in no network
+  { NbdClient served(by_name->socket(), "export-a"); }                               // not counted
+
+  const auto refusals = RefusalCounters::open_read_only(RefusalCounters::path(counters));
+  ASSERT_NE(refusals, nullptr);
+  const auto counts = refusals->counts();
+  const auto of = [&](Reason r) { return counts[static_cast<size_t>(r)]; };
+  EXPECT_EQ(of(Reason::unknown_export), 1u);
+  EXPECT_EQ(of(Reason::no_export_name), 1u);
+  EXPECT_EQ(of(Reason::not_active), 1u);
+  EXPECT_EQ(of(Reason::device), 1u);
+  EXPECT_EQ(of(Reason::export_not_served_here), 1u);
+  EXPECT_GE(of(Reason::client_not_allowed), 1u);
+  EXPECT_EQ(of(Reason::store_unavailable), 0u);
+  EXPECT_EQ(of(Reason::counter_file), 0u);
+  // The export's own file counts the refusals of an export that exists.
+  EXPECT_NE(ExportCounters::open_read_only(ExportCounters::path(counters, ea.id, ea.created_at)), nullptr);
 }
 
 class PluginDeviceRefusal : public PluginRefusal {

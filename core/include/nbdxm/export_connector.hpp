@@ -8,7 +8,9 @@
 // With counters_dir set (the manager's servers: counters-dir=), every request, connection and refused connect of an
 // export is counted in its counter file (export_counters.hpp), and a failed sync of its writes (at a flush or at
 // close) is recorded there as a durability failure for the manager, which fails the export. A counter file that
-// cannot be created refuses the connect: a sync failure nobody would learn of is what the file is for.
+// cannot be created refuses the connect: a sync failure nobody would learn of is what the file is for. Every refused
+// connect, whatever its reason (an unknown name too), is also counted in the manager-wide refusal file
+// (refusal_counters.hpp) in the same directory.
 // The export's durability mode (on-close, write-through) is read from the store at every connect.
 #include <map>
 #include <memory>
@@ -20,8 +22,10 @@
 #include "nbdxm/block_backend.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/device_resolver.hpp"
+#include "nbdxm/error.hpp"
 #include "nbdxm/export_counters.hpp"
 #include "nbdxm/export_watcher.hpp"
+#include "nbdxm/refusal_counters.hpp"
 
 namespace nbdxm {
 
@@ -75,7 +79,8 @@ class ExportConnection {
 
 class ExportConnector {
  public:
-  // `db` is the store opened read-only; `log` receives the watcher's lines (revocations, unreadable store).
+  // `db` is the store opened read-only; `log` receives the watcher's lines (revocations, unreadable store). With
+  // counters_dir, maps (creates) its refusal counter file: throws std::runtime_error naming it when it cannot.
   ExportConnector(ServeOptions options, Database db, ExportWatcher::Log log);
 
   const ServeOptions& options() const { return options_; }
@@ -87,13 +92,18 @@ class ExportConnector {
   std::unique_ptr<ExportConnection> connect(const std::string& requested_name, bool read_only);
   // The exports a client may connect to now (NBD_OPT_LIST).
   std::vector<NbdExport> served_exports();
+  // A connect refused before it reached connect() (the plugin's allow-from check), counted with the others.
+  void refused(RefusalCounters::Reason reason) noexcept;
 
  private:
   // The export life's counter file, mapped once per server; nullptr without counters_dir. Throws Error naming the
   // file when it cannot be created.
   std::shared_ptr<ExportCounters> counters_of(const NbdExport& e);
+  // Counts the refusal, then throws `error`.
+  [[noreturn]] void refuse(RefusalCounters::Reason reason, const Error& error);
 
   ServeOptions options_;
+  std::unique_ptr<RefusalCounters> refusals_;  // null without counters_dir
   DeviceResolver resolver_;
   ExportWatcher watcher_;
   std::mutex counters_mutex_;

@@ -95,46 +95,76 @@ int ExportConnection::extents(uint32_t count, uint64_t offset, bool req_one, con
 }
 
 ExportConnector::ExportConnector(ServeOptions options, Database db, ExportWatcher::Log log)
-    : options_(std::move(options)), resolver_(options_.device_rules), watcher_(std::move(db), std::move(log)) {}
+    : options_(std::move(options)), resolver_(options_.device_rules), watcher_(std::move(db), std::move(log)) {
+  if (options_.counters_dir) {
+    // `nbdxm serve` creates the directory; a server started by other means (its backend's tests) makes it itself.
+    ::mkdir(options_.counters_dir->c_str(), 0750);
+    refusals_ = RefusalCounters::open_or_create(RefusalCounters::path(*options_.counters_dir));
+  }
+}
+
+void ExportConnector::refused(RefusalCounters::Reason reason) noexcept {
+  if (refusals_) refusals_->refused(reason);
+}
+
+void ExportConnector::refuse(RefusalCounters::Reason reason, const Error& error) {
+  refused(reason);
+  throw error;
+}
 
 std::string ExportConnector::default_export() const { return options_.pinned_export.value_or(""); }
 
 std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& requested_name, bool read_only) {
+  using Reason = RefusalCounters::Reason;
   const std::string name = requested_name.empty() ? default_export() : requested_name;
   if (name.empty()) {
-    throw Error(ExitCode::usage,
-                "the client asked for the default export, but this server serves every active export by name "
-                "(start it with export=NAME to serve one export as the default)");
+    refuse(Reason::no_export_name,
+           Error(ExitCode::usage,
+                 "the client asked for the default export, but this server serves every active export by name "
+                 "(start it with export=NAME to serve one export as the default)"));
   }
   if (options_.pinned_export && name != *options_.pinned_export) {
-    throw Error(ExitCode::not_found, fmt::format("export {} is not served here: this server serves only export {}",
-                                                 printable_export_name(name), *options_.pinned_export));
+    refuse(Reason::export_not_served_here,
+           Error(ExitCode::not_found, fmt::format("export {} is not served here: this server serves only export {}",
+                                                  printable_export_name(name), *options_.pinned_export)));
   }
-  ExportWatcher::Admission admission = watcher_.admit(name);
-  if (!admission.found) {
-    throw Error(ExitCode::not_found,
-                fmt::format("export {} does not exist in the state store, or its job, disk or device mapping does "
-                            "not (`nbdxm check` names such exports)",
-                            printable_export_name(name)));
+  std::optional<ExportWatcher::Admission> admission;
+  try {
+    admission.emplace(watcher_.admit(name));
+  } catch (const Error& e) {
+    refuse(Reason::store_unavailable, e);
   }
-  const NbdExport& found = *admission.found;
-  std::shared_ptr<ExportCounters> counters = counters_of(found);
+  if (!admission->found) {
+    refuse(Reason::unknown_export,
+           Error(ExitCode::not_found,
+                 fmt::format("export {} does not exist in the state store, or its job, disk or device mapping does "
+                             "not (`nbdxm check` names such exports)",
+                             printable_export_name(name))));
+  }
+  const NbdExport& found = *admission->found;
+  std::shared_ptr<ExportCounters> counters;
+  try {
+    counters = counters_of(found);
+  } catch (const Error& e) {
+    refuse(Reason::counter_file, e);
+  }
   if (found.status != "active") {
     if (counters) counters->refused(ExportCounters::Refusal::not_active);
-    throw Error(ExitCode::unavailable,
-                fmt::format("export {} is {}{}; only active exports are served", name, found.status,
-                            found.status_reason ? fmt::format(" ({})", *found.status_reason) : ""));
+    refuse(Reason::not_active,
+           Error(ExitCode::unavailable,
+                 fmt::format("export {} is {}{}; only active exports are served", name, found.status,
+                             found.status_reason ? fmt::format(" ({})", *found.status_reason) : "")));
   }
   std::optional<OpenedDevice> device;
   try {
     device.emplace(resolver_.open(found, read_only));
-  } catch (const Error&) {
+  } catch (const Error& e) {
     if (counters) counters->refused(ExportCounters::Refusal::device);
-    throw;
+    refuse(Reason::device, e);
   }
   const auto durability = found.durability == "write-through" ? BlockBackend::Durability::write_through
                                                               : BlockBackend::Durability::on_close;
-  return std::make_unique<ExportConnection>(std::move(*device), durability, std::move(admission.watch),
+  return std::make_unique<ExportConnection>(std::move(*device), durability, std::move(admission->watch),
                                             std::move(counters));
 }
 
@@ -143,8 +173,6 @@ std::shared_ptr<ExportCounters> ExportConnector::counters_of(const NbdExport& e)
   const std::lock_guard<std::mutex> lock(counters_mutex_);
   auto& slot = counters_[{e.id, e.created_at}];
   if (!slot) {
-    // `nbdxm serve` creates the directory; a server started by other means (its backend's tests) makes it itself.
-    ::mkdir(options_.counters_dir->c_str(), 0750);
     const std::string path = ExportCounters::path(*options_.counters_dir, e.id, e.created_at);
     try {
       slot = ExportCounters::open_or_create(path, {e.id, e.created_at, e.size});

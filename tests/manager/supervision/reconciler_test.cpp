@@ -14,6 +14,7 @@
 #include "manager_harness.hpp"
 #include "nbdxm/port_allocator.hpp"
 #include "server_command.hpp"
+#include "store_lock_holder.hpp"
 
 namespace nbdxm::test {
 namespace {
@@ -254,6 +255,28 @@ TEST_F(ReconcilerTest, ARestartIsCountedWithItsReason) {
   const auto record = store_.find_export_server(e.id);
   EXPECT_EQ(record->restart_count, 1);
   EXPECT_EQ(record->last_failure, "server pid 42 was killed by signal 9 (Killed)");
+}
+
+TEST_F(ReconcilerTest, ItCountsRestartsGiveUpsAndFailedLooksAtTheStoreForMetrics) {
+  const auto counters = std::make_shared<supervision::ManagerCounters>();
+  reconciler_ = std::make_unique<Reconciler>(settings_, port_range(), store_, fake_, counters);
+  const NbdExport a = add_export("disk-1");
+  const NbdExport b = add_export("disk-2");
+  begin();
+  fake_.emit({ServerEvent::Kind::restarted, target_of(a), "server pid 42 was killed by signal 9 (Killed)", ""});
+  turn();
+  EXPECT_EQ(counters->server_restarts.load(), 1u);
+  fake_.emit({ServerEvent::Kind::gave_up, target_of(b), "its server failed 5 times in a row; last: exit 1", ""});
+  turn();
+  EXPECT_EQ(counters->servers_given_up.load(), 1u);
+  EXPECT_EQ(counters->store_reads_failed.load(), 0u);
+  store_.database().set_busy_timeout(std::chrono::milliseconds(100));  // as the loop's own wait
+  {
+    StoreLockHolder holder(dir_, db_path_, StoreLockHolder::Lock::recovery, std::chrono::seconds(60));
+    reconciler().look(std::chrono::steady_clock::now());  // readers wait for a recovery: the look fails
+  }
+  EXPECT_EQ(counters->store_reads_failed.load(), 1u);
+  EXPECT_EQ(counters->store_writes_refused.load(), 0u);
 }
 
 TEST_F(ReconcilerTest, ASettingsChangeThatNarrowsAccessReplacesTheServerAtOnce) {
