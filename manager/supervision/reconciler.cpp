@@ -57,7 +57,7 @@ Reconciler::Reconciler(const ServerSettings& settings, const PortRange& ports, E
       store_(store),
       supervisor_(supervisor),
       writes_(store),
-      durability_(counters_dir(settings.run_dir), writes_, [this] { look_wanted_ = true; }) {}
+      counters_(counters_dir(settings.run_dir), writes_, [this] { look_wanted_ = true; }) {}
 
 int Reconciler::run(int signal_fd) {
   const auto started = Clock::now();
@@ -83,7 +83,7 @@ int Reconciler::run(int signal_fd) {
     const bool listening = schedule.listening(now);  // see StoreCheckSchedule
     std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
     auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline(),
-                              supervisor_.next_deadline(), durability_.next_deadline()});
+                              supervisor_.next_deadline(), counters_.next_deadline()});
     if (store_failing_since_ || look_wanted_) deadline = std::min(deadline, now + kStoreRetry);
     supervisor_.collect_fds(fds);
     if (::poll(fds.data(), fds.size(), poll_timeout_ms(now, deadline)) < 0 && errno != EINTR) {
@@ -130,10 +130,10 @@ void Reconciler::begin(Clock::time_point now) {
   // servers outlasts kReadyAtLatest, the ready line would otherwise count every one of them as starting.
   advance(Clock::now());
   if (!store_failing_since_) remove_ended_keys();
-  std::set<DurabilityFolder::Life> running;
+  std::set<CounterFolder::Life> running;
   for (const auto& [id, served] : served_) running.insert({id, served.target.created_at});
   for (const auto& target : stopping_) running.insert({target.export_id, target.created_at});  // retired when stopped
-  durability_.retire_all_but(running, now);
+  counters_.retire_all_but(running, now);
 }
 
 // The keys of exports that ended while no manager ran (or of servers whose stop a crash cut short).
@@ -169,7 +169,7 @@ void Reconciler::look(Clock::time_point now) {
 
 void Reconciler::advance(Clock::time_point now) {
   for (const auto& event : supervisor_.advance(now)) handle(event, now);
-  durability_.advance(now);
+  counters_.advance(now);
   writes_.retry(Clock::now());
 }
 
@@ -428,7 +428,7 @@ void Reconciler::on_stopped(const ServerEvent& event, Clock::time_point now) {
   // The export's life has ended: its key opens nothing any more. (A server stopped at shutdown keeps it: the export
   // is still live, for the next manager.)
   if (asked) remove_tls_psk(tls_psk_path(settings_.db_path, event.target));
-  durability_.retire(event.target, now, /*keep_file=*/!asked);
+  counters_.retire(event.target, now, /*keep_file=*/!asked);
   // A reason: the stop's own steps failed (the device sync, say); the operator must see it in `export show`.
   std::optional<std::string> failure;
   if (!event.reason.empty()) {
