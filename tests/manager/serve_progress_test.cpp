@@ -204,7 +204,7 @@ TEST_F(ServeProgressTest, WatchInATerminalShowsTheBarAdvanceDuringACopyAndExitsW
   // A copy slow enough to watch: nbdcopy reads a 1 GiB pattern from an nbdkit whose every read takes 0.2 s.
   SpawnOptions copy;
   copy.argv = {"nbdcopy",      "--connections=1",
-               "--requests=1", "--request-size=4M",
+               "--requests=1", "--request-size=4194304",
                "--",           "[",
                "nbdkit",       "--exit-with-parent",
                "-r",           "--filter=delay",
