@@ -581,3 +581,70 @@ FROM nbd_exports e
 JOIN replication_jobs j ON j.id = e.job_id
 JOIN vm_disks d ON d.id = e.vm_disk_id AND d.job_id = e.job_id
 JOIN device_mappings m ON m.id = e.device_mapping_id;
+
+-- @version 6
+-- What each export's servers counted (the counter file of the export's life, folded by the manager every second
+-- while its numbers change), for other services to read: `nbdxm export list` and `nbdxm export watch` read only this
+-- table. One row per export life (served_created_at: the export's created_at while it was served); the row of the
+-- export's current life is the one whose served_created_at equals nbd_exports.created_at. Counters are the life's
+-- totals since its first connect; bytes count successful requests only. coverage_bytes: distinct bytes of the volume
+-- written or zeroed in this life (whole 64 KiB granules; rewrites and retries are not counted twice).
+-- write_rate_bytes_per_second: bytes written and zeroed per second over the last 10 s, as the manager last saw them
+-- (it keeps the samples in memory; a new manager reports 0 until it has two samples). connections_open is as of
+-- updated_at. Written only by the manager; goes away with its export.
+-- The manager folds the same counters into the export's vm_disk in the same transaction: bytes_synced is the sum of
+-- bytes_written + bytes_zeroed over the rows of every export life of the disk (its job's), sync_progress_percent is
+-- the current life's coverage against the disk's size (size_gb GiB; at most 100), and a 'pending' disk becomes
+-- 'syncing' at its export's first write. The manager never sets 'completed', 'failed' or 'cancelled': whether a copy
+-- is finished is the control plane's to say (an incremental sync never covers the whole disk).
+CREATE TABLE export_counters (
+    export_id                   INTEGER NOT NULL REFERENCES nbd_exports (id) ON DELETE CASCADE,
+    served_created_at           TEXT NOT NULL,
+    bytes_written               INTEGER NOT NULL DEFAULT 0,
+    bytes_zeroed                INTEGER NOT NULL DEFAULT 0,
+    bytes_trimmed               INTEGER NOT NULL DEFAULT 0,
+    bytes_read                  INTEGER NOT NULL DEFAULT 0,
+    requests_read               INTEGER NOT NULL DEFAULT 0,
+    requests_write              INTEGER NOT NULL DEFAULT 0,
+    requests_zero               INTEGER NOT NULL DEFAULT 0,
+    requests_trim               INTEGER NOT NULL DEFAULT 0,
+    requests_flush              INTEGER NOT NULL DEFAULT 0,
+    failed_read                 INTEGER NOT NULL DEFAULT 0,
+    failed_write                INTEGER NOT NULL DEFAULT 0,
+    failed_zero                 INTEGER NOT NULL DEFAULT 0,
+    failed_trim                 INTEGER NOT NULL DEFAULT 0,
+    failed_flush                INTEGER NOT NULL DEFAULT 0,
+    connections_open            INTEGER NOT NULL DEFAULT 0,
+    connections_total           INTEGER NOT NULL DEFAULT 0,
+    refused_not_active          INTEGER NOT NULL DEFAULT 0,
+    refused_device              INTEGER NOT NULL DEFAULT 0,
+    last_write_at               TEXT,
+    coverage_bytes              INTEGER NOT NULL DEFAULT 0,
+    volume_size                 INTEGER NOT NULL DEFAULT 0,
+    write_rate_bytes_per_second INTEGER NOT NULL DEFAULT 0,
+    updated_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    CONSTRAINT export_counters_range
+    CHECK (bytes_written >= 0 AND bytes_zeroed >= 0 AND bytes_trimmed >= 0 AND bytes_read >= 0
+           AND connections_open >= 0 AND coverage_bytes >= 0 AND write_rate_bytes_per_second >= 0),
+    PRIMARY KEY (export_id, served_created_at)
+) STRICT;
+
+CREATE TRIGGER export_counters_export_exists_insert BEFORE INSERT ON export_counters
+WHEN NEW.export_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nbd_exports WHERE id = NEW.export_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the export of the counters does not exist');
+END;
+CREATE TRIGGER export_counters_export_exists_update BEFORE UPDATE OF export_id ON export_counters
+WHEN NEW.export_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nbd_exports WHERE id = NEW.export_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the export of the counters does not exist');
+END;
+CREATE TRIGGER nbd_exports_id_fixed_while_counted BEFORE UPDATE OF id ON nbd_exports
+WHEN NEW.id IS NOT OLD.id AND EXISTS (SELECT 1 FROM export_counters WHERE export_id = OLD.id)
+BEGIN
+    SELECT RAISE(ABORT, 'an export that has counters cannot change its id');
+END;
+CREATE TRIGGER nbd_exports_delete_deletes_counters AFTER DELETE ON nbd_exports
+BEGIN
+    DELETE FROM export_counters WHERE export_id = OLD.id;
+END;

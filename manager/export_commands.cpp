@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "export_progress.hpp"
 #include "nbd_handshake.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/device_resolver.hpp"
@@ -36,8 +37,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kStatusPoll = 2ms;  // PRAGMA data_version is a shared-memory read
 
-const std::vector<std::string> kListColumns{"export_name", "port",        "status",      "job_id",     "disk_id",
-                                            "volume_uuid", "device_path", "connections", "supervisor", "created_at"};
+const std::vector<std::string> kListColumns{
+    "export_name", "port",       "status",           "job_id",          "disk_id",       "volume_uuid", "device_path",
+    "connections", "supervisor", "progress_percent", "write_mib_per_s", "last_write_at", "created_at"};
 
 // One command's connection to a current store and the query layer over it.
 struct Store {
@@ -271,6 +273,7 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   if (filter.job_id) store.exports.get_job(*filter.job_id);
   const auto exports = store.exports.list_exports(filter);
   ServerFactsReader servers(store.exports);
+  const auto counters = counters_by_export(store.exports);
   if (options.json) {
     Json rows = Json::array();
     for (const auto& e : exports) {
@@ -279,6 +282,7 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
       row["connections"] = facts.connections;
       row["supervisor"] = facts.supervisor;
       row["unit"] = facts.unit;
+      add_progress(row, counters_of(counters, e.id));
       rows.push_back(std::move(row));
     }
     print_list(options, rows, kListColumns);
@@ -290,9 +294,11 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   cells.reserve(exports.size());
   for (const auto& e : exports) {
     const auto facts = servers.facts(e);
+    auto progress = progress_cells(counters_of(counters, e.id));
     cells.push_back({printable(e.export_name), std::to_string(e.port), printable(e.status), printable(e.job_id),
                      printable(e.disk_id), printable(e.volume_uuid), printable(e.device_path),
-                     text_value(facts.connections), text_value(facts.supervisor), printable(e.created_at)});
+                     text_value(facts.connections), text_value(facts.supervisor), std::move(progress[0]),
+                     std::move(progress[1]), std::move(progress[2]), printable(e.created_at)});
   }
   fmt::print("{}", format_table(cells, kListColumns));
 }
@@ -521,7 +527,10 @@ void register_export_commands(CLI::App& app, GlobalOptions& options) {
   c->callback([&options, create] { create_command(options, *create); });
 
   auto filter = std::make_shared<ExportFilter>();
-  CLI::App* l = group->add_subcommand("list", "List exports with their device (resolved now), server and connections");
+  CLI::App* l = group->add_subcommand(
+      "list",
+      "List exports with their device (resolved now), server, connections and progress (percent of the disk "
+      "covered, write rate over the last 10 s, last write; as the manager last folded its servers' counters)");
   l->add_option("--job", filter->job_id, "Only this job's exports");
   l->add_option("--status", filter->status, "Only exports in this status: pending, active, revoked or failed");
   l->callback([&options, filter] { list_command(options, *filter); });
@@ -541,6 +550,8 @@ void register_export_commands(CLI::App& app, GlobalOptions& options) {
   r->add_option("--volume", revoke->volume_uuid, "The export of this volume (UUID)");
   r->add_option("--timeout", revoke->timeout, "Seconds to wait for the servers to stop")->capture_default_str();
   r->callback([&options, revoke] { revoke_command(options, *revoke); });
+
+  register_export_watch(*group, options);
 
   auto acknowledged = std::make_shared<std::string>();
   CLI::App* a = group->add_subcommand(

@@ -57,7 +57,7 @@ Reconciler::Reconciler(const ServerSettings& settings, const PortRange& ports, E
       store_(store),
       supervisor_(supervisor),
       writes_(store),
-      durability_(counters_dir(settings.run_dir), writes_, [this] { look_wanted_ = true; }),
+      folder_(counters_dir(settings.run_dir), writes_, [this] { look_wanted_ = true; }),
       counters_(std::move(counters)) {}
 
 int Reconciler::run(int signal_fd) {
@@ -84,7 +84,7 @@ int Reconciler::run(int signal_fd) {
     const bool listening = schedule.listening(now);  // see StoreCheckSchedule
     std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
     auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline(),
-                              supervisor_.next_deadline(), durability_.next_deadline()});
+                              supervisor_.next_deadline(), folder_.next_deadline()});
     if (store_failing_since_ || look_wanted_) deadline = std::min(deadline, now + kStoreRetry);
     supervisor_.collect_fds(fds);
     if (::poll(fds.data(), fds.size(), poll_timeout_ms(now, deadline)) < 0 && errno != EINTR) {
@@ -128,10 +128,10 @@ void Reconciler::begin(Clock::time_point now) {
   // servers outlasts kReadyAtLatest, the ready line would otherwise count every one of them as starting.
   advance(Clock::now());
   if (!store_failing_since_) remove_ended_keys();
-  std::set<DurabilityFolder::Life> running;
+  std::set<CounterFolder::Life> running;
   for (const auto& [id, served] : served_) running.insert({id, served.target.created_at});
   for (const auto& target : stopping_) running.insert({target.export_id, target.created_at});  // retired when stopped
-  durability_.retire_all_but(running, now);
+  folder_.retire_all_but(running, now);
 }
 
 // The keys of exports that ended while no manager ran (or of servers whose stop a crash cut short), and the
@@ -177,7 +177,7 @@ void Reconciler::store_read_failed(Clock::time_point now, const std::exception& 
 
 void Reconciler::advance(Clock::time_point now) {
   for (const auto& event : supervisor_.advance(now)) handle(event, now);
-  durability_.advance(now);
+  folder_.advance(now);
   writes_.retry(Clock::now());
   counters_->store_writes_refused.store(writes_.refused(), std::memory_order_relaxed);
 }
@@ -445,7 +445,7 @@ void Reconciler::on_stopped(const ServerEvent& event, Clock::time_point now) {
   // The export's life has ended: its key opens nothing any more. (A server stopped at shutdown keeps it: the export
   // is still live, for the next manager.)
   if (asked) remove_tls_psk(tls_psk_path(settings_.db_path, event.target));
-  durability_.retire(event.target, now, /*keep_file=*/!asked);
+  folder_.retire(event.target, now, /*keep_file=*/!asked);
   // A reason: the stop's own steps failed (the device sync, say); the operator must see it in `export show`.
   std::optional<std::string> failure;
   if (!event.reason.empty()) {

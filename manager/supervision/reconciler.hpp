@@ -17,8 +17,9 @@
 // Another process holding the store locked never stalls the loop: the connection waits at most kStoreWait, a read
 // that fails is tried again kStoreRetry later, and writes wait in StoreWrites.
 //
-// Durability failures the servers report in their counter files are recorded every DurabilityFolder::kInterval
-// (the export failed, so its server is stopped by the next look); a stopped server's counter file is folded once
+// What the servers report in their counter files is folded into the store every CounterFolder::kInterval: their
+// durability failures (the export failed, so its server is stopped by the next look) and their counters (the
+// export_counters table and the progress of the export's vm_disk); a stopped server's counter file is folded once
 // more and removed, and at start the files of servers that no longer run are.
 #include <chrono>
 #include <map>
@@ -27,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "durability_folder.hpp"
+#include "counter_folder.hpp"
 #include "manager_counters.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
@@ -99,7 +100,7 @@ class Reconciler {
   ExportStore& store_;
   ServerSupervisor& supervisor_;
   StoreWrites writes_;
-  DurabilityFolder durability_;
+  CounterFolder folder_;
   std::shared_ptr<ManagerCounters> counters_;
   std::map<int64_t, Served> served_;  // by export id
   std::vector<ServerTarget> stopping_;

@@ -87,7 +87,11 @@ class ExportCounters {
   // A sync that failed: the manager marks the export failed with `reason` (one line, cut to kReasonBytes - 1).
   void durability_failure(std::string_view reason) noexcept;
 
-  Snapshot snapshot() const;
+  Snapshot snapshot() const;  // counts() with coverage_bytes()
+  // Everything but the coverage (left 0): no scan of the bitmap, for a reader that polls often.
+  Snapshot counts() const;
+  // Distinct bytes written or zeroed: a scan of the bitmap (one word per 4 MiB of volume).
+  uint64_t coverage_bytes() const;
   // Only the durability failures (count, last reason): what the manager polls, without scanning the bitmap.
   struct Durability {
     uint64_t failures = 0;

@@ -217,6 +217,14 @@ class ExportStore {
   // Marks the export's unacknowledged failures acknowledged; returns how many (0: none was open). not_found when
   // there is no such export.
   int acknowledge_durability_failures(const std::string& export_name);
+  // Progress (counters.cpp; schema.sql, version 6). Records what the export life's servers counted (one row per
+  // life, written only when its numbers changed) and folds it into the export's vm_disk: bytes_synced (written and
+  // zeroed, summed over the disk's export lives), sync_progress_percent (this life's coverage against the disk's
+  // size, when it is the export's current life) and sync_status ('pending' becomes 'syncing' at the first write).
+  // False (nothing changed) when the export is gone.
+  bool record_export_counters(const ExportCounterRecord& counters);
+  // The counters of every export's current life (served_created_at = the export's created_at), by export id.
+  std::vector<ExportCounterRecord> current_export_counters();
   // Clears the server records of every export not in `keep`: at a manager's start, the servers its backend does
   // not run are gone (a direct manager's servers went with it).
   void forget_servers(const std::set<int64_t>& keep);

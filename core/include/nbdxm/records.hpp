@@ -98,6 +98,34 @@ struct DurabilityFailure {
   std::optional<std::string> acknowledged_at;
 };
 
+// What an export life's servers counted (table export_counters, schema version 6), as the manager folded it from
+// the life's counter file. Request kinds in the order read, write, zero, trim, flush.
+struct ExportCounterRecord {
+  static constexpr int kKinds = 5;
+  int64_t export_id = 0;
+  std::string served_created_at;  // the export's life counted
+  int64_t bytes_written = 0;
+  int64_t bytes_zeroed = 0;
+  int64_t bytes_trimmed = 0;
+  int64_t bytes_read = 0;
+  int64_t requests[kKinds] = {};
+  int64_t failed[kKinds] = {};
+  int64_t connections_open = 0;
+  int64_t connections_total = 0;
+  int64_t refused_not_active = 0;
+  int64_t refused_device = 0;
+  std::optional<std::string> last_write_at;
+  int64_t coverage_bytes = 0;  // distinct bytes written or zeroed in this life
+  int64_t volume_size = 0;
+  int64_t write_rate_bytes_per_second = 0;  // over the last 10 s
+  // Read only (the store's): the coverage against the disk's size (at most 100), and when the numbers last changed.
+  double progress_percent = 0;
+  std::string updated_at;
+
+  // The numbers the manager writes (what it compares to write only rows that changed).
+  bool same_numbers(const ExportCounterRecord& other) const;
+};
+
 // A volume daemon operation (table volume_operations; nbdxm only keeps its shape valid).
 struct VolumeOperation {
   std::string id;

@@ -256,6 +256,21 @@ void ExportCounters::durability_failure(std::string_view reason) noexcept {
 }
 
 ExportCounters::Snapshot ExportCounters::snapshot() const {
+  Snapshot s = counts();
+  s.coverage_bytes = coverage_bytes();
+  return s;
+}
+
+uint64_t ExportCounters::coverage_bytes() const {
+  const Layout& l = layout();
+  const uint64_t bits = l.bitmap_bits.load();
+  uint64_t granules = 0;
+  const Word* words = bitmap();
+  for (uint64_t w = 0; w < (bits + 63) / 64; ++w) granules += std::popcount(words[w].load(std::memory_order_relaxed));
+  return std::min(granules * l.granule.load(), l.volume_size.load());
+}
+
+ExportCounters::Snapshot ExportCounters::counts() const {
   const Layout& l = layout();
   Snapshot s;
   s.identity = identity();
@@ -269,11 +284,6 @@ ExportCounters::Snapshot ExportCounters::snapshot() const {
   if (const uint64_t ms = l.last_write_unix_ms.load(std::memory_order_relaxed); ms != 0) {
     s.last_write_unix_ms = static_cast<int64_t>(ms);
   }
-  const uint64_t bits = l.bitmap_bits.load();
-  uint64_t granules = 0;
-  const Word* words = bitmap();
-  for (uint64_t w = 0; w < (bits + 63) / 64; ++w) granules += std::popcount(words[w].load(std::memory_order_relaxed));
-  s.coverage_bytes = std::min(granules * l.granule.load(), static_cast<uint64_t>(s.identity.volume_size));
   const Durability d = durability();
   s.durability_failures = d.failures;
   s.durability_reason = d.reason;

@@ -136,6 +136,9 @@ std::string row_name_sql(std::string_view table) {
   if (table == "export_durability_failures") {
     return "printf('the durability failure of nbd_exports.id %d (created %s)', export_id, served_created_at)";
   }
+  if (table == "export_counters") {
+    return "printf('the counters of nbd_exports.id %d (created %s)', export_id, served_created_at)";
+  }
   return "printf('volume operation %s', id)";
 }
 

@@ -100,6 +100,8 @@ std::vector<ValueRule> make_value_rules() {
        "a durability failure's count must be at least 1"},
       {"durability_reason_length", "export_durability_failures", "reason",
        "a durability failure's reason must be 1 to 1000 characters"},
+      {"export_counters_range", "export_counters", "bytes_written",
+       "an export's byte counts, open connections, coverage and write rate must not be negative"},
   };
 }
 
