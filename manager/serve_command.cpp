@@ -126,6 +126,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   me.tls_default = config.tls == "require";
   me.version = NBDXM_VERSION;
   me.durability = config.durability;
+  me.transport_default = config.transport;
   store.register_manager(me, still_running);
   log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,
             db_path, config.listen, ports.str(), config.run_dir, config.nbdkit, config.plugin);

@@ -57,6 +57,12 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
                   "or off")
       ->check(CLI::IsMember({"off", "require"}))
       ->capture_default_str();
+  serve
+      .add_option("--transport", config.transport,
+                  "Transport of the exports created without --transport: tcp (each export its own port) or unix "
+                  "(each export its own socket <run-dir>/exports/NAME.sock, mode 0660, group nbdxm-clients)")
+      ->check(CLI::IsMember({"tcp", "unix"}))
+      ->capture_default_str();
   serve.add_option("--server-threads", config.server_threads, "nbdkit threads per export server (nbdkit -t)")
       ->capture_default_str();
   serve

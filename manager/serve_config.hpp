@@ -30,6 +30,7 @@ struct ServeConfig {
   uint64_t tasks_max = kDefaultTasksMax;
   uint64_t memory_max = kDefaultMemoryMax;
   std::string durability = "on-close";  // what `export create` gives an export without --durability
+  std::string transport = "tcp";        // tcp or unix: what `export create` gives an export without --transport
 
   // Limits of each export's unit (systemd backend): 4 times what one export server used (bench/README.md, "Export
   // server limits"): 172 tasks with 10 clients at 16 threads; 780 MiB peak RSS under the migration client's pattern

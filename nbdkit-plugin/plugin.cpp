@@ -201,12 +201,26 @@ int nbdxm_get_ready() {
   return 0;
 }
 
-// Refuses a client whose address the allowlist does not admit, before the handshake.
+// A Unix-socket client: admitted when the allowlist has a rule for its uid or its primary gid (SO_PEERCRED, which
+// nbdkit reads for the plugin).
+int admit_unix_peer() {
+  const int64_t uid = nbdkit_peer_uid();
+  const int64_t gid = nbdkit_peer_gid();
+  if (uid == -1 || gid == -1) return -1;  // fail closed; nbdkit said why
+  if (allowlist.admits_peer(static_cast<uid_t>(uid), static_cast<gid_t>(gid))) return 0;
+  log_error("client uid %lld gid %lld refused: not in allow-from %s", static_cast<long long>(uid),
+            static_cast<long long>(gid), allowlist.str().c_str());
+  return -1;
+}
+
+// Refuses a client the allowlist does not admit, before the handshake: by its address (TCP) or its credentials
+// (a Unix socket). A list of the other kind admits nobody.
 int nbdxm_preconnect(int /*readonly*/) {
   if (allowlist.empty()) return 0;
   sockaddr_storage address{};
   socklen_t length = sizeof address;
   if (nbdkit_peer_name(reinterpret_cast<sockaddr*>(&address), &length) == -1) return -1;  // fail closed
+  if (address.ss_family == AF_UNIX) return admit_unix_peer();
   if (allowlist.admits(reinterpret_cast<sockaddr*>(&address), length)) return 0;
   char text[INET6_ADDRSTRLEN] = "?";
   if (address.ss_family == AF_INET) {
@@ -402,7 +416,8 @@ struct nbdkit_plugin make_plugin() {
       "allow-regular-files=BOOL Also serve regular files (default false: block devices only).\n"
       "allow-uncorrelated=BOOL  Also serve mappings without device correlation (default false; tests, demos).\n"
       "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).\n"
-      "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any).\n"
+      "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any);\n"
+      "allow-from=uid:N,gid:N   on a Unix socket: only clients of these uids or primary gids (SO_PEERCRED).\n"
       "counters-dir=DIR         Count each export's requests in DIR/<id>-<created>.bin and record failed syncs\n"
       "                         there for the manager (nbdxm serve passes <run-dir>/counters).";
   p.magic_config_key = "db";

@@ -34,18 +34,32 @@ int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
 }
 
-ServerTarget target_of(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at}; }
+// A unix export's server listens on its socket, a tcp export's on its port.
+ServerTarget target_of(const NbdExport& e, const std::string& run_dir) {
+  if (e.transport == "unix") return {e.id, e.export_name, 0, e.created_at, unix_socket_path(run_dir, e.export_name)};
+  return {e.id, e.export_name, e.port, e.created_at, ""};
+}
+
+// The live exports that have a server of their own, by id: tcp and unix ones (a shared export is served by the
+// manager's shared server).
+std::map<int64_t, NbdExport> with_own_server(std::vector<NbdExport> live) {
+  std::map<int64_t, NbdExport> result;
+  for (auto& e : live) {
+    if (e.transport != "shared") result.emplace(e.id, std::move(e));
+  }
+  return result;
+}
 
 // The manager's settings with the export's own: who may reach it.
 ServerSettings settings_for(const ServerSettings& manager, const NbdExport& e) {
   ServerSettings settings = manager;
   settings.tls = e.tls;
-  settings.allow_from = e.allow_from.value_or("");
+  settings.allow_from = e.allowed_clients().value_or("");
   return settings;
 }
 
 std::string describe(const ServerTarget& target) {
-  return fmt::format("export {} (port {})", target.export_name, target.port);
+  return fmt::format("export {} ({})", target.export_name, listener_of(target));
 }
 
 }  // namespace
@@ -184,12 +198,12 @@ int Reconciler::finish() {
 
 void Reconciler::adopt(Clock::time_point now) {
   const auto running = supervisor_.adopt();
-  std::map<int64_t, NbdExport> live;
-  for (auto& e : store_.live_exports()) live.emplace(e.id, std::move(e));
+  const std::map<int64_t, NbdExport> live = with_own_server(store_.live_exports());
   std::set<int64_t> kept;
   for (const auto& r : running) {
     const auto e = live.find(r.target.export_id);
-    if (e == live.end() || !(target_of(e->second) == r.target) || served_.contains(r.target.export_id)) {
+    if (e == live.end() || !(target_of(e->second, settings_.run_dir) == r.target) ||
+        served_.contains(r.target.export_id)) {
       log_event("{}: its server{} serves no live export there: stopping it", describe(r.target),
                 r.unit.empty() ? "" : " (unit " + r.unit + ")");
       supervisor_.stop(r.target, now);
@@ -216,8 +230,7 @@ void Reconciler::adopt(Clock::time_point now) {
 }
 
 void Reconciler::sync(Clock::time_point now) {
-  std::map<int64_t, NbdExport> desired;
-  for (auto& e : store_.live_exports()) desired.emplace(e.id, std::move(e));
+  const std::map<int64_t, NbdExport> desired = with_own_server(store_.live_exports());
 
   for (auto it = served_.begin(); it != served_.end();) {
     Served& served = it->second;
@@ -235,7 +248,7 @@ void Reconciler::sync(Clock::time_point now) {
       continue;
     }
     if (want != desired.end() && served.phase == Served::Phase::failed) {
-      log_event("export {} (port {}) is {} again: starting it anew", want->second.export_name, want->second.port,
+      log_event("{} is {} again: starting it anew", describe(target_of(want->second, settings_.run_dir)),
                 want->second.status);
     } else if (served.phase != Served::Phase::failed && served.phase != Served::Phase::moving) {
       log_event("{} is {}: stopping its server", describe(served.target),
@@ -256,7 +269,8 @@ void Reconciler::sync(Clock::time_point now) {
 }
 
 bool Reconciler::keeps_serving(const Served& served, const NbdExport& e) const {
-  if (!(served.target == target_of(e))) return false;  // another name or port, or the row was created anew
+  if (!(served.target == target_of(e, settings_.run_dir)))
+    return false;  // another name or port, or the row was created anew
   // A server given up on leaves the export live only until its record of the failure is written; once it is, a
   // live export means another writer made it live again.
   return served.phase != Served::Phase::failed || writes_.waiting_for(e.id);
@@ -288,7 +302,7 @@ void Reconciler::follow_access(Served& served, const NbdExport& e, Clock::time_p
 
 void Reconciler::start(const NbdExport& e, Clock::time_point now) {
   Served& served = served_[e.id];
-  served.target = target_of(e);
+  served.target = target_of(e, settings_.run_dir);
   served.wanted = settings_for(settings_, e);
   served.spec_settings = served.wanted;
   try {
@@ -373,7 +387,8 @@ void Reconciler::on_serving(Served& served, const ServerEvent& event, Clock::tim
   }
   writes_.add(
       served.target.export_id, fmt::format("{}: recording its server", describe(served.target)),
-      [target = served.target, kind = supervisor_.kind(), unit = event.unit, address = settings_.listen_address,
+      [target = served.target, kind = supervisor_.kind(), unit = event.unit,
+       address = served.target.socket.empty() ? settings_.listen_address : served.target.socket,
        stale = served.stale](ExportStore& store) {
         store.record_server_serving(target.export_id, kind, unit, address, target.created_at);
         if (stale) store.record_server_settings_stale(target.export_id, stale, target.created_at);

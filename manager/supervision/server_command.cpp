@@ -19,6 +19,7 @@
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_counters.hpp"
 #include "nbdxm/file_descriptor.hpp"
+#include "nbdxm/process_identity.hpp"
 #include "serve_log.hpp"
 
 namespace nbdxm::supervision {
@@ -71,8 +72,11 @@ ServerSettings settings_of(const Json& j) {
 }
 
 Json target_json(const ServerTarget& t) {
-  return Json{
-      {"export_id", t.export_id}, {"export_name", t.export_name}, {"port", t.port}, {"created_at", t.created_at}};
+  return Json{{"export_id", t.export_id},
+              {"export_name", t.export_name},
+              {"port", t.port},
+              {"created_at", t.created_at},
+              {"socket", t.socket}};
 }
 
 ServerTarget target_of(const Json& j) {
@@ -81,6 +85,7 @@ ServerTarget target_of(const Json& j) {
   read_key(j, "export_name", t.export_name);
   read_key(j, "port", t.port);
   read_key(j, "created_at", t.created_at);
+  read_key(j, "socket", t.socket);
   return t;
 }
 
@@ -184,10 +189,24 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
 }
 
 std::string server_instance(const ServerSettings& settings, const ServerTarget& target) {
+  if (!target.socket.empty()) return target.socket;
   if (settings.listen_address.find(':') != std::string::npos) {
     return fmt::format("[{}]:{}", settings.listen_address, target.port);
   }
   return fmt::format("{}:{}", settings.listen_address, target.port);
+}
+
+std::string unix_socket_path(const std::string& run_dir, const std::string& export_name) {
+  return fmt::format("{}/exports/{}.sock", run_dir, export_name);
+}
+
+std::string listener_of(const ServerTarget& target) {
+  return target.socket.empty() ? fmt::format("port {}", target.port) : fmt::format("socket {}", target.socket);
+}
+
+int server_clients(const ServerTarget& target) {
+  if (!target.socket.empty()) return unix_socket_connections(target.socket);
+  return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
 }
 
 std::string server_spec_dir(const std::string& run_dir) { return run_dir + "/servers"; }
@@ -292,11 +311,11 @@ DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerT
   try {
     auto result = sync_spec_devices(path);
     for (const auto& failure : result.failures) {
-      cli::log_event("export {} (port {}): cannot sync {}", target.export_name, target.port, failure);
+      cli::log_event("export {} ({}): cannot sync {}", target.export_name, listener_of(target), failure);
     }
     return result;
   } catch (const Error& e) {
-    cli::log_event("export {} (port {}): cannot sync its devices: {}", target.export_name, target.port, e.what());
+    cli::log_event("export {} ({}): cannot sync its devices: {}", target.export_name, listener_of(target), e.what());
     return {{}, {}, {e.what()}};
   }
 }

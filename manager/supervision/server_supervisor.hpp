@@ -50,15 +50,20 @@ struct ServerSettings {
 // the server has no client.
 bool narrows_access(const ServerSettings& running, const ServerSettings& wanted);
 
-// The export a server is for. A different name or port is a different server, and so is a re-used row (`export
-// create` resets created_at): its clients must not be those of the old server.
+// The export a server is for. A different name, port or socket is a different server, and so is a re-used row
+// (`export create` resets created_at): its clients must not be those of the old server. A TCP export's server
+// listens on `port` (at the manager's listen address); a Unix-socket export's on `socket` (port 0).
 struct ServerTarget {
   int64_t export_id = 0;
   std::string export_name;
   int port = 0;
   std::string created_at;
+  std::string socket;  // <run-dir>/exports/<name>.sock for a unix export (unix_socket_path); empty for tcp
   bool operator==(const ServerTarget&) const = default;
 };
+
+// The group whose members may connect to Unix-socket exports (the package creates it).
+inline constexpr const char* kClientsGroup = "nbdxm-clients";
 
 // A server a backend found running when the manager started (adoption).
 struct RunningServer {
@@ -98,7 +103,7 @@ class ServerSupervisor {
   virtual void stop(const ServerTarget& target, Clock::time_point now) = 0;
   // Stop and start the export's server with the current settings (settings changed); its port stays bound.
   virtual void replace(const ServerTarget& target, Clock::time_point now) = 0;
-  // How many clients the export's server has now (from the kernel's socket table).
+  // How many clients the export's server has now (from the kernel's socket tables).
   virtual int clients(const ServerTarget& target) const = 0;
 
   // The manager's loop: the fds to poll and the next deadline, then one non-blocking step returning what happened.

@@ -41,7 +41,7 @@ std::string user_name() {
 // changes nothing. systemd does not ask polkit for a privileged caller (root). Interactive authorization is off
 // (sd-bus's default), so polkit answers at once instead of waiting for a password.
 void check_may_manage_units(SystemdBus& bus, const ServerSettings& settings, int first_port) {
-  const auto unit = SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, ""}));
+  const auto unit = SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, "", ""}));
   try {
     if (bus.load_state(unit) == "not-found") {
       throw Error(ExitCode::unavailable,
@@ -198,7 +198,7 @@ void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
       if (bus_->active_state(unit) == "failed") bus_->reset_failed_unit(unit);
     }
     std::vector<UnitProperty> properties{
-        {"Description", fmt::format("nbdxm export {} (port {})", server.target.export_name, server.target.port), 0,
+        {"Description", fmt::format("nbdxm export {} ({})", server.target.export_name, listener_of(server.target)), 0,
          true}};
     if (settings_.tasks_max > 0) properties.push_back({"TasksMax", "", settings_.tasks_max, false});
     if (settings_.memory_max > 0) properties.push_back({"MemoryMax", "", settings_.memory_max, false});
@@ -311,9 +311,7 @@ void SystemdSupervisor::replace(const ServerTarget& target, Clock::time_point no
   begin_stop(*s, now);
 }
 
-int SystemdSupervisor::clients(const ServerTarget& target) const {
-  return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
-}
+int SystemdSupervisor::clients(const ServerTarget& target) const { return server_clients(target); }
 
 void SystemdSupervisor::collect_fds(std::vector<pollfd>& fds) { fds.push_back(pollfd{bus_->fd(), bus_->events(), 0}); }
 
