@@ -98,6 +98,7 @@ class ServerFactsReader {
     if (!e.live() || record == servers_.end() || !record->second.running()) return facts;
     facts.supervisor = *record->second.supervisor;
     if (record->second.unit) facts.unit = *record->second.unit;
+    if (e.transport == "shared") return facts;  // one server for every shared export: not counted per export
     if (e.transport == "unix") {
       facts.connections = unix_socket_connections(record->second.listen_address.value_or(""));
       return facts;
@@ -123,15 +124,24 @@ Json optional_json(const std::optional<std::string>& value) { return value ? Jso
 std::string tls_psk_file(const GlobalOptions& options, const NbdExport& e) {
   if (!e.tls) return {};
   return supervision::tls_psk_path(supervision::canonical_db_path(options.db),
-                                   {e.id, e.export_name, e.port, e.created_at, ""});
+                                   {e.id, e.export_name, e.port, e.created_at, "", ""});
 }
 
 // Where a live export's server listens, from where the manager recorded it listening (its listen address, or a
 // unix export's socket path); nullopt while none is recorded.
+// A shared export's listener is the shared server's: ADDR:PORT ([ADDR]:PORT for IPv6) or a socket path.
 std::optional<NbdEndpoint> endpoint_of(const NbdExport& e, const std::optional<std::string>& listener) {
   if (!e.live() || !listener) return std::nullopt;
-  if (e.transport == "unix") return NbdEndpoint{"", 0, *listener};
-  return NbdEndpoint{*listener, e.port, ""};
+  if (e.transport == "unix" || (e.transport == "shared" && listener->starts_with("/"))) {
+    return NbdEndpoint{"", 0, *listener};
+  }
+  if (e.transport == "tcp") return NbdEndpoint{*listener, e.port, ""};
+  const auto colon = listener->rfind(':');
+  std::string address = listener->substr(0, colon);
+  if (address.starts_with("[")) address = address.substr(1, address.size() - 2);
+  int port = 0;
+  std::from_chars(listener->data() + colon + 1, listener->data() + listener->size(), port);
+  return NbdEndpoint{address, port, ""};
 }
 
 // Where and how clients reach the export.
@@ -160,6 +170,7 @@ struct CreateArgs {
   std::optional<std::string> allow_from;
   std::optional<std::string> durability;  // default: the manager's (`serve --durability`)
   std::optional<std::string> transport;   // tcp or unix; default: the manager's (`serve --transport`)
+  bool shared = false;                    // reachable on the manager's shared listener, by name
   double timeout = 10;
 };
 
@@ -192,7 +203,38 @@ bool can_handshake(const NbdExport& e, const std::string& key) {
 
 // Where the manager's server of the export listens: its listen address, or a unix export's socket.
 std::string listener_of(const NbdExport& e, const ManagerInstance& manager) {
-  return e.transport == "unix" ? supervision::unix_socket_path(manager.run_dir, e.export_name) : manager.listen_address;
+  if (e.transport == "unix") return supervision::unix_socket_path(manager.run_dir, e.export_name);
+  if (e.transport == "shared") return manager.shared_listener.value_or("");
+  return manager.listen_address;
+}
+
+// The transport `export create` asks for; throws Error(usage) for a combination the transport cannot hold.
+std::string transport_of(const CreateArgs& args, const ManagerInstance& manager, bool tls) {
+  if (!args.shared) return args.transport.value_or(manager.transport_default);
+  if (args.transport) {
+    throw Error(ExitCode::usage, fmt::format("--shared and --transport {} name two transports; give one of them",
+                                             printable(*args.transport)));
+  }
+  if (tls) {
+    throw Error(ExitCode::usage,
+                fmt::format("--shared cannot be used with TLS{}: one server serves every shared export, and nbdkit "
+                            "1.32 does not tell it which pre-shared key a client used, so it cannot hold each export "
+                            "to its own key; use --transport tcp or unix for a TLS export, or --no-tls",
+                            args.tls_option != nullptr && args.tls_option->count() > 0
+                                ? ""
+                                : " (the manager's default, `serve --tls require`)"));
+  }
+  if (args.allow_from) {
+    throw Error(ExitCode::usage,
+                "--shared cannot be used with --allow-from: the shared server checks a client before "
+                "it names an export; use --transport tcp or unix for an export with an allowlist");
+  }
+  if (!manager.shared_listener) {
+    throw Error(ExitCode::unavailable,
+                "--shared: the running manager has no shared listener; start it with "
+                "`nbdxm serve --shared-listener 127.0.0.1:10809` (or --shared-socket PATH)");
+  }
+  return "shared";
 }
 
 // The allowlist of --allow-from for the transport, canonical; throws Error(usage) when its kind is not the
@@ -279,7 +321,7 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
                             *args.port, manager->port_low, manager->port_high));
   }
   const bool tls = args.tls_option != nullptr && args.tls_option->count() > 0 ? args.tls : manager->tls_default;
-  const std::string transport = args.transport.value_or(manager->transport_default);
+  const std::string transport = transport_of(args, *manager, tls);
   if (args.port && transport != "tcp") {
     throw Error(ExitCode::usage, fmt::format("--port is for tcp exports; a {} export has no port of its own (leave "
                                              "--port out, or use --transport tcp)",
@@ -301,8 +343,9 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
               {"device_path", served.device_path},
               {"durability", served.durability}};
   add_access(result, options, served, listener_of(served, *manager));
-  const std::string where = served.transport == "unix" ? fmt::format("socket {}", result["socket"].get<std::string>())
-                                                       : fmt::format("port   {}", served.port);
+  const std::string where = served.transport == "tcp"
+                                ? fmt::format("port   {}", served.port)
+                                : fmt::format("{} {}", served.transport, listener_of(served, *manager));
   std::string text =
       fmt::format("name   {}\n{}\nstate  {}\nuri    {}\n", printable(served.export_name), printable(where),
                   printable(served.status), printable(result["uri"].get<std::string>()));
@@ -560,6 +603,9 @@ void register_export_commands(CLI::App& app, GlobalOptions& options) {
                 "tcp (its own port) or unix (its own socket <run-dir>/exports/NAME.sock, mode 0660, group "
                 "nbdxm-clients); default: the manager's `serve --transport`")
       ->check(CLI::IsMember({"tcp", "unix"}));
+  c->add_flag("--shared", create->shared,
+              "Reachable by name on the manager's shared listener (`serve --shared-listener`), with every other "
+              "shared export, instead of on a listener of its own; not with TLS or --allow-from");
   create->tls_option =
       c->add_flag("--tls,!--no-tls", create->tls,
                   "Require TLS with a key of the export's own (a new random 256-bit PSK, identity the export's name, "

@@ -127,6 +127,12 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   me.version = NBDXM_VERSION;
   me.durability = config.durability;
   me.transport_default = config.transport;
+  const auto shared = config.shared_target();
+  if (shared) {
+    supervision::ServerSettings listener;
+    listener.listen_address = config.listen;
+    me.shared_listener = supervision::server_instance(listener, *shared);
+  }
   store.register_manager(me, still_running);
   log_event("manager pid {} for store {}: servers on {} ports {}, run directory {}, nbdkit {}, plugin {}", self->pid,
             db_path, config.listen, ports.str(), config.run_dir, config.nbdkit, config.plugin);
@@ -150,6 +156,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
     const auto supervisor = supervision::make_supervisor(config.supervisor_kind(), settings, ports.low);
     kind = supervisor->kind();
     supervision::Reconciler reconciler(settings, ports, store, *supervisor);
+    if (shared) reconciler.serve_shared(*shared);
     left_running = reconciler.run(signals.get());
   } catch (...) {
     try {

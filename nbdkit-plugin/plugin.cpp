@@ -156,6 +156,10 @@ int nbdxm_config(const char* key, const char* value) {
       const int allow = nbdkit_parse_bool(value);
       if (allow == -1) return -1;
       options.device_rules.allow_uncorrelated = allow == 1;
+    } else if (k == "shared") {
+      const int shared = nbdkit_parse_bool(value);
+      if (shared == -1) return -1;
+      options.shared = shared == 1;
     } else if (k == "allow-from") {
       try {
         allowlist = nbdxm::ClientAllowlist::parse(value);
@@ -184,6 +188,10 @@ int nbdxm_config(const char* key, const char* value) {
 int nbdxm_config_complete() {
   if (options.db_path.empty()) {
     log_error("the db=PATH parameter is required: the nbdxm state store to serve exports from");
+    return -1;
+  }
+  if (options.shared && options.pinned_export) {
+    log_error("shared=true serves every shared export by name; leave export= out");
     return -1;
   }
   return 0;
@@ -418,6 +426,7 @@ struct nbdkit_plugin make_plugin() {
       "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).\n"
       "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any);\n"
       "allow-from=uid:N,gid:N   on a Unix socket: only clients of these uids or primary gids (SO_PEERCRED).\n"
+      "shared=BOOL              Serve by name only the exports recorded as shared; list none (default false).\n"
       "counters-dir=DIR         Count each export's requests in DIR/<id>-<created>.bin and record failed syncs\n"
       "                         there for the manager (nbdxm serve passes <run-dir>/counters).";
   p.magic_config_key = "db";

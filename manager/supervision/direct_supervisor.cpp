@@ -126,7 +126,7 @@ bool DirectSupervisor::bind_socket(Server& server, std::vector<ServerEvent>& eve
   if (!server.target.socket.empty()) return bind_unix_socket(server, events);
   int error = 0;
   try {
-    server.socket = listen_on(settings_.listen_address, server.target.port);
+    server.socket = listen_on(listen_address_of(settings_, server.target), server.target.port);
     if (server.socket.valid()) return true;
     error = errno;
   } catch (const Error&) {

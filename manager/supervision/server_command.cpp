@@ -41,7 +41,8 @@ Json settings_json(const ServerSettings& s) {
               {"tasks_max", s.tasks_max},
               {"memory_max", s.memory_max},
               {"tls", s.tls},
-              {"allow_from", s.allow_from}};
+              {"allow_from", s.allow_from},
+              {"shared", s.shared}};
 }
 
 // Specs written by another version of nbdxm are read too: unknown keys are ignored, and a missing key keeps its
@@ -68,15 +69,13 @@ ServerSettings settings_of(const Json& j) {
   read_key(j, "memory_max", s.memory_max);
   read_key(j, "tls", s.tls);
   read_key(j, "allow_from", s.allow_from);
+  read_key(j, "shared", s.shared);
   return s;
 }
 
 Json target_json(const ServerTarget& t) {
-  return Json{{"export_id", t.export_id},
-              {"export_name", t.export_name},
-              {"port", t.port},
-              {"created_at", t.created_at},
-              {"socket", t.socket}};
+  return Json{{"export_id", t.export_id},   {"export_name", t.export_name}, {"port", t.port},
+              {"created_at", t.created_at}, {"socket", t.socket},           {"address", t.address}};
 }
 
 ServerTarget target_of(const Json& j) {
@@ -86,6 +85,7 @@ ServerTarget target_of(const Json& j) {
   read_key(j, "port", t.port);
   read_key(j, "created_at", t.created_at);
   read_key(j, "socket", t.socket);
+  read_key(j, "address", t.address);
   return t;
 }
 
@@ -160,6 +160,7 @@ std::string describe_difference(const ServerSettings& running, const ServerSetti
   note("tls", running.tls ? "require" : "off", wanted.tls ? "require" : "off");
   note("allow-from", running.allow_from.empty() ? "any" : running.allow_from,
        wanted.allow_from.empty() ? "any" : wanted.allow_from);
+  note("shared", running.shared, wanted.shared);
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
@@ -177,9 +178,13 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
     argv.push_back("--tls=require");
     argv.push_back("--tls-psk=" + tls_psk_path(settings.db_path, target));
   }
-  argv.insert(argv.end(), {settings.plugin, "db=" + settings.db_path, "export=" + target.export_name,
-                           "byid-dir=" + settings.byid_dir, "limit=" + std::to_string(settings.max_connections),
-                           "counters-dir=" + counters_dir(settings.run_dir)});
+  argv.insert(
+      argv.end(),
+      {settings.plugin, "db=" + settings.db_path, settings.shared ? "shared=true" : "export=" + target.export_name,
+       // max-connections is per export: the shared server, which serves them all, cannot
+       // apply it (its limit would be shared by every export), so it has none.
+       "byid-dir=" + settings.byid_dir, "limit=" + std::to_string(settings.shared ? 0 : settings.max_connections),
+       "counters-dir=" + counters_dir(settings.run_dir)});
   // The plugin refuses a client the list does not admit, before the handshake (nbdkit 1.32's ip filter, as Debian
   // builds it, cannot parse addresses).
   if (!settings.allow_from.empty()) argv.push_back("allow-from=" + settings.allow_from);
@@ -190,10 +195,13 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
 
 std::string server_instance(const ServerSettings& settings, const ServerTarget& target) {
   if (!target.socket.empty()) return target.socket;
-  if (settings.listen_address.find(':') != std::string::npos) {
-    return fmt::format("[{}]:{}", settings.listen_address, target.port);
-  }
-  return fmt::format("{}:{}", settings.listen_address, target.port);
+  const std::string& address = listen_address_of(settings, target);
+  if (address.find(':') != std::string::npos) return fmt::format("[{}]:{}", address, target.port);
+  return fmt::format("{}:{}", address, target.port);
+}
+
+const std::string& listen_address_of(const ServerSettings& settings, const ServerTarget& target) {
+  return target.address.empty() ? settings.listen_address : target.address;
 }
 
 std::string unix_socket_path(const std::string& run_dir, const std::string& export_name) {

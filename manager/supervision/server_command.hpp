@@ -30,6 +30,8 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
 // `127.0.0.1:10810`, or `[::1]:10810` for an IPv6 listen address; a Unix-socket export's socket path (the socket
 // unit's ListenStream=%I takes either).
 std::string server_instance(const ServerSettings& settings, const ServerTarget& target);
+// The address a TCP server of the target listens at: the target's own (the shared listener's), else the manager's.
+const std::string& listen_address_of(const ServerSettings& settings, const ServerTarget& target);
 // Where a Unix-socket export's server listens: <run-dir>/exports/<name>.sock.
 std::string unix_socket_path(const std::string& run_dir, const std::string& export_name);
 // "port 10810" or "socket /run/nbdxm/exports/NAME.sock", for log lines.

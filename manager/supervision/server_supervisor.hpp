@@ -41,6 +41,7 @@ struct ServerSettings {
   // Who may reach the export: its own, from the export's row (`export create --tls`, `--allow-from`).
   bool tls = false;        // TLS required, with the export's pre-shared key (tls_psk_path)
   std::string allow_from;  // canonical CIDRs, comma-separated (the plugin's allow-from=); empty: any client
+  bool shared = false;     // the shared server: every shared export by name (the plugin's shared=true)
   bool operator==(const ServerSettings&) const = default;
 };
 
@@ -58,9 +59,14 @@ struct ServerTarget {
   std::string export_name;
   int port = 0;
   std::string created_at;
-  std::string socket;  // <run-dir>/exports/<name>.sock for a unix export (unix_socket_path); empty for tcp
+  std::string socket;   // <run-dir>/exports/<name>.sock for a unix export (unix_socket_path); empty for tcp
+  std::string address;  // a TCP listener's address when it is not the manager's (the shared listener's)
   bool operator==(const ServerTarget&) const = default;
 };
+
+// The manager's shared server (`nbdxm serve --shared-listener`, `--shared-socket`) is run as a target of no export:
+// export_id 0, this name.
+inline constexpr const char* kSharedServerName = "(shared)";
 
 // The group whose members may connect to Unix-socket exports (the package creates it).
 inline constexpr const char* kClientsGroup = "nbdxm-clients";

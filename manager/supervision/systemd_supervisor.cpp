@@ -41,7 +41,8 @@ std::string user_name() {
 // changes nothing. systemd does not ask polkit for a privileged caller (root). Interactive authorization is off
 // (sd-bus's default), so polkit answers at once instead of waiting for a password.
 void check_may_manage_units(SystemdBus& bus, const ServerSettings& settings, int first_port) {
-  const auto unit = SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, "", ""}));
+  const auto unit =
+      SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, "", "", ""}));
   try {
     if (bus.load_state(unit) == "not-found") {
       throw Error(ExitCode::unavailable,

@@ -118,6 +118,12 @@ std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& re
                             printable_export_name(name)));
   }
   const NbdExport& found = *admission.found;
+  if (options_.shared && found.transport != "shared") {
+    // Said as for an unknown name: the shared port must not tell which other exports exist.
+    throw Error(ExitCode::not_found, fmt::format("export {} is not reachable on the shared listener (its transport "
+                                                 "is {}); a client that knows the name was refused",
+                                                 printable_export_name(name), found.transport));
+  }
   std::shared_ptr<ExportCounters> counters = counters_of(found);
   if (found.status != "active") {
     if (counters) counters->refused(ExportCounters::Refusal::not_active);
@@ -160,6 +166,7 @@ std::shared_ptr<ExportCounters> ExportConnector::counters_of(const NbdExport& e)
 
 std::vector<NbdExport> ExportConnector::served_exports() {
   std::vector<NbdExport> served;
+  if (options_.shared) return served;  // the shared listener names no export
   for (auto& e : watcher_.active_exports()) {
     if (!options_.pinned_export || e.export_name == *options_.pinned_export) served.push_back(std::move(e));
   }
