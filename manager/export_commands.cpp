@@ -368,6 +368,9 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
       const auto facts = servers.facts(e);
       Json row = to_json(e);
       add_access(row, options, e, servers.record(e.id).listen_address);
+      // The list names no key file (`export show` does): a TLS export's URI holds its path.
+      row.erase("tls_psk_file");
+      if (e.tls) row["uri"] = nullptr;
       row["connections"] = facts.connections;
       row["supervisor"] = facts.supervisor;
       row["unit"] = facts.unit;
