@@ -648,3 +648,82 @@ CREATE TRIGGER nbd_exports_delete_deletes_counters AFTER DELETE ON nbd_exports
 BEGIN
     DELETE FROM export_counters WHERE export_id = OLD.id;
 END;
+
+-- How clients reach an export (`nbdxm export create --transport tcp|unix`, `--shared`): its `transport`.
+-- - tcp: its own server listens on its own TCP port, `port`, on the manager's listen address. Port uniqueness among
+--   live exports is an invariant of the store for these exports only (idx_nbd_exports_live_port, rebuilt below).
+-- - unix: its own server listens on the Unix socket <run-dir>/exports/<export_name>.sock (mode 0660, group
+--   nbdxm-clients), which follows from the export's name (unique) and the manager's run directory
+--   (export_manager.run_dir): no path is stored, as no copy of a device path is.
+-- - shared: no server of its own; the manager's one shared server (export_manager.shared_listener) serves it by
+--   name, together with every other live shared export.
+-- So an export's listeners are recorded by its transport: a port of its own (tcp), a socket named after it (unix),
+-- or the manager's shared listener (shared). Only a tcp export's `port` is a listener. The column stays NOT NULL
+-- (SQLite cannot drop a NOT NULL constraint without rebuilding the table, which the cascades of other tables'
+-- rows forbid in a migration); a unix or shared export records 10809, NBD's well-known port, and names no listener
+-- with it: readers must look at `transport` first, and export_devices shows such an export's port as NULL.
+-- The server record of a unix export (export_servers.listen_address) holds its socket's path.
+ALTER TABLE nbd_exports ADD COLUMN transport TEXT NOT NULL DEFAULT 'tcp'
+    CONSTRAINT export_transport_valid CHECK (transport IN ('tcp', 'unix', 'shared'));
+-- Who may reach a unix export: `allow_peers` lists uid:N and gid:N items (numbers, comma-separated, no spaces); its
+-- server admits a client whose uid, or whose primary gid, is listed (SO_PEERCRED), NULL for any client that can open
+-- the socket. `allow_from` (addresses) is for tcp exports only, `allow_peers` for unix exports only; `tls` is refused
+-- for shared exports (nbdkit 1.32 does not tell the plugin which pre-shared key a client used, so one server cannot
+-- hold each export to its own key). The CLI checks each item fully.
+ALTER TABLE nbd_exports ADD COLUMN allow_peers TEXT
+    CONSTRAINT export_allow_peers_format
+    CHECK (allow_peers IS NULL
+           OR (length(allow_peers) BETWEEN 5 AND 1000 AND allow_peers NOT GLOB '*[^0-9uidg:,]*'
+               AND (allow_peers GLOB 'uid:[0-9]*' OR allow_peers GLOB 'gid:[0-9]*')
+               AND allow_peers NOT GLOB '*,' AND allow_peers NOT GLOB '*,,*' AND allow_peers NOT GLOB '*:'
+               AND allow_peers NOT GLOB '*:,*' AND allow_peers NOT GLOB '*[0-9]u*' AND allow_peers NOT GLOB '*[0-9]g*'
+               AND allow_peers NOT GLOB '*,[^ug]*'));
+
+-- The transport's rules, for every writer (a trigger: a column added by ALTER TABLE cannot carry a table constraint).
+CREATE TRIGGER nbd_exports_transport_rules_insert BEFORE INSERT ON nbd_exports
+BEGIN
+    SELECT RAISE(ABORT, 'allow_from (client addresses) is for tcp exports; a unix export takes allow_peers (uid:N, gid:N)')
+    WHERE NEW.allow_from IS NOT NULL AND NEW.transport <> 'tcp';
+    SELECT RAISE(ABORT, 'allow_peers (uid:N, gid:N) is for unix exports; a tcp export takes allow_from (addresses)')
+    WHERE NEW.allow_peers IS NOT NULL AND NEW.transport <> 'unix';
+    SELECT RAISE(ABORT, 'a shared export cannot require TLS: the shared server cannot tell which key a client used')
+    WHERE NEW.tls = 1 AND NEW.transport = 'shared';
+END;
+CREATE TRIGGER nbd_exports_transport_rules_update BEFORE UPDATE OF transport, allow_from, allow_peers, tls ON nbd_exports
+BEGIN
+    SELECT RAISE(ABORT, 'allow_from (client addresses) is for tcp exports; a unix export takes allow_peers (uid:N, gid:N)')
+    WHERE NEW.allow_from IS NOT NULL AND NEW.transport <> 'tcp';
+    SELECT RAISE(ABORT, 'allow_peers (uid:N, gid:N) is for unix exports; a tcp export takes allow_from (addresses)')
+    WHERE NEW.allow_peers IS NOT NULL AND NEW.transport <> 'unix';
+    SELECT RAISE(ABORT, 'a shared export cannot require TLS: the shared server cannot tell which key a client used')
+    WHERE NEW.tls = 1 AND NEW.transport = 'shared';
+END;
+
+-- At most one live export per port: tcp exports only (unix and shared exports have no port of their own).
+DROP INDEX idx_nbd_exports_live_port;
+CREATE UNIQUE INDEX idx_nbd_exports_live_port ON nbd_exports (port)
+    WHERE status IN ('pending', 'active') AND transport = 'tcp';
+
+-- The manager's defaults and its shared listener (`nbdxm serve --transport`, `--shared-listener ADDR:PORT` or
+-- `--shared-socket PATH`; NULL: no shared server runs, and `export create --shared` is refused).
+ALTER TABLE export_manager ADD COLUMN transport_default TEXT NOT NULL DEFAULT 'tcp'
+    CONSTRAINT manager_transport_default_valid CHECK (transport_default IN ('tcp', 'unix'));
+ALTER TABLE export_manager ADD COLUMN shared_listener TEXT
+    CONSTRAINT manager_shared_listener_length CHECK (shared_listener IS NULL OR length(shared_listener) BETWEEN 1 AND 255);
+
+DROP VIEW export_devices;
+CREATE VIEW export_devices AS
+SELECT e.id AS export_id, e.export_name, CASE WHEN e.transport = 'tcp' THEN e.port END AS port,
+       CASE WHEN (e.status = 'pending' OR e.status = 'active')
+                 AND (j.status = 'completed' OR j.status = 'failed' OR j.status = 'cancelled')
+            THEN 'revoked' ELSE e.status END AS status,
+       CASE WHEN (e.status = 'pending' OR e.status = 'active')
+                 AND (j.status = 'completed' OR j.status = 'failed' OR j.status = 'cancelled')
+            THEN 'job ' || j.id || ' has ended (' || j.status || ')' ELSE e.status_reason END AS status_reason,
+       e.job_id, e.vm_disk_id, d.disk_id, m.id AS device_mapping_id, m.volume_uuid, m.device_path, m.operation_mode,
+       m.requires_device_correlation, m.size, e.created_at, e.updated_at, e.tls, e.allow_from, e.durability,
+       e.transport, e.allow_peers
+FROM nbd_exports e
+JOIN replication_jobs j ON j.id = e.job_id
+JOIN vm_disks d ON d.id = e.vm_disk_id AND d.job_id = e.job_id
+JOIN device_mappings m ON m.id = e.device_mapping_id;

@@ -17,6 +17,7 @@
 #include "commands.hpp"
 #include "export_progress.hpp"
 #include "nbd_handshake.hpp"
+#include "nbdxm/client_allowlist.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/device_resolver.hpp"
 #include "nbdxm/error.hpp"
@@ -99,6 +100,11 @@ class ServerFactsReader {
     if (!e.live() || record == servers_.end() || !record->second.running()) return facts;
     facts.supervisor = *record->second.supervisor;
     if (record->second.unit) facts.unit = *record->second.unit;
+    if (e.transport == "shared") return facts;  // one server for every shared export: not counted per export
+    if (e.transport == "unix") {
+      facts.connections = unix_socket_connections(record->second.listen_address.value_or(""));
+      return facts;
+    }
     if (!sockets_) sockets_ = TcpSocketTable::read();
     facts.connections = sockets_->connection_inodes(e.port).size();
     return facts;
@@ -120,18 +126,38 @@ Json optional_json(const std::optional<std::string>& value) { return value ? Jso
 std::string tls_psk_file(const GlobalOptions& options, const NbdExport& e) {
   if (!e.tls) return {};
   return supervision::tls_psk_path(supervision::canonical_db_path(options.db),
-                                   {e.id, e.export_name, e.port, e.created_at});
+                                   {e.id, e.export_name, e.port, e.created_at, "", ""});
+}
+
+// Where a live export's server listens, from where the manager recorded it listening (its listen address, or a
+// unix export's socket path); nullopt while none is recorded.
+// A shared export's listener is the shared server's: ADDR:PORT ([ADDR]:PORT for IPv6) or a socket path.
+std::optional<NbdEndpoint> endpoint_of(const NbdExport& e, const std::optional<std::string>& listener) {
+  if (!e.live() || !listener) return std::nullopt;
+  if (e.transport == "unix" || (e.transport == "shared" && listener->starts_with("/"))) {
+    return NbdEndpoint{"", 0, *listener};
+  }
+  if (e.transport == "tcp") return NbdEndpoint{*listener, e.port, ""};
+  const auto colon = listener->rfind(':');
+  std::string address = listener->substr(0, colon);
+  if (address.starts_with("[")) address = address.substr(1, address.size() - 2);
+  int port = 0;
+  std::from_chars(listener->data() + colon + 1, listener->data() + listener->size(), port);
+  return NbdEndpoint{address, port, ""};
 }
 
 // Where and how clients reach the export.
 void add_access(Json& object, const GlobalOptions& options, const NbdExport& e,
-                const std::optional<std::string>& listen_address) {
+                const std::optional<std::string>& listener) {
   const std::string key = tls_psk_file(options, e);
+  const auto endpoint = endpoint_of(e, listener);
+  object["transport"] = e.transport;
+  object["port"] = e.transport == "tcp" ? Json(e.port) : Json(nullptr);
+  object["socket"] = endpoint && !endpoint->socket.empty() ? Json(endpoint->socket) : Json(nullptr);
   object["tls"] = e.tls;
   object["tls_psk_file"] = key.empty() ? Json(nullptr) : Json(key);
-  object["allow_from"] = optional_json(e.allow_from);
-  object["uri"] =
-      e.live() && listen_address ? Json(nbd_uri(*listen_address, e.port, e.export_name, key)) : Json(nullptr);
+  object["allow_from"] = optional_json(e.allowed_clients());
+  object["uri"] = endpoint ? Json(nbd_uri(*endpoint, e.export_name, key)) : Json(nullptr);
 }
 
 // ---- create -------------------------------------------------------------------------------------------------------
@@ -145,6 +171,8 @@ struct CreateArgs {
   CLI::Option* tls_option = nullptr;  // given (--tls or --no-tls), or the manager's default
   std::optional<std::string> allow_from;
   std::optional<std::string> durability;  // default: the manager's (`serve --durability`)
+  std::optional<std::string> transport;   // tcp or unix; default: the manager's (`serve --transport`)
+  bool shared = false;                    // reachable on the manager's shared listener, by name
   double timeout = 10;
 };
 
@@ -172,7 +200,61 @@ std::string refusal_reason(const NbdExport& e, const ManagerInstance& manager) {
 // a client an allowlist admits, which it cannot know (its source address is the kernel's choice). When it cannot,
 // the manager's word (the export active: its server is up on the port) is taken.
 bool can_handshake(const NbdExport& e, const std::string& key) {
-  return !e.allow_from && (key.empty() || ::access(key.c_str(), R_OK) == 0);
+  return !e.allowed_clients() && (key.empty() || ::access(key.c_str(), R_OK) == 0);
+}
+
+// Where the manager's server of the export listens: its listen address, or a unix export's socket.
+std::string listener_of(const NbdExport& e, const ManagerInstance& manager) {
+  if (e.transport == "unix") return supervision::unix_socket_path(manager.run_dir, e.export_name);
+  if (e.transport == "shared") return manager.shared_listener.value_or("");
+  return manager.listen_address;
+}
+
+// The transport `export create` asks for; throws Error(usage) for a combination the transport cannot hold.
+std::string transport_of(const CreateArgs& args, const ManagerInstance& manager, bool tls) {
+  if (!args.shared) return args.transport.value_or(manager.transport_default);
+  if (args.transport) {
+    throw Error(ExitCode::usage, fmt::format("--shared and --transport {} name two transports; give one of them",
+                                             printable(*args.transport)));
+  }
+  if (tls) {
+    throw Error(ExitCode::usage,
+                fmt::format("--shared cannot be used with TLS{}: one server serves every shared export, and nbdkit "
+                            "1.32 does not tell it which pre-shared key a client used, so it cannot hold each export "
+                            "to its own key; use --transport tcp or unix for a TLS export, or --no-tls",
+                            args.tls_option != nullptr && args.tls_option->count() > 0
+                                ? ""
+                                : " (the manager's default, `serve --tls require`)"));
+  }
+  if (args.allow_from) {
+    throw Error(ExitCode::usage,
+                "--shared cannot be used with --allow-from: the shared server checks a client before "
+                "it names an export; use --transport tcp or unix for an export with an allowlist");
+  }
+  if (!manager.shared_listener) {
+    throw Error(ExitCode::unavailable,
+                "--shared: the running manager has no shared listener; start it with "
+                "`nbdxm serve --shared-listener 127.0.0.1:10809` (or --shared-socket PATH)");
+  }
+  return "shared";
+}
+
+// The allowlist of --allow-from for the transport, canonical; throws Error(usage) when its kind is not the
+// transport's (addresses for tcp, uid/gid rules for unix).
+std::optional<std::string> allowlist_for(const std::optional<std::string>& given, const std::string& transport) {
+  if (!given) return std::nullopt;
+  const ClientAllowlist list = ClientAllowlist::parse(*given);
+  if (transport == "unix" && !list.for_unix_peers()) {
+    throw Error(ExitCode::usage, fmt::format("--allow-from {} lists addresses, which a unix export has no use for; "
+                                             "give uid:N or gid:N rules (numbers or names), e.g. gid:nbdxm-clients",
+                                             printable(*given)));
+  }
+  if (transport != "unix" && list.for_unix_peers()) {
+    throw Error(ExitCode::usage, fmt::format("--allow-from {} lists uid/gid rules, which only a unix export can "
+                                             "check; give addresses for a {} export, or use --transport unix",
+                                             printable(*given), transport));
+  }
+  return list.str();
 }
 
 NbdExport wait_until_served(Store& store, const NbdExport& created, const ManagerInstance& manager,
@@ -198,7 +280,7 @@ NbdExport wait_until_served(Store& store, const NbdExport& created, const Manage
       }
       if (now->status == "active") {
         if (!can_handshake(*now, key)) return *now;
-        const auto handshake = nbd_handshake(manager.listen_address, now->port, now->export_name, key);
+        const auto handshake = nbd_handshake(*endpoint_of(*now, listener_of(*now, manager)), now->export_name, key);
         if (handshake.ok) return *now;
         if (handshake.refused) {
           fail_created(store, *now, refusal_reason(*now, manager),
@@ -241,12 +323,17 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
                             *args.port, manager->port_low, manager->port_high));
   }
   const bool tls = args.tls_option != nullptr && args.tls_option->count() > 0 ? args.tls : manager->tls_default;
-  std::optional<std::string> allow_from;
-  if (args.allow_from) allow_from = values::canonical_allow_from(*args.allow_from);
+  const std::string transport = transport_of(args, *manager, tls);
+  if (args.port && transport != "tcp") {
+    throw Error(ExitCode::usage, fmt::format("--port is for tcp exports; a {} export has no port of its own (leave "
+                                             "--port out, or use --transport tcp)",
+                                             transport));
+  }
+  const std::optional<std::string> allow_from = allowlist_for(args.allow_from, transport);
   const PortAllocator ports(PortRange{manager->port_low, manager->port_high}, manager->listen_address);
   const NbdExport created = store.exports.create_export(
-      {args.job_id, args.disk_id, args.name, args.port, args.durability.value_or(manager->durability)}, ports,
-      {tls, allow_from});
+      {args.job_id, args.disk_id, args.name, args.port, args.durability.value_or(manager->durability), transport},
+      ports, {tls, allow_from});
   const std::string key = tls_psk_file(options, created);
   const NbdExport served = wait_until_served(store, created, *manager, key, timeout);
   Json result{{"name", served.export_name},
@@ -257,11 +344,15 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
               {"volume_uuid", served.volume_uuid},
               {"device_path", served.device_path},
               {"durability", served.durability}};
-  add_access(result, options, served, manager->listen_address);
-  std::string text = fmt::format("name   {}\nport   {}\nstate  {}\nuri    {}\n", printable(served.export_name),
-                                 served.port, printable(served.status), printable(result["uri"].get<std::string>()));
+  add_access(result, options, served, listener_of(served, *manager));
+  const std::string where = served.transport == "tcp"
+                                ? fmt::format("port   {}", served.port)
+                                : fmt::format("{} {}", served.transport, listener_of(served, *manager));
+  std::string text =
+      fmt::format("name   {}\n{}\nstate  {}\nuri    {}\n", printable(served.export_name), printable(where),
+                  printable(served.status), printable(result["uri"].get<std::string>()));
   if (served.tls) text += fmt::format("tls    require, key {}\n", printable(key));
-  if (served.allow_from) text += fmt::format("allow  {}\n", printable(*served.allow_from));
+  if (served.allowed_clients()) text += fmt::format("allow  {}\n", printable(*served.allowed_clients()));
   print_result(options, result, text);
 }
 
@@ -279,6 +370,10 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
     for (const auto& e : exports) {
       const auto facts = servers.facts(e);
       Json row = to_json(e);
+      add_access(row, options, e, servers.record(e.id).listen_address);
+      // The list names no key file (`export show` does): a TLS export's URI holds its path.
+      row.erase("tls_psk_file");
+      if (e.tls) row["uri"] = nullptr;
       row["connections"] = facts.connections;
       row["supervisor"] = facts.supervisor;
       row["unit"] = facts.unit;
@@ -295,7 +390,7 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   for (const auto& e : exports) {
     const auto facts = servers.facts(e);
     auto progress = progress_cells(counters_of(counters, e.id));
-    cells.push_back({printable(e.export_name), std::to_string(e.port), printable(e.status), printable(e.job_id),
+    cells.push_back({printable(e.export_name), e.transport == "tcp" ? std::to_string(e.port) : printable(e.transport), printable(e.status), printable(e.job_id),
                      printable(e.disk_id), printable(e.volume_uuid), printable(e.device_path),
                      text_value(facts.connections), text_value(facts.supervisor), std::move(progress[0]),
                      std::move(progress[1]), std::move(progress[2]), printable(e.created_at)});
@@ -469,7 +564,8 @@ void revoke_command(const GlobalOptions& options, const RevokeArgs& args) {
                         {"status_reason", optional_json(r.target.status_reason)}});
     text +=
         r.revoked_now
-            ? fmt::format("revoked export {}; port {} is free\n", printable(r.target.export_name), r.target.port)
+            ? fmt::format("revoked export {}{}\n", printable(r.target.export_name),
+                          r.target.transport == "tcp" ? fmt::format("; port {} is free", r.target.port) : "")
             : fmt::format("export {} was already {}\n", printable(r.target.export_name), printable(r.target.status));
   }
   if (revocations.empty()) text = "no exports to revoke\n";
@@ -510,15 +606,24 @@ void register_export_commands(CLI::App& app, GlobalOptions& options) {
   c->add_option("--job", create->job_id, "The job (must be running)")->required();
   c->add_option("--disk-id", create->disk_id, "The job's disk (linked to an 'oma' volume)")->required();
   c->add_option("--name", create->name, "Export name (default migration-vol-<volume uuid>)");
-  c->add_option("--port", create->port, "Port (default: the lowest free one of the manager's range)");
+  c->add_option("--port", create->port, "Port of a tcp export (default: the lowest free one of the manager's range)");
+  c->add_option("--transport", create->transport,
+                "tcp (its own port) or unix (its own socket <run-dir>/exports/NAME.sock, mode 0660, group "
+                "nbdxm-clients); default: the manager's `serve --transport`")
+      ->check(CLI::IsMember({"tcp", "unix"}));
+  c->add_flag("--shared", create->shared,
+              "Reachable by name on the manager's shared listener (`serve --shared-listener`), with every other "
+              "shared export, instead of on a listener of its own; not with TLS or --allow-from");
   create->tls_option =
       c->add_flag("--tls,!--no-tls", create->tls,
                   "Require TLS with a key of the export's own (a new random 256-bit PSK, identity the export's name, "
                   "in a 0600 file "
                   "of the service user that `export show` names); default: the manager's `serve --tls`");
   c->add_option("--allow-from", create->allow_from,
-                "Only these clients may connect: IPv4 or IPv6 addresses or networks (CIDR), comma-separated, e.g. "
-                "10.0.0.0/8,::1 (enforced by the export's server; default: any client that reaches the port)");
+                "Only these clients may connect: for a tcp export IPv4 or IPv6 addresses or networks (CIDR), e.g. "
+                "10.0.0.0/8,::1; for a unix export uid:N or gid:N (numbers or names; the client's uid or primary "
+                "gid), e.g. uid:backup,gid:1001; comma-separated (enforced by the export's server; default: any "
+                "client that reaches the listener)");
   c->add_option("--durability", create->durability,
                 "on-close (writes synced when a connection closes) or write-through (every write durable before "
                 "it is acknowledged); default: the manager's --durability")

@@ -16,7 +16,7 @@ struct NbdClose {
 
 }  // namespace
 
-HandshakeResult nbd_handshake(const std::string& address, int port, const std::string& export_name,
+HandshakeResult nbd_handshake(const NbdEndpoint& endpoint, const std::string& export_name,
                               const std::string& tls_psk_file) {
   std::unique_ptr<nbd_handle, NbdClose> h(nbd_create());
   if (!h) return {false, false, nbd_get_error()};
@@ -26,7 +26,10 @@ HandshakeResult nbd_handshake(const std::string& address, int port, const std::s
        nbd_set_tls_psk_file(h.get(), tls_psk_file.c_str()) == -1)) {
     return {false, false, nbd_get_error()};
   }
-  if (nbd_connect_tcp(h.get(), address.c_str(), std::to_string(port).c_str()) == -1) {
+  const int connected = endpoint.socket.empty()
+                            ? nbd_connect_tcp(h.get(), endpoint.address.c_str(), std::to_string(endpoint.port).c_str())
+                            : nbd_connect_unix(h.get(), endpoint.socket.c_str());
+  if (connected == -1) {
     const std::string message = nbd_get_error();
     // The server answered the handshake but refused this export (the plugin refuses at open; libnbd reports the
     // server's error reply to NBD_OPT_GO, or "has no export named" for NBD_REP_ERR_UNKNOWN).
@@ -38,21 +41,32 @@ HandshakeResult nbd_handshake(const std::string& address, int port, const std::s
   return {true, false, {}};
 }
 
-std::string nbd_uri(const std::string& address, int port, const std::string& export_name,
-                    const std::string& tls_psk_file) {
-  const bool ipv6 = address.find(':') != std::string::npos;
-  const std::string host = fmt::format("{}{}{}:{}", ipv6 ? "[" : "", address, ipv6 ? "]" : "", port);
-  // Export names are [A-Za-z0-9._-]: nothing to percent-encode there; the key's path may hold anything.
-  if (!tls_psk_file.empty()) {
-    std::string path;
-    for (const unsigned char c : tls_psk_file) {
-      path += std::isalnum(c) != 0 || std::string_view("/._-~").find(static_cast<char>(c)) != std::string_view::npos
-                  ? std::string(1, static_cast<char>(c))
-                  : fmt::format("%{:02X}", c);
-    }
-    return fmt::format("nbds://{}@{}/{}?tls-psk-file={}", export_name, host, export_name, path);
+namespace {
+
+// A path as a URI query value: export names are [A-Za-z0-9._-], nothing to encode there; a path may hold anything.
+std::string uri_path(const std::string& path) {
+  std::string encoded;
+  for (const unsigned char c : path) {
+    encoded += std::isalnum(c) != 0 || std::string_view("/._-~").find(static_cast<char>(c)) != std::string_view::npos
+                   ? std::string(1, static_cast<char>(c))
+                   : fmt::format("%{:02X}", c);
   }
-  return fmt::format("nbd://{}/{}", host, export_name);
+  return encoded;
+}
+
+}  // namespace
+
+std::string nbd_uri(const NbdEndpoint& endpoint, const std::string& export_name, const std::string& tls_psk_file) {
+  const std::string user = tls_psk_file.empty() ? "" : export_name + "@";
+  const std::string key = tls_psk_file.empty() ? "" : "tls-psk-file=" + uri_path(tls_psk_file);
+  const std::string scheme = tls_psk_file.empty() ? "nbd" : "nbds";
+  if (!endpoint.socket.empty()) {
+    return fmt::format("{}+unix://{}/{}?socket={}{}{}", scheme, user, export_name, uri_path(endpoint.socket),
+                       key.empty() ? "" : "&", key);
+  }
+  const bool ipv6 = endpoint.address.find(':') != std::string::npos;
+  const std::string host = fmt::format("{}{}{}:{}", ipv6 ? "[" : "", endpoint.address, ipv6 ? "]" : "", endpoint.port);
+  return fmt::format("{}://{}{}/{}{}{}", scheme, user, host, export_name, key.empty() ? "" : "?", key);
 }
 
 }  // namespace nbdxm::cli

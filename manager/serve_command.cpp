@@ -131,6 +131,13 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
   me.tls_default = config.tls == "require";
   me.version = NBDXM_VERSION;
   me.durability = config.durability;
+  me.transport_default = config.transport;
+  const auto shared = config.shared_target();
+  if (shared) {
+    supervision::ServerSettings listener;
+    listener.listen_address = config.listen;
+    me.shared_listener = supervision::server_instance(listener, *shared);
+  }
   store.register_manager(me, still_running);
   // Bound once this manager is the store's only one (a second manager is told that, not that the port is taken),
   // and before any server is started: an address that cannot be listened on stops it with nothing started.
@@ -172,6 +179,7 @@ void run_serve(CLI::App& serve, const GlobalOptions& options, ServeConfig& confi
     const auto supervisor = supervision::make_supervisor(config.supervisor_kind(), settings, ports.low);
     kind = supervisor->kind();
     supervision::Reconciler reconciler(settings, ports, store, *supervisor, counters);
+    if (shared) reconciler.serve_shared(*shared);
     left_running = reconciler.run(signals.get());
   } catch (...) {
     try {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <filesystem>
 #include <system_error>
 
@@ -58,6 +59,17 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
                   "or off")
       ->check(CLI::IsMember({"off", "require"}))
       ->capture_default_str();
+  serve
+      .add_option("--transport", config.transport,
+                  "Transport of the exports created without --transport: tcp (each export its own port) or unix "
+                  "(each export its own socket <run-dir>/exports/NAME.sock, mode 0660, group nbdxm-clients)")
+      ->check(CLI::IsMember({"tcp", "unix"}))
+      ->capture_default_str();
+  serve.add_option("--shared-listener", config.shared_listener,
+                   "ADDR:PORT of one server that serves, by name, every export created with --shared (for tunnels "
+                   "that forward one port, e.g. 127.0.0.1:10809; it lists no names). Default: none");
+  serve.add_option("--shared-socket", config.shared_socket,
+                   "Or a Unix socket path for that server (mode 0660, group nbdxm-clients)");
   serve.add_option("--server-threads", config.server_threads, "nbdkit threads per export server (nbdkit -t)")
       ->capture_default_str();
   serve
@@ -77,6 +89,32 @@ void add_serve_options(CLI::App& serve, ServeConfig& config) {
   serve
       .add_option("--memory-max", config.memory_max, "Memory allowed per export server, in bytes (systemd MemoryMax=)")
       ->capture_default_str();
+}
+
+std::optional<supervision::ServerTarget> ServeConfig::shared_target() const {
+  supervision::ServerTarget target;
+  target.export_name = supervision::kSharedServerName;
+  if (!shared_socket.empty()) {
+    target.socket = shared_socket;
+    return target;
+  }
+  if (shared_listener.empty()) return std::nullopt;
+  const auto colon = shared_listener.rfind(':');
+  std::string address = colon == std::string::npos ? "" : shared_listener.substr(0, colon);
+  if (address.size() >= 2 && address.front() == '[' && address.back() == ']')
+    address = address.substr(1, address.size() - 2);
+  const std::string port = colon == std::string::npos ? "" : shared_listener.substr(colon + 1);
+  int number = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+  if (address.empty() || port.empty() || ec != std::errc() || end != port.data() + port.size() || number < 1 ||
+      number > 65535) {
+    throw Error(ExitCode::usage, fmt::format("--shared-listener {} is not ADDR:PORT; give e.g. 127.0.0.1:10809 or "
+                                             "[::1]:10809",
+                                             shared_listener));
+  }
+  target.address = address;
+  target.port = number;
+  return target;
 }
 
 supervision::SupervisorKind ServeConfig::supervisor_kind() const {
@@ -153,6 +191,18 @@ void validate(ServeConfig& config) {
   }
   if (config.listen.empty()) throw Error(ExitCode::usage, "--listen is empty; give an address such as 127.0.0.1");
   if (!config.metrics_listen.empty()) metrics::ListenAddress::parse(config.metrics_listen);
+  if (!config.shared_listener.empty() && !config.shared_socket.empty()) {
+    throw Error(ExitCode::usage, "--shared-listener and --shared-socket name one shared server; give one of them");
+  }
+  if (!config.shared_socket.empty()) config.shared_socket = absolute(config.shared_socket);
+  if (const auto shared = config.shared_target(); shared && shared->socket.empty()) {
+    const PortRange range = config.ports();
+    if (shared->port >= range.low && shared->port <= range.high) {
+      throw Error(ExitCode::usage, fmt::format("--shared-listener port {} is inside --port-range {}, whose ports are "
+                                               "the exports' own; give a port outside it (10809 is the usual one)",
+                                               shared->port, range.str()));
+    }
+  }
   config.run_dir = absolute(config.run_dir);
   config.byid_dir = absolute(config.byid_dir);
   if (config.plugin.find('/') != std::string::npos) config.plugin = absolute(config.plugin);

@@ -4,6 +4,7 @@
 // over the file; the file wins over the built-in defaults. A key the manager does not know is an error, so a typo
 // is not silently ignored.
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
 
 #include "nbdxm/port_allocator.hpp"
@@ -31,6 +32,9 @@ struct ServeConfig {
   uint64_t memory_max = kDefaultMemoryMax;
   std::string durability = "on-close";  // what `export create` gives an export without --durability
   std::string metrics_listen;           // ADDRESS:PORT of GET /metrics; empty: not served
+  std::string transport = "tcp";        // tcp or unix: what `export create` gives an export without --transport
+  std::string shared_listener;          // ADDR:PORT of the shared server (`export create --shared`); empty: none
+  std::string shared_socket;            // or its Unix socket's path
 
   // Limits of each export's unit (systemd backend): 4 times what one export server used (bench/README.md, "Export
   // server limits"): 172 tasks with 10 clients at 16 threads; 780 MiB peak RSS under the migration client's pattern
@@ -39,6 +43,8 @@ struct ServeConfig {
   static constexpr uint64_t kDefaultMemoryMax = uint64_t{3} << 30;
 
   PortRange ports() const { return PortRange::parse(port_range); }
+  // The shared server's target (export id 0), when --shared-listener or --shared-socket is given.
+  std::optional<supervision::ServerTarget> shared_target() const;
   supervision::SupervisorKind supervisor_kind() const;
 };
 

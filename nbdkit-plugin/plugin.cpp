@@ -156,6 +156,10 @@ int nbdxm_config(const char* key, const char* value) {
       const int allow = nbdkit_parse_bool(value);
       if (allow == -1) return -1;
       options.device_rules.allow_uncorrelated = allow == 1;
+    } else if (k == "shared") {
+      const int shared = nbdkit_parse_bool(value);
+      if (shared == -1) return -1;
+      options.shared = shared == 1;
     } else if (k == "allow-from") {
       try {
         allowlist = nbdxm::ClientAllowlist::parse(value);
@@ -186,6 +190,10 @@ int nbdxm_config_complete() {
     log_error("the db=PATH parameter is required: the nbdxm state store to serve exports from");
     return -1;
   }
+  if (options.shared && options.pinned_export) {
+    log_error("shared=true serves every shared export by name; leave export= out");
+    return -1;
+  }
   return 0;
 }
 
@@ -201,7 +209,20 @@ int nbdxm_get_ready() {
   return 0;
 }
 
-// Refuses a client whose address the allowlist does not admit, before the handshake.
+// A Unix-socket client: admitted when the allowlist has a rule for its uid or its primary gid (SO_PEERCRED, which
+// nbdkit reads for the plugin).
+int admit_unix_peer() {
+  const int64_t uid = nbdkit_peer_uid();
+  const int64_t gid = nbdkit_peer_gid();
+  if (uid == -1 || gid == -1) return -1;  // fail closed; nbdkit said why
+  if (allowlist.admits_peer(static_cast<uid_t>(uid), static_cast<gid_t>(gid))) return 0;
+  log_error("client uid %lld gid %lld refused: not in allow-from %s", static_cast<long long>(uid),
+            static_cast<long long>(gid), allowlist.str().c_str());
+  return -1;
+}
+
+// Refuses a client the allowlist does not admit, before the handshake: by its address (TCP) or its credentials
+// (a Unix socket). A list of the other kind admits nobody.
 int nbdxm_preconnect(int /*readonly*/) {
   if (allowlist.empty()) return 0;
   sockaddr_storage address{};
@@ -209,6 +230,11 @@ int nbdxm_preconnect(int /*readonly*/) {
   if (nbdkit_peer_name(reinterpret_cast<sockaddr*>(&address), &length) == -1) {
     connector->refused(nbdxm::RefusalCounters::Reason::client_not_allowed);
     return -1;  // fail closed
+  }
+  if (address.ss_family == AF_UNIX) {
+    if (admit_unix_peer() == 0) return 0;
+    connector->refused(nbdxm::RefusalCounters::Reason::client_not_allowed);
+    return -1;
   }
   if (allowlist.admits(reinterpret_cast<sockaddr*>(&address), length)) return 0;
   connector->refused(nbdxm::RefusalCounters::Reason::client_not_allowed);
@@ -406,7 +432,9 @@ struct nbdkit_plugin make_plugin() {
       "allow-regular-files=BOOL Also serve regular files (default false: block devices only).\n"
       "allow-uncorrelated=BOOL  Also serve mappings without device correlation (default false; tests, demos).\n"
       "byid-dir=DIR             Where identity links are checked (default /dev/disk/by-id).\n"
-      "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any).\n"
+      "allow-from=CIDR[,...]    Only clients from these IPv4/IPv6 networks may connect (default: any);\n"
+      "allow-from=uid:N,gid:N   on a Unix socket: only clients of these uids or primary gids (SO_PEERCRED).\n"
+      "shared=BOOL              Serve by name only the exports recorded as shared; list none (default false).\n"
       "counters-dir=DIR         Count each export's requests in DIR/<id>-<created>.bin and record failed syncs\n"
       "                         there for the manager, and every refused connect by reason in\n"
       "                         DIR/refusals.counts (nbdxm serve passes <run-dir>/counters).";

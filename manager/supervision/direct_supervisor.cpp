@@ -58,8 +58,13 @@ std::string log_path(const ServerSettings& settings, const ServerTarget& target)
   return fmt::format("{}/{}.log", server_spec_dir(settings.run_dir), server_instance(settings, target));
 }
 
+// A stopped Unix-socket export's socket file: no client must find a path that nothing listens on.
+void remove_unix_socket(const ServerTarget& target) {
+  if (!target.socket.empty()) ::unlink(target.socket.c_str());
+}
+
 std::string describe(const ServerTarget& target) {
-  return fmt::format("export {} (port {})", target.export_name, target.port);
+  return fmt::format("export {} ({})", target.export_name, listener_of(target));
 }
 
 }  // namespace
@@ -76,9 +81,11 @@ DirectSupervisor::Server* DirectSupervisor::find(const ServerTarget& target) {
   return nullptr;
 }
 
-bool DirectSupervisor::port_taken(int port, const Server* besides) const {
-  return std::any_of(servers_.begin(), servers_.end(),
-                     [&](const auto& s) { return s.get() != besides && s->target.port == port && s->socket.valid(); });
+bool DirectSupervisor::listener_taken(const ServerTarget& target, const Server* besides) const {
+  const std::string instance = server_instance(settings_, target);
+  return std::any_of(servers_.begin(), servers_.end(), [&](const auto& s) {
+    return s.get() != besides && s->socket.valid() && server_instance(settings_, s->target) == instance;
+  });
 }
 
 void DirectSupervisor::serve(const ServerTarget& target, Clock::time_point now) {
@@ -90,7 +97,7 @@ void DirectSupervisor::serve(const ServerTarget& target, Clock::time_point now) 
   Server& s = *server;
   servers_.push_back(std::move(server));
   // A server of another target still stopping on this port keeps it bound until it is gone: this one waits.
-  if (!port_taken(target.port, &s)) start(s, now, pending_);
+  if (!listener_taken(target, &s)) start(s, now, pending_);
 }
 
 void DirectSupervisor::start(Server& server, Clock::time_point now, std::vector<ServerEvent>& events) {
@@ -108,17 +115,18 @@ void DirectSupervisor::start(Server& server, Clock::time_point now, std::vector<
   server.phase = Phase::running;
   server.started = now;
   server.deadline = Clock::time_point::max();
-  log_event("{}: {} server pid {} on {}:{}", describe(server.target), server.restarting ? "restarted" : "started",
-            server.child->pid(), settings_.listen_address, server.target.port);
+  log_event("{}: {} server pid {} on {}", describe(server.target), server.restarting ? "restarted" : "started",
+            server.child->pid(), server_instance(settings_, server.target));
   events.push_back({server.restarting ? ServerEvent::Kind::restarted : ServerEvent::Kind::serving, server.target,
                     server.restarting ? server.last_failure : "", ""});
   server.restarting = false;
 }
 
 bool DirectSupervisor::bind_socket(Server& server, std::vector<ServerEvent>& events) {
+  if (!server.target.socket.empty()) return bind_unix_socket(server, events);
   int error = 0;
   try {
-    server.socket = listen_on(settings_.listen_address, server.target.port);
+    server.socket = listen_on(listen_address_of(settings_, server.target), server.target.port);
     if (server.socket.valid()) return true;
     error = errno;
   } catch (const Error&) {
@@ -131,6 +139,18 @@ bool DirectSupervisor::bind_socket(Server& server, std::vector<ServerEvent>& eve
   events.push_back({kind, server.target, why, ""});
   std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });  // forgotten: no server, no socket
   return false;
+}
+
+bool DirectSupervisor::bind_unix_socket(Server& server, std::vector<ServerEvent>& events) {
+  try {
+    server.socket = listen_on_unix(server.target.socket, kClientsGroup);
+    return true;
+  } catch (const Error& e) {
+    log_event("{}: {}", describe(server.target), e.what());
+    events.push_back({ServerEvent::Kind::gave_up, server.target, e.what(), ""});
+    std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
+    return false;
+  }
 }
 
 bool DirectSupervisor::spawn(Server& server, std::string& why) {
@@ -183,9 +203,7 @@ void DirectSupervisor::terminate(Server& server, Clock::time_point now) {
   server.deadline = now + kStopGrace;
 }
 
-int DirectSupervisor::clients(const ServerTarget& target) const {
-  return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
-}
+int DirectSupervisor::clients(const ServerTarget& target) const { return server_clients(target); }
 
 void DirectSupervisor::collect_fds(std::vector<pollfd>& fds) {
   for (auto& s : servers_) {
@@ -219,7 +237,7 @@ std::vector<ServerEvent> DirectSupervisor::advance(Clock::time_point now) {
 void DirectSupervisor::step(Server& server, Clock::time_point now, std::vector<ServerEvent>& events) {
   switch (server.phase) {
     case Phase::waiting_port:
-      if (!port_taken(server.target.port, &server)) start(server, now, events);
+      if (!listener_taken(server.target, &server)) start(server, now, events);
       break;
     case Phase::backoff:
       if (now >= server.deadline) start(server, now, events);
@@ -270,6 +288,7 @@ void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vecto
   if (server.failures >= kMaxFailures) {
     const ServerTarget target = server.target;
     server.socket.reset();
+    remove_unix_socket(target);
     std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
     events.push_back({ServerEvent::Kind::gave_up, target,
                       fmt::format("its server failed {} times in a row; last: {}", kMaxFailures, reason), ""});
@@ -283,6 +302,7 @@ void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vecto
 void DirectSupervisor::finish_stop(Server& server) {
   unsynced_.push_back(server.target);
   server.socket.reset();
+  remove_unix_socket(server.target);
   std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
 }
 
@@ -310,6 +330,7 @@ void DirectSupervisor::shutdown() {
   }
   for (auto& s : servers_) {
     s->socket.reset();
+    remove_unix_socket(s->target);
     unsynced_.push_back(s->target);
   }
   servers_.clear();

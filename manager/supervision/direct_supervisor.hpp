@@ -1,7 +1,8 @@
 #pragma once
 // DirectSupervisor: the `direct` backend, for containers, CI and demos. Each export's server is a foreground child
 // of the manager (`nbdxm export-server --spec SPEC`, in a session of its own), given a listening socket the manager
-// bound (SO_REUSEADDR, as nbdkit binds) and keeps bound across restarts of the server. A server that exits is
+// bound (SO_REUSEADDR, as nbdkit binds; a Unix-socket export's socket mode 0660, group nbdxm-clients) and keeps
+// bound across restarts of the server. A server that exits is
 // started again after a back-off (0.1 s, doubling, at most 5 s); after kMaxFailures failures in a row, each within
 // kStableRun of its start, the backend gives up. Stopping: SIGTERM to the server's process group, SIGKILL after
 // kStopGrace (nbdkit 1.32 waits forever for idle clients), then the spec's devices are synced: `stopped` is
@@ -61,9 +62,10 @@ class DirectSupervisor : public ServerSupervisor {
   };
 
   Server* find(const ServerTarget& target);
-  bool port_taken(int port, const Server* besides) const;
+  bool listener_taken(const ServerTarget& target, const Server* besides) const;
   void start(Server& server, Clock::time_point now, std::vector<ServerEvent>& events);
   bool bind_socket(Server& server, std::vector<ServerEvent>& events);
+  bool bind_unix_socket(Server& server, std::vector<ServerEvent>& events);
   bool spawn(Server& server, std::string& why);
   void terminate(Server& server, Clock::time_point now);
   void on_exit(Server& server, Clock::time_point now, std::vector<ServerEvent>& events);

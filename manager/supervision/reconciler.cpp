@@ -34,18 +34,33 @@ int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
 }
 
-ServerTarget target_of(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at}; }
+// A unix export's server listens on its socket, a tcp export's on its port.
+ServerTarget target_of(const NbdExport& e, const std::string& run_dir) {
+  if (e.transport == "unix")
+    return {e.id, e.export_name, 0, e.created_at, unix_socket_path(run_dir, e.export_name), ""};
+  return {e.id, e.export_name, e.port, e.created_at, "", ""};
+}
+
+// The live exports that have a server of their own, by id: tcp and unix ones (a shared export is served by the
+// manager's shared server).
+std::map<int64_t, NbdExport> with_own_server(std::vector<NbdExport> live) {
+  std::map<int64_t, NbdExport> result;
+  for (auto& e : live) {
+    if (e.transport != "shared") result.emplace(e.id, std::move(e));
+  }
+  return result;
+}
 
 // The manager's settings with the export's own: who may reach it.
 ServerSettings settings_for(const ServerSettings& manager, const NbdExport& e) {
   ServerSettings settings = manager;
   settings.tls = e.tls;
-  settings.allow_from = e.allow_from.value_or("");
+  settings.allow_from = e.allowed_clients().value_or("");
   return settings;
 }
 
 std::string describe(const ServerTarget& target) {
-  return fmt::format("export {} (port {})", target.export_name, target.port);
+  return fmt::format("export {} ({})", target.export_name, listener_of(target));
 }
 
 }  // namespace
@@ -191,14 +206,111 @@ int Reconciler::finish() {
       served_.begin(), served_.end(), [](const auto& entry) { return entry.second.phase == Served::Phase::serving; }));
 }
 
+void Reconciler::serve_shared(const ServerTarget& target) { shared_ = SharedServer{target, false, false, "", {}, {}}; }
+
+ServerSettings Reconciler::shared_settings() const {
+  ServerSettings settings = settings_;
+  settings.shared = true;
+  return settings;
+}
+
+void Reconciler::sync_shared(const std::vector<NbdExport>& live, Clock::time_point now) {
+  SharedServer& shared = *shared_;
+  std::map<int64_t, NbdExport> wanted;
+  for (const auto& e : live) {
+    if (e.transport == "shared") wanted.emplace(e.id, e);
+  }
+  bool devices_changed = !shared.started;
+  for (const auto& [id, e] : wanted) {
+    if (!e.device_path.empty() &&
+        std::find(shared.devices.begin(), shared.devices.end(), e.device_path) == shared.devices.end()) {
+      shared.devices.push_back(e.device_path);
+      devices_changed = true;
+    }
+  }
+  if (devices_changed) {
+    try {
+      write_server_spec(server_spec_path(shared_settings(), shared.target),
+                        ServerSpec{shared_settings(), shared.target, shared.devices});
+    } catch (const std::exception& e) {
+      log_event("the shared server: cannot write its spec: {}", e.what());
+    }
+  }
+  if (!shared.started) {
+    shared.started = true;
+    supervisor_.serve(shared.target, now);
+  }
+  // Exports no longer live there (revoked, failed, deleted, created anew): their server cut their connections; what
+  // they acknowledged is synced now, and their record cleared.
+  for (auto it = shared.recorded.begin(); it != shared.recorded.end();) {
+    const auto still = wanted.find(it->first);
+    if (still != wanted.end() && still->second.created_at == it->second.created_at) {
+      ++it;
+      continue;
+    }
+    const NbdExport gone = it->second;
+    it = shared.recorded.erase(it);
+    log_event("export {} (shared) is no longer live: syncing {} and clearing its record", gone.export_name,
+              gone.device_path);
+    const auto synced = sync_devices({gone.device_path});
+    for (const auto& failure : synced.failures)
+      log_event("export {} (shared): cannot sync {}", gone.export_name, failure);
+    writes_.add(
+        gone.id, fmt::format("export {} (shared): recording its end", gone.export_name),
+        [gone](ExportStore& store) { store.record_server_stopped(gone.id, gone.created_at); }, now);
+  }
+  if (!shared.serving) return;
+  const std::string listener = server_instance(shared_settings(), shared.target);
+  for (const auto& [id, e] : wanted) {
+    if (shared.recorded.contains(id)) continue;
+    shared.recorded.emplace(id, e);
+    writes_.add(
+        id, fmt::format("export {} (shared): recording it served", e.export_name),
+        [e, kind = supervisor_.kind(), unit = shared.unit, listener](ExportStore& store) {
+          store.record_server_serving(e.id, kind, unit, listener, e.created_at);
+        },
+        now);
+  }
+}
+
+void Reconciler::handle_shared(const ServerEvent& event, Clock::time_point now) {
+  SharedServer& shared = *shared_;
+  switch (event.kind) {
+    case ServerEvent::Kind::serving:
+    case ServerEvent::Kind::restarted:
+      if (!event.reason.empty()) log_event("the shared server was restarted: {}", event.reason);
+      shared.serving = true;
+      shared.unit = event.unit;
+      look_wanted_ = true;  // its exports are recorded served at the next look
+      break;
+    case ServerEvent::Kind::port_unavailable:
+    case ServerEvent::Kind::gave_up:
+      log_event("the shared server on {} cannot serve: {}", server_instance(shared_settings(), shared.target),
+                event.reason);
+      shared.serving = false;
+      break;
+    case ServerEvent::Kind::stopped:
+      shared.serving = false;
+      break;
+  }
+  (void)now;
+}
+
 void Reconciler::adopt(Clock::time_point now) {
   const auto running = supervisor_.adopt();
-  std::map<int64_t, NbdExport> live;
-  for (auto& e : store_.live_exports()) live.emplace(e.id, std::move(e));
+  const std::map<int64_t, NbdExport> live = with_own_server(store_.live_exports());
   std::set<int64_t> kept;
   for (const auto& r : running) {
+    if (shared_ && r.target == shared_->target && r.settings == shared_settings()) {
+      log_event("the shared server on {}: adopted{}", server_instance(r.settings, r.target),
+                r.unit.empty() ? "" : " (unit " + r.unit + ")");
+      shared_->started = true;
+      supervisor_.serve(r.target, now);
+      continue;
+    }
     const auto e = live.find(r.target.export_id);
-    if (e == live.end() || !(target_of(e->second) == r.target) || served_.contains(r.target.export_id)) {
+    if (e == live.end() || !(target_of(e->second, settings_.run_dir) == r.target) ||
+        served_.contains(r.target.export_id)) {
       log_event("{}: its server{} serves no live export there: stopping it", describe(r.target),
                 r.unit.empty() ? "" : " (unit " + r.unit + ")");
       supervisor_.stop(r.target, now);
@@ -228,8 +340,9 @@ void Reconciler::adopt(Clock::time_point now) {
 }
 
 void Reconciler::sync(Clock::time_point now) {
-  std::map<int64_t, NbdExport> desired;
-  for (auto& e : store_.live_exports()) desired.emplace(e.id, std::move(e));
+  const std::vector<NbdExport> live = store_.live_exports();
+  if (shared_) sync_shared(live, now);
+  const std::map<int64_t, NbdExport> desired = with_own_server(live);
 
   for (auto it = served_.begin(); it != served_.end();) {
     Served& served = it->second;
@@ -250,7 +363,7 @@ void Reconciler::sync(Clock::time_point now) {
       continue;
     }
     if (want != desired.end() && served.phase == Served::Phase::failed) {
-      log_event("export {} (port {}) is {} again: starting it anew", want->second.export_name, want->second.port,
+      log_event("{} is {} again: starting it anew", describe(target_of(want->second, settings_.run_dir)),
                 want->second.status);
     } else if (served.phase != Served::Phase::failed && served.phase != Served::Phase::moving) {
       log_event("{} is {}: stopping its server", describe(served.target),
@@ -271,7 +384,8 @@ void Reconciler::sync(Clock::time_point now) {
 }
 
 bool Reconciler::keeps_serving(const Served& served, const NbdExport& e) const {
-  if (!(served.target == target_of(e))) return false;  // another name or port, or the row was created anew
+  if (!(served.target == target_of(e, settings_.run_dir)))
+    return false;  // another name or port, or the row was created anew
   // A server given up on leaves the export live only until its record of the failure is written; once it is, a
   // live export means another writer made it live again.
   return served.phase != Served::Phase::failed || writes_.waiting_for(e.id);
@@ -303,7 +417,7 @@ void Reconciler::follow_access(Served& served, const NbdExport& e, Clock::time_p
 
 void Reconciler::start(const NbdExport& e, Clock::time_point now) {
   Served& served = served_[e.id];
-  served.target = target_of(e);
+  served.target = target_of(e, settings_.run_dir);
   served.wanted = settings_for(settings_, e);
   served.spec_settings = served.wanted;
   try {
@@ -343,6 +457,7 @@ void Reconciler::replace_idle_stale(Clock::time_point now) {
 }
 
 void Reconciler::handle(const ServerEvent& event, Clock::time_point now) {
+  if (shared_ && event.target == shared_->target) return handle_shared(event, now);
   if (event.kind == ServerEvent::Kind::stopped) {
     on_stopped(event, now);
     return;
@@ -389,7 +504,8 @@ void Reconciler::on_serving(Served& served, const ServerEvent& event, Clock::tim
   }
   writes_.add(
       served.target.export_id, fmt::format("{}: recording its server", describe(served.target)),
-      [target = served.target, kind = supervisor_.kind(), unit = event.unit, address = settings_.listen_address,
+      [target = served.target, kind = supervisor_.kind(), unit = event.unit,
+       address = served.target.socket.empty() ? settings_.listen_address : served.target.socket,
        stale = served.stale](ExportStore& store) {
         store.record_server_serving(target.export_id, kind, unit, address, target.created_at);
         if (stale) store.record_server_settings_stale(target.export_id, stale, target.created_at);

@@ -61,6 +61,12 @@ class Reconciler {
   int finish();                                      // the supervisor shut down, its last events recorded
   bool look_wanted() const { return look_wanted_; }  // a write of this manager changed what must be served
 
+  // Runs the manager's shared server at `target` (`serve --shared-listener`, `--shared-socket`): one server that
+  // serves every live shared export by name. Each such export is recorded served (active) while that server is,
+  // and once it is no longer live its device is synced (its connections were cut by its server, which goes on
+  // serving the others) and its record cleared. Call before begin().
+  void serve_shared(const ServerTarget& target);
+
  private:
   struct Served {
     enum class Phase { starting, serving, moving, failed };
@@ -75,6 +81,18 @@ class Reconciler {
   struct Counts {
     int serving = 0, starting = 0, stopping = 0, failed = 0;
   };
+
+  struct SharedServer {
+    ServerTarget target;
+    bool started = false;
+    bool serving = false;
+    std::string unit;
+    std::vector<std::string> devices;       // in its spec: synced when it stops
+    std::map<int64_t, NbdExport> recorded;  // the shared exports recorded served, by id
+  };
+  ServerSettings shared_settings() const;
+  void sync_shared(const std::vector<NbdExport>& live, Clock::time_point now);
+  void handle_shared(const ServerEvent& event, Clock::time_point now);
 
   void adopt(Clock::time_point now);
   void remove_ended_keys();
@@ -103,6 +121,7 @@ class Reconciler {
   CounterFolder folder_;
   std::shared_ptr<ManagerCounters> counters_;
   std::map<int64_t, Served> served_;  // by export id
+  std::optional<SharedServer> shared_;
   std::vector<ServerTarget> stopping_;
   int adopted_ = 0;
   bool look_wanted_ = false;

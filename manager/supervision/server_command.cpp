@@ -21,6 +21,7 @@
 #include "nbdxm/error.hpp"
 #include "nbdxm/export_counters.hpp"
 #include "nbdxm/file_descriptor.hpp"
+#include "nbdxm/process_identity.hpp"
 #include "serve_log.hpp"
 
 namespace nbdxm::supervision {
@@ -42,7 +43,8 @@ Json settings_json(const ServerSettings& s) {
               {"tasks_max", s.tasks_max},
               {"memory_max", s.memory_max},
               {"tls", s.tls},
-              {"allow_from", s.allow_from}};
+              {"allow_from", s.allow_from},
+              {"shared", s.shared}};
 }
 
 // Specs written by another version of nbdxm are read too: unknown keys are ignored, and a missing key keeps its
@@ -69,12 +71,13 @@ ServerSettings settings_of(const Json& j) {
   read_key(j, "memory_max", s.memory_max);
   read_key(j, "tls", s.tls);
   read_key(j, "allow_from", s.allow_from);
+  read_key(j, "shared", s.shared);
   return s;
 }
 
 Json target_json(const ServerTarget& t) {
-  return Json{
-      {"export_id", t.export_id}, {"export_name", t.export_name}, {"port", t.port}, {"created_at", t.created_at}};
+  return Json{{"export_id", t.export_id},   {"export_name", t.export_name}, {"port", t.port},
+              {"created_at", t.created_at}, {"socket", t.socket},           {"address", t.address}};
 }
 
 ServerTarget target_of(const Json& j) {
@@ -83,6 +86,8 @@ ServerTarget target_of(const Json& j) {
   read_key(j, "export_name", t.export_name);
   read_key(j, "port", t.port);
   read_key(j, "created_at", t.created_at);
+  read_key(j, "socket", t.socket);
+  read_key(j, "address", t.address);
   return t;
 }
 
@@ -173,6 +178,7 @@ std::string describe_difference(const ServerSettings& running, const ServerSetti
   note("tls", running.tls ? "require" : "off", wanted.tls ? "require" : "off");
   note("allow-from", running.allow_from.empty() ? "any" : running.allow_from,
        wanted.allow_from.empty() ? "any" : wanted.allow_from);
+  note("shared", running.shared, wanted.shared);
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
@@ -190,9 +196,13 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
     argv.push_back("--tls=require");
     argv.push_back("--tls-psk=" + tls_psk_path(settings.db_path, target));
   }
-  argv.insert(argv.end(), {settings.plugin, "db=" + settings.db_path, "export=" + target.export_name,
-                           "byid-dir=" + settings.byid_dir, "limit=" + std::to_string(settings.max_connections),
-                           "counters-dir=" + counters_dir(settings.run_dir)});
+  argv.insert(
+      argv.end(),
+      {settings.plugin, "db=" + settings.db_path, settings.shared ? "shared=true" : "export=" + target.export_name,
+       // max-connections is per export: the shared server, which serves them all, cannot
+       // apply it (its limit would be shared by every export), so it has none.
+       "byid-dir=" + settings.byid_dir, "limit=" + std::to_string(settings.shared ? 0 : settings.max_connections),
+       "counters-dir=" + counters_dir(settings.run_dir)});
   // The plugin refuses a client the list does not admit, before the handshake (nbdkit 1.32's ip filter, as Debian
   // builds it, cannot parse addresses).
   if (!settings.allow_from.empty()) argv.push_back("allow-from=" + settings.allow_from);
@@ -202,10 +212,27 @@ std::vector<std::string> server_argv(const ServerSettings& settings, const Serve
 }
 
 std::string server_instance(const ServerSettings& settings, const ServerTarget& target) {
-  if (settings.listen_address.find(':') != std::string::npos) {
-    return fmt::format("[{}]:{}", settings.listen_address, target.port);
-  }
-  return fmt::format("{}:{}", settings.listen_address, target.port);
+  if (!target.socket.empty()) return target.socket;
+  const std::string& address = listen_address_of(settings, target);
+  if (address.find(':') != std::string::npos) return fmt::format("[{}]:{}", address, target.port);
+  return fmt::format("{}:{}", address, target.port);
+}
+
+const std::string& listen_address_of(const ServerSettings& settings, const ServerTarget& target) {
+  return target.address.empty() ? settings.listen_address : target.address;
+}
+
+std::string unix_socket_path(const std::string& run_dir, const std::string& export_name) {
+  return fmt::format("{}/exports/{}.sock", run_dir, export_name);
+}
+
+std::string listener_of(const ServerTarget& target) {
+  return target.socket.empty() ? fmt::format("port {}", target.port) : fmt::format("socket {}", target.socket);
+}
+
+int server_clients(const ServerTarget& target) {
+  if (!target.socket.empty()) return unix_socket_connections(target.socket);
+  return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
 }
 
 std::string server_spec_dir(const std::string& run_dir) { return run_dir + "/servers"; }
@@ -315,11 +342,11 @@ DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerT
   try {
     auto result = sync_spec_devices(path, which);
     for (const auto& failure : result.failures) {
-      cli::log_event("export {} (port {}): cannot sync {}", target.export_name, target.port, failure);
+      cli::log_event("export {} ({}): cannot sync {}", target.export_name, listener_of(target), failure);
     }
     return result;
   } catch (const Error& e) {
-    cli::log_event("export {} (port {}): cannot sync its devices: {}", target.export_name, target.port, e.what());
+    cli::log_event("export {} ({}): cannot sync its devices: {}", target.export_name, listener_of(target), e.what());
     return {{}, {}, {e.what()}};
   }
 }

@@ -30,8 +30,17 @@ struct ServerSpec {
 // nbdkit's argv for the target: foreground, logging to stderr, -t server_threads, the limit filter, no pid file and
 // no port (the socket is passed).
 std::vector<std::string> server_argv(const ServerSettings& settings, const ServerTarget& target);
-// `127.0.0.1:10810`, or `[::1]:10810` for an IPv6 listen address.
+// `127.0.0.1:10810`, or `[::1]:10810` for an IPv6 listen address; a Unix-socket export's socket path (the socket
+// unit's ListenStream=%I takes either).
 std::string server_instance(const ServerSettings& settings, const ServerTarget& target);
+// The address a TCP server of the target listens at: the target's own (the shared listener's), else the manager's.
+const std::string& listen_address_of(const ServerSettings& settings, const ServerTarget& target);
+// Where a Unix-socket export's server listens: <run-dir>/exports/<name>.sock.
+std::string unix_socket_path(const std::string& run_dir, const std::string& export_name);
+// "port 10810" or "socket /run/nbdxm/exports/NAME.sock", for log lines.
+std::string listener_of(const ServerTarget& target);
+// The clients the target's server has now (the kernel's TCP or Unix socket table).
+int server_clients(const ServerTarget& target);
 std::string server_spec_dir(const std::string& run_dir);
 // <run-dir>/counters: the servers' counter files (nbdxm/export_counters.hpp), passed to each as counters-dir=. The
 // manager creates it (mode 0750) when it starts; the servers, running as the manager's user, create their files.

@@ -41,6 +41,7 @@ struct ServerSettings {
   // Who may reach the export: its own, from the export's row (`export create --tls`, `--allow-from`).
   bool tls = false;        // TLS required, with the export's pre-shared key (tls_psk_path)
   std::string allow_from;  // canonical CIDRs, comma-separated (the plugin's allow-from=); empty: any client
+  bool shared = false;     // the shared server: every shared export by name (the plugin's shared=true)
   bool operator==(const ServerSettings&) const = default;
 };
 
@@ -50,15 +51,25 @@ struct ServerSettings {
 // the server has no client.
 bool narrows_access(const ServerSettings& running, const ServerSettings& wanted);
 
-// The export a server is for. A different name or port is a different server, and so is a re-used row (`export
-// create` resets created_at): its clients must not be those of the old server.
+// The export a server is for. A different name, port or socket is a different server, and so is a re-used row
+// (`export create` resets created_at): its clients must not be those of the old server. A TCP export's server
+// listens on `port` (at the manager's listen address); a Unix-socket export's on `socket` (port 0).
 struct ServerTarget {
   int64_t export_id = 0;
   std::string export_name;
   int port = 0;
   std::string created_at;
+  std::string socket;   // <run-dir>/exports/<name>.sock for a unix export (unix_socket_path); empty for tcp
+  std::string address;  // a TCP listener's address when it is not the manager's (the shared listener's)
   bool operator==(const ServerTarget&) const = default;
 };
+
+// The manager's shared server (`nbdxm serve --shared-listener`, `--shared-socket`) is run as a target of no export:
+// export_id 0, this name.
+inline constexpr const char* kSharedServerName = "(shared)";
+
+// The group whose members may connect to Unix-socket exports (the package creates it).
+inline constexpr const char* kClientsGroup = "nbdxm-clients";
 
 // A server a backend found running when the manager started (adoption).
 struct RunningServer {
@@ -104,7 +115,7 @@ class ServerSupervisor {
   // device), never served from the old one. The direct backend's servers share the manager's device access: nothing
   // to do.
   virtual void device_changed(const ServerTarget& target, Clock::time_point now) = 0;
-  // How many clients the export's server has now (from the kernel's socket table).
+  // How many clients the export's server has now (from the kernel's socket tables).
   virtual int clients(const ServerTarget& target) const = 0;
 
   // The manager's loop: the fds to poll and the next deadline, then one non-blocking step returning what happened.

@@ -50,7 +50,8 @@ std::string user_name() {
 // changes nothing. systemd does not ask polkit for a privileged caller (root). Interactive authorization is off
 // (sd-bus's default), so polkit answers at once instead of waiting for a password.
 void check_may_manage_units(SystemdBus& bus, const ServerSettings& settings, int first_port) {
-  const auto unit = SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, ""}));
+  const auto unit =
+      SystemdSupervisor::service_unit(server_instance(settings, ServerTarget{0, "", first_port, "", "", ""}));
   try {
     if (bus.load_state(unit) == "not-found") {
       throw Error(ExitCode::unavailable,
@@ -208,7 +209,7 @@ void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
     }
     std::vector<UnitProperty> properties{
         {"Description",
-         fmt::format("nbdxm export {} (port {})", server.target.export_name, server.target.port),
+         fmt::format("nbdxm export {} ({})", server.target.export_name, listener_of(server.target)),
          0,
          true,
          false,
@@ -377,9 +378,7 @@ void SystemdSupervisor::sync_earlier_devices(const Server& server) const {
   }
 }
 
-int SystemdSupervisor::clients(const ServerTarget& target) const {
-  return static_cast<int>(TcpSocketTable::read().connection_inodes(target.port).size());
-}
+int SystemdSupervisor::clients(const ServerTarget& target) const { return server_clients(target); }
 
 void SystemdSupervisor::collect_fds(std::vector<pollfd>& fds) { fds.push_back(pollfd{bus_->fd(), bus_->events(), 0}); }
 

@@ -229,6 +229,37 @@ TEST_P(InvariantTest, OneLiveExportPerPort) {
               HasSubstr("UNIQUE constraint failed: nbd_exports.port"));
 }
 
+// Port uniqueness holds among tcp exports only: a unix or shared export has no port of its own (schema version 6).
+TEST_P(InvariantTest, PortUniquenessIsForTcpExportsOnly) {
+  db_.sql().exec(fmt::format("UPDATE vm_disks SET cloudstack_volume_uuid = '{}' WHERE disk_id = 'd2'", kVolume3));
+  db_.sql().exec(fmt::format(
+      "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status, transport) "
+      "VALUES ('j1', {}, {}, 'x', 10809, 'pending', 'unix')",
+      disk_row("d2"), mapping_id(kVolume3)));
+  EXPECT_EQ(count("SELECT count(*) FROM export_devices WHERE export_name = 'x' AND port IS NULL"), 1);
+  EXPECT_THAT(expect_refused(db_, "UPDATE nbd_exports SET transport = 'tcp' WHERE export_name = 'x'"),
+              HasSubstr("UNIQUE constraint failed: nbd_exports.port"));
+}
+
+// Who may reach an export fits its transport, for every writer: addresses for tcp, uid/gid rules for unix, no TLS
+// on the shared listener.
+TEST_P(InvariantTest, AccessRulesFitTheTransport) {
+  EXPECT_EQ(expect_refused(db_,
+                           "UPDATE nbd_exports SET transport = 'unix', allow_from = '127.0.0.1/32' "
+                           "WHERE export_name = 'e1-old'"),
+            "allow_from (client addresses) is for tcp exports; a unix export takes allow_peers (uid:N, gid:N)");
+  EXPECT_EQ(expect_refused(db_, "UPDATE nbd_exports SET allow_peers = 'uid:0' WHERE export_name = 'e1-old'"),
+            "allow_peers (uid:N, gid:N) is for unix exports; a tcp export takes allow_from (addresses)");
+  EXPECT_EQ(expect_refused(db_, "UPDATE nbd_exports SET transport = 'shared', tls = 1 WHERE export_name = 'e1-old'"),
+            "a shared export cannot require TLS: the shared server cannot tell which key a client used");
+  EXPECT_THAT(expect_refused(db_,
+                             "UPDATE nbd_exports SET transport = 'unix', allow_peers = 'uid:x' "
+                             "WHERE export_name = 'e1-old'"),
+              HasSubstr("export_allow_peers_format"));
+  EXPECT_THAT(expect_refused(db_, "UPDATE nbd_exports SET transport = 'udp' WHERE export_name = 'e1-old'"),
+              HasSubstr("export_transport_valid"));
+}
+
 TEST_P(InvariantTest, OneLiveExportPerDisk) {
   EXPECT_THAT(expect_refused(db_, insert_export("j1", "d1", kVolume1, "x", 20000, "pending")),
               AnyOf(HasSubstr("UNIQUE constraint failed: nbd_exports.vm_disk_id"),

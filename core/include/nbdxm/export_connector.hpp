@@ -35,6 +35,9 @@ struct ServeOptions {
   std::optional<std::string> pinned_export;  // export=NAME
   DeviceRules device_rules;                  // allow-regular-files=, byid-dir=
   std::optional<std::string> counters_dir;   // counters-dir=DIR
+  // shared=true: the manager's shared server (`nbdxm serve --shared-listener`): serves by name only the exports
+  // recorded as reachable there (transport 'shared'), lists none (NBD_OPT_LIST), and has no default export.
+  bool shared = false;
 };
 
 class ExportConnection {

@@ -74,12 +74,18 @@ struct NewExport {
   std::optional<std::string> name;      // default: migration-vol-<volume uuid>
   std::optional<int> port;              // default: the allocator's lowest free port
   std::string durability = "on-close";  // on-close or write-through
+  std::string transport = "tcp";        // tcp, unix or shared (schema.sql, version 6); only tcp takes a port
 };
+
+// The port a unix or shared export records: it names no listener (schema.sql, version 6; export_devices shows NULL).
+inline constexpr int kNoListenerPort = 10809;
 
 // Who may reach a new export (`export create --tls`, `--allow-from`); the default: any client, without TLS.
 struct ExportAccess {
-  bool tls = false;                       // its server requires TLS with a key of its own
-  std::optional<std::string> allow_from;  // CIDRs, comma-separated (values::canonical_allow_from); nullopt: any
+  bool tls = false;  // its server requires TLS with a key of its own
+  // Canonical (values::canonical_allow_from): CIDRs for a tcp export (column allow_from), uid:N/gid:N rules for a
+  // unix export (column allow_peers); nullopt: any client.
+  std::optional<std::string> allow_from;
 };
 
 // Which exports `nbdxm export revoke` means: exactly one of the three.
@@ -245,7 +251,7 @@ class ExportStore {
  private:
   // Inserts an export row of the disk's linked volume (inside the caller's write transaction).
   void insert_export(const VmDisk& disk, const DeviceMapping& mapping, const std::string& export_name, int port,
-                     const std::string& status, const ExportAccess& access = {});
+                     const std::string& status, const ExportAccess& access = {}, const std::string& transport = "tcp");
 
   Database& db_;
 };

@@ -26,6 +26,11 @@ struct PortRange {
 // hands its servers (socket activation). Invalid, with errno set, when the port cannot be bound; Error(usage) when
 // the address cannot be used.
 FileDescriptor listen_on(const std::string& address, int port);
+// A socket listening at the Unix socket `path` (a Unix-socket export's), mode 0660 and group `group` before it
+// listens, so that only the group's members (and the owner) can connect. A socket file left at the path (a server
+// of an earlier manager) is replaced; the directory is created (0755: the socket's own mode guards it). Throws
+// Error(unavailable) naming the path, the group and the fix.
+FileDescriptor listen_on_unix(const std::string& path, const std::string& group);
 
 class PortAllocator {
  public:

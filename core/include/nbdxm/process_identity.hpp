@@ -48,4 +48,8 @@ class TcpSocketTable {
   std::vector<Socket> sockets_;
 };
 
+// The connected sockets accepted on the Unix socket `path` (/proc/net/unix: a server's accepted sockets carry the
+// path they were accepted on), any process: a Unix-socket export's clients.
+int unix_socket_connections(const std::string& path);
+
 }  // namespace nbdxm

@@ -82,6 +82,14 @@ struct NbdExport {
   bool tls = false;                       // its server requires TLS with the export's own pre-shared key
   std::optional<std::string> allow_from;  // the client networks its server accepts (CIDRs, commas); nullopt: any
   std::string durability = "on-close";    // on-close or write-through (schema.sql, version 5)
+  // How clients reach it (schema.sql, transport): tcp (its own port), unix (its own socket, named after it) or
+  // shared (the manager's shared server, by name). `port` is 0 for unix and shared exports: they have none.
+  std::string transport = "tcp";
+  std::optional<std::string> allow_peers;  // a unix export's uid:N/gid:N rules (commas); nullopt: any client
+
+  // Who may connect, as the plugin's allow-from= takes it: the addresses of a tcp export or the uid/gid rules of a
+  // unix export; nullopt: any client that reaches its listener.
+  const std::optional<std::string>& allowed_clients() const { return transport == "unix" ? allow_peers : allow_from; }
 
   bool live() const { return status == "pending" || status == "active"; }
 };
@@ -169,7 +177,9 @@ struct ManagerInstance {
   bool tls_default = false;  // `nbdxm serve --tls require`: exports are created with TLS unless --no-tls
   std::string version;
   std::string started_at;
-  std::string durability = "on-close";  // what `export create` gives an export by default
+  std::string durability = "on-close";         // what `export create` gives an export by default
+  std::string transport_default = "tcp";       // `nbdxm serve --transport`: tcp or unix
+  std::optional<std::string> shared_listener;  // ADDR:PORT or a socket path (`--shared-listener`, `--shared-socket`)
 };
 
 }  // namespace nbdxm

@@ -142,6 +142,13 @@ std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& re
                              printable_export_name(name))));
   }
   const NbdExport& found = *admission->found;
+  if (options_.shared && found.transport != "shared") {
+    // Said and counted as for an unknown name: the shared port must not tell which other exports exist.
+    refuse(Reason::unknown_export,
+           Error(ExitCode::not_found, fmt::format("export {} is not reachable on the shared listener (its transport "
+                                                  "is {}); a client that knows the name was refused",
+                                                  printable_export_name(name), found.transport)));
+  }
   std::shared_ptr<ExportCounters> counters;
   try {
     counters = counters_of(found);
@@ -188,6 +195,7 @@ std::shared_ptr<ExportCounters> ExportConnector::counters_of(const NbdExport& e)
 
 std::vector<NbdExport> ExportConnector::served_exports() {
   std::vector<NbdExport> served;
+  if (options_.shared) return served;  // the shared listener names no export
   for (auto& e : watcher_.active_exports()) {
     if (!options_.pinned_export || e.export_name == *options_.pinned_export) served.push_back(std::move(e));
   }

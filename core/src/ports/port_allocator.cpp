@@ -1,11 +1,15 @@
 #include "nbdxm/port_allocator.hpp"
 
 #include <fmt/format.h>
+#include <grp.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <charconv>
 
@@ -99,6 +103,40 @@ FileDescriptor listen_on(const std::string& address, int port) {
   if (!fd.valid()) return {};
   set_server_options(fd.get(), a->ai_family);
   if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) return {};
+  return fd;
+}
+
+FileDescriptor listen_on_unix(const std::string& path, const std::string& group) {
+  const struct group* found = ::getgrnam(group.c_str());
+  if (found == nullptr) {
+    throw Error(
+        ExitCode::unavailable,
+        fmt::format("cannot listen on {}: group {} does not exist; create it (`addgroup --system {}`, the nbdxm "
+                    "package does) and add the users that may connect",
+                    path, group, group));
+  }
+  const gid_t gid = found->gr_gid;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof address.sun_path) {
+    throw Error(ExitCode::unavailable, fmt::format("cannot listen on {}: the path is longer than {} bytes; use a "
+                                                   "shorter --run-dir or export name",
+                                                   path, sizeof address.sun_path - 1));
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size());
+  auto failed = [&](const char* step) {
+    return Error(ExitCode::unavailable, fmt::format("cannot listen on {}: {}: {}", path, step, std::strerror(errno)));
+  };
+  const std::string dir = path.substr(0, path.rfind('/'));
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw failed("mkdir of its directory");
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) throw failed("socket");
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) throw failed("bind");
+  if (::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) throw failed(fmt::format("chgrp {}", group).c_str());
+  if (::chmod(path.c_str(), 0660) != 0) throw failed("chmod 0660");
+  if (::listen(fd.get(), SOMAXCONN) != 0) throw failed("listen");
   return fd;
 }
 

@@ -134,6 +134,22 @@ TcpSocketTable TcpSocketTable::read() {
   return table;
 }
 
+int unix_socket_connections(const std::string& path) {
+  constexpr int kConnected = 3;  // SS_CONNECTED
+  std::istringstream in(read_small_file("/proc/net/unix").value_or(""));
+  std::string line;
+  std::getline(in, line);  // header
+  int count = 0;
+  while (std::getline(in, line)) {
+    // Num RefCount Protocol Flags Type St Inode Path
+    std::istringstream fields(line);
+    std::string num, refs, protocol, flags, type, state, inode, socket_path;
+    if (!(fields >> num >> refs >> protocol >> flags >> type >> state >> inode >> socket_path)) continue;
+    if (socket_path == path && parse_number<int>(state, 16) == kConnected) ++count;
+  }
+  return count;
+}
+
 std::vector<uint64_t> TcpSocketTable::connection_inodes(int port) const {
   constexpr int kEstablished = 1;
   std::vector<uint64_t> inodes;

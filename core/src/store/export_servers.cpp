@@ -46,7 +46,7 @@ std::optional<ManagerInstance> read_manager(SQLite::Database& db) {
   SQLite::Statement q(db,
                       "SELECT pid, start_time, boot_id, listen_address, port_low, port_high, run_dir, "
                       "allow_regular_files, byid_dir, max_connections, version, started_at, tls_default, "
-                      "durability FROM export_manager WHERE id = 1");
+                      "durability, transport_default, shared_listener FROM export_manager WHERE id = 1");
   if (!q.executeStep()) return std::nullopt;
   ManagerInstance m;
   m.process = ProcessIdentity{q.getColumn(0).getInt(), static_cast<uint64_t>(q.getColumn(1).getInt64()),
@@ -62,6 +62,8 @@ std::optional<ManagerInstance> read_manager(SQLite::Database& db) {
   m.started_at = q.getColumn(11).getString();
   m.tls_default = q.getColumn(12).getInt() != 0;
   m.durability = q.getColumn(13).getString();
+  m.transport_default = q.getColumn(14).getString();
+  if (!q.getColumn(15).isNull()) m.shared_listener = q.getColumn(15).getString();
   return m;
 }
 
@@ -196,8 +198,8 @@ void ExportStore::register_manager(const ManagerInstance& self, const StillRunni
   SQLite::Statement q(db_.sql(),
                       "INSERT OR REPLACE INTO export_manager (id, pid, start_time, boot_id, listen_address, port_low, "
                       "port_high, run_dir, allow_regular_files, byid_dir, max_connections, version, tls_default, "
-                      "durability) "
-                      "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                      "durability, transport_default, shared_listener) "
+                      "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   q.bind(1, self.process.pid);
   q.bind(2, static_cast<int64_t>(self.process.start_time));
   q.bind(3, self.process.boot_id);
@@ -211,6 +213,8 @@ void ExportStore::register_manager(const ManagerInstance& self, const StillRunni
   q.bind(11, self.version);
   q.bind(12, self.tls_default ? 1 : 0);
   q.bind(13, self.durability);
+  q.bind(14, self.transport_default);
+  if (self.shared_listener) q.bind(15, *self.shared_listener);
   q.exec();
   tx.commit();
 }

@@ -35,8 +35,9 @@ std::optional<NbdExport> live_export_where(SQLite::Database& db, const std::stri
 }
 
 std::set<int> live_ports(SQLite::Database& db, const PortRange& range) {
-  SQLite::Statement q(db,
-                      fmt::format("SELECT port FROM nbd_exports WHERE status IN {} AND port BETWEEN ? AND ?", kLive));
+  SQLite::Statement q(db, fmt::format("SELECT port FROM nbd_exports WHERE status IN {} AND transport = 'tcp' "
+                                      "AND port BETWEEN ? AND ?",
+                                      kLive));
   q.bind(1, range.low);
   q.bind(2, range.high);
   std::set<int> ports;
@@ -50,7 +51,7 @@ std::optional<int> ExportStore::move_export_port(int64_t export_id, int from, co
                                                  const PortAllocator& ports) {
   WriteTransaction tx(db_);
   SQLite::Statement q(db_.sql(), fmt::format("SELECT 1 FROM nbd_exports WHERE id = ? AND port = ? AND created_at = ? "
-                                             "AND status IN {}",
+                                             "AND status IN {} AND transport = 'tcp'",
                                              kLive));
   q.bind(1, export_id);
   q.bind(2, from);
@@ -70,6 +71,7 @@ std::optional<int> ExportStore::move_export_port(int64_t export_id, int from, co
 NbdExport ExportStore::create_export(const NewExport& request, const PortAllocator& ports, const ExportAccess& access) {
   if (request.name) values::require_export_name(*request.name);
   if (request.port) values::require_port(*request.port);
+  const bool own_port = request.transport == "tcp";
   WriteTransaction tx(db_);
   const Job job = get_job(request.job_id);
   if (job_ended(job)) {
@@ -105,11 +107,14 @@ NbdExport ExportStore::create_export(const NewExport& request, const PortAllocat
                             name, previous->disk_id, previous->job_id));
   }
 
-  int port = 0;
-  if (request.port) {
+  int port = kNoListenerPort;
+  if (!own_port) {
+    // unix and shared exports have no port of their own (schema.sql, version 6).
+  } else if (request.port) {
     port = *request.port;
-    SQLite::Statement held(db_.sql(),
-                           fmt::format("SELECT export_name FROM nbd_exports WHERE port = ? AND status IN {}", kLive));
+    SQLite::Statement held(db_.sql(), fmt::format("SELECT export_name FROM nbd_exports WHERE port = ? AND status IN {} "
+                                                  "AND transport = 'tcp'",
+                                                  kLive));
     held.bind(1, port);
     if (held.executeStep()) {
       throw Error(ExitCode::conflict, fmt::format("port {} is held by the live export {}; leave out --port to get a "
@@ -130,21 +135,23 @@ NbdExport ExportStore::create_export(const NewExport& request, const PortAllocat
       // Reuse the revoked or failed row: names stay unique and a volume keeps the name its clients know.
       SQLite::Statement q(db_.sql(),
                           "UPDATE nbd_exports SET job_id = ?, vm_disk_id = ?, device_mapping_id = ?, port = ?, "
-                          "status = 'pending', status_reason = NULL, tls = ?, allow_from = ?, "
-                          "created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
+                          "status = 'pending', status_reason = NULL, tls = ?, allow_from = ?, transport = ?, "
+                          "allow_peers = ?, created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
       q.bind(1, job.id);
       q.bind(2, disk.id);
       q.bind(3, mapping.id);
       q.bind(4, port);
       q.bind(5, access.tls ? 1 : 0);
-      if (access.allow_from) q.bind(6, *access.allow_from);
-      q.bind(7, previous->id);
+      if (access.allow_from && request.transport != "unix") q.bind(6, *access.allow_from);
+      q.bind(7, request.transport);
+      if (access.allow_from && request.transport == "unix") q.bind(8, *access.allow_from);
+      q.bind(9, previous->id);
       q.exec();
       SQLite::Statement forget(db_.sql(), "DELETE FROM export_servers WHERE export_id = ?");
       forget.bind(1, previous->id);
       forget.exec();
     } else {
-      insert_export(disk, mapping, name, port, "pending", access);
+      insert_export(disk, mapping, name, port, "pending", access, request.transport);
     }
     SQLite::Statement durability(db_.sql(), "UPDATE nbd_exports SET durability = ? WHERE export_name = ?");
     durability.bind(1, request.durability);

@@ -28,10 +28,11 @@ NbdExport ExportStore::add_export(const std::string& job_id, const std::string& 
 }
 
 void ExportStore::insert_export(const VmDisk& disk, const DeviceMapping& mapping, const std::string& export_name,
-                                int port, const std::string& status, const ExportAccess& access) {
+                                int port, const std::string& status, const ExportAccess& access,
+                                const std::string& transport) {
   SQLite::Statement q(db_.sql(),
                       "INSERT INTO nbd_exports (job_id, vm_disk_id, device_mapping_id, export_name, port, status, tls, "
-                      "allow_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+                      "allow_from, transport, allow_peers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   q.bind(1, disk.job_id);
   q.bind(2, disk.id);
   q.bind(3, mapping.id);
@@ -39,7 +40,9 @@ void ExportStore::insert_export(const VmDisk& disk, const DeviceMapping& mapping
   q.bind(5, port);
   q.bind(6, status);
   q.bind(7, access.tls ? 1 : 0);
-  if (access.allow_from) q.bind(8, *access.allow_from);
+  if (access.allow_from && transport != "unix") q.bind(8, *access.allow_from);
+  q.bind(9, transport);
+  if (access.allow_from && transport == "unix") q.bind(10, *access.allow_from);
   q.exec();
 }
 

@@ -86,6 +86,8 @@ NbdExport read_export(SQLite::Statement& q) {
   e.tls = q.getColumn(16).getInt() != 0;
   if (!q.getColumn(17).isNull()) e.allow_from = q.getColumn(17).getString();
   e.durability = q.getColumn(18).getString();
+  e.transport = q.getColumn(19).getString();
+  if (!q.getColumn(20).isNull()) e.allow_peers = q.getColumn(20).getString();
   return e;
 }
 

@@ -20,7 +20,7 @@ inline constexpr const char* kDiskColumns =
 inline constexpr const char* kExportColumns =
     "export_id, export_name, port, status, status_reason, job_id, vm_disk_id, disk_id, device_mapping_id, "
     "volume_uuid, device_path, operation_mode, requires_device_correlation, size, created_at, updated_at, tls, "
-    "allow_from, durability";
+    "allow_from, durability, transport, allow_peers";
 // export_durability_failures (alias f) joined with nbd_exports (alias e), for the export's name.
 inline constexpr const char* kDurabilityFailureColumns =
     "f.export_id, e.export_name, f.served_created_at, f.failures, f.reason, f.first_failed_at, f.last_failed_at, "

@@ -48,7 +48,7 @@ class DirectSupervisorTest : public ManagerTest {
     NewExport request{volume.job_id, volume.disk_id, std::nullopt, std::nullopt};
     const auto e = store_.create_export(request, PortAllocator(port_range(), "127.0.0.1"));
     store_.set_export_status(e.export_name, "active");
-    const ServerTarget target{e.id, e.export_name, e.port, e.created_at};
+    const ServerTarget target{e.id, e.export_name, e.port, e.created_at, "", ""};
     const std::string device = store_.get_export(e.export_name).device_path;
     supervision::write_server_spec(supervision::server_spec_path(settings_, target),
                                    supervision::ServerSpec{settings_, target, {device}, device});

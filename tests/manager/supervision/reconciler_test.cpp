@@ -44,7 +44,7 @@ class ReconcilerTest : public ManagerTest {
     return store_.get_export(e.export_name);
   }
   PortRange port_range() const { return PortRange{ports_.low(), ports_.high()}; }
-  static ServerTarget target_of(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at}; }
+  static ServerTarget target_of(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at, "", ""}; }
   Reconciler& reconciler() {
     if (!reconciler_) reconciler_ = std::make_unique<Reconciler>(settings_, port_range(), store_, fake_);
     return *reconciler_;

@@ -25,7 +25,7 @@ ServerSettings base() {
   return s;
 }
 
-const ServerTarget kTarget{7, "migration-vol-1", 10810, "2026-11-30T14:11:16.123Z"};
+const ServerTarget kTarget{7, "migration-vol-1", 10810, "2026-11-30T14:11:16.123Z", "", ""};
 
 bool has(const std::vector<std::string>& argv, const std::string& arg) {
   return std::find(argv.begin(), argv.end(), arg) != argv.end();
