@@ -390,10 +390,10 @@ void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   for (const auto& e : exports) {
     const auto facts = servers.facts(e);
     auto progress = progress_cells(counters_of(counters, e.id));
-    cells.push_back({printable(e.export_name), e.transport == "tcp" ? std::to_string(e.port) : printable(e.transport), printable(e.status), printable(e.job_id),
-                     printable(e.disk_id), printable(e.volume_uuid), printable(e.device_path),
-                     text_value(facts.connections), text_value(facts.supervisor), std::move(progress[0]),
-                     std::move(progress[1]), std::move(progress[2]), printable(e.created_at)});
+    cells.push_back({printable(e.export_name), e.transport == "tcp" ? std::to_string(e.port) : printable(e.transport),
+                     printable(e.status), printable(e.job_id), printable(e.disk_id), printable(e.volume_uuid),
+                     printable(e.device_path), text_value(facts.connections), text_value(facts.supervisor),
+                     std::move(progress[0]), std::move(progress[1]), std::move(progress[2]), printable(e.created_at)});
   }
   fmt::print("{}", format_table(cells, kListColumns));
 }

@@ -230,11 +230,13 @@ void Reconciler::sync_shared(const std::vector<NbdExport>& live, Clock::time_poi
   }
   if (devices_changed) {
     try {
+      // No current device: the shared server serves every device of its spec at once.
       write_server_spec(server_spec_path(shared_settings(), shared.target),
-                        ServerSpec{shared_settings(), shared.target, shared.devices});
+                        ServerSpec{shared_settings(), shared.target, shared.devices, ""});
     } catch (const std::exception& e) {
       log_event("the shared server: cannot write its spec: {}", e.what());
     }
+    if (shared.started) supervisor_.device_changed(shared.target, now);
   }
   if (!shared.started) {
     shared.started = true;

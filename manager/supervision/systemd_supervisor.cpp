@@ -343,18 +343,23 @@ void SystemdSupervisor::device_changed(const ServerTarget& target, Clock::time_p
   }
 }
 
-// DeviceAllow= of the server's unit: its spec's current device alone. The empty list first empties the unit's list
-// (systemd adds a property's entries to the list it has), here and in the unit's runtime drop-in.
+// DeviceAllow= of the server's unit: its spec's current device alone (every device of the spec for a spec without a
+// current one: the shared server's). The empty list first empties the unit's list (systemd adds a property's entries
+// to the list it has), here and in the unit's runtime drop-in.
 std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) const {
-  std::string device;
+  std::vector<std::string> devices;
   try {
-    device = read_server_spec(spec_path(server)).device;
+    const ServerSpec spec = read_server_spec(spec_path(server));
+    devices = spec.device.empty() ? spec.devices : std::vector<std::string>{spec.device};
   } catch (const std::exception& e) {
     cli::log_event("{}: its spec cannot be read ({}); its server may open no device", server.target.export_name,
                    e.what());
   }
   std::vector<UnitProperty> properties{{"DeviceAllow", "", 0, false, true, {}}};
-  const auto nodes = device_nodes_for(device);
+  std::vector<std::string> nodes;
+  for (const auto& device : devices) {
+    for (auto& node : device_nodes_for(device)) nodes.push_back(std::move(node));
+  }
   if (!nodes.empty()) properties.push_back({"DeviceAllow", "", 0, false, true, nodes});
   return properties;
 }
