@@ -146,6 +146,7 @@ void Reconciler::begin(Clock::time_point now) {
   std::set<CounterFolder::Life> running;
   for (const auto& [id, served] : served_) running.insert({id, served.target.created_at});
   for (const auto& target : stopping_) running.insert({target.export_id, target.created_at});  // retired when stopped
+  if (shared_) running.insert(shared_->live.begin(), shared_->live.end());  // served by the shared server
   folder_.retire_all_but(running, now);
 }
 
@@ -206,7 +207,9 @@ int Reconciler::finish() {
       served_.begin(), served_.end(), [](const auto& entry) { return entry.second.phase == Served::Phase::serving; }));
 }
 
-void Reconciler::serve_shared(const ServerTarget& target) { shared_ = SharedServer{target, false, false, "", {}, {}}; }
+void Reconciler::serve_shared(const ServerTarget& target) {
+  shared_ = SharedServer{target, false, false, "", {}, {}, {}};
+}
 
 ServerSettings Reconciler::shared_settings() const {
   ServerSettings settings = settings_;
@@ -217,8 +220,11 @@ ServerSettings Reconciler::shared_settings() const {
 void Reconciler::sync_shared(const std::vector<NbdExport>& live, Clock::time_point now) {
   SharedServer& shared = *shared_;
   std::map<int64_t, NbdExport> wanted;
+  shared.live.clear();
   for (const auto& e : live) {
-    if (e.transport == "shared") wanted.emplace(e.id, e);
+    if (e.transport != "shared") continue;
+    wanted.emplace(e.id, e);
+    shared.live.insert({e.id, e.created_at});
   }
   bool devices_changed = !shared.started;
   for (const auto& [id, e] : wanted) {
@@ -257,6 +263,14 @@ void Reconciler::sync_shared(const std::vector<NbdExport>& live, Clock::time_poi
     const auto synced = sync_devices({gone.device_path});
     for (const auto& failure : synced.failures)
       log_event("export {} (shared): cannot sync {}", gone.export_name, failure);
+    const ServerTarget life{gone.id, gone.export_name, gone.port, gone.created_at, "", ""};
+    try {
+      record_sync_failures(settings_.run_dir, life, synced);  // folded into the store with the file, below
+    } catch (const std::exception& e) {
+      log_event("export {} (shared): cannot record the failed sync as a durability failure: {}", gone.export_name,
+                e.what());
+    }
+    folder_.retire(life, now);
     writes_.add(
         gone.id, fmt::format("export {} (shared): recording its end", gone.export_name),
         [gone](ExportStore& store) { store.record_server_stopped(gone.id, gone.created_at); }, now);
@@ -290,12 +304,20 @@ void Reconciler::handle_shared(const ServerEvent& event, Clock::time_point now) 
       log_event("the shared server on {} cannot serve: {}", server_instance(shared_settings(), shared.target),
                 event.reason);
       shared.serving = false;
+      // Fail closed: its exports are failed with the reason (their devices are synced once the store says so).
+      for (const auto& [id, e] : shared.recorded) {
+        writes_.add(
+            id, fmt::format("export {} (shared): marking the export failed", e.export_name),
+            [id, created_at = e.created_at, reason = "the shared server cannot serve: " + event.reason](
+                ExportStore& store) { store.fail_export(id, reason, created_at); },
+            now);
+      }
+      look_wanted_ = true;
       break;
     case ServerEvent::Kind::stopped:
       shared.serving = false;
       break;
   }
-  (void)now;
 }
 
 void Reconciler::adopt(Clock::time_point now) {

@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -87,8 +88,9 @@ class Reconciler {
     bool started = false;
     bool serving = false;
     std::string unit;
-    std::vector<std::string> devices;       // in its spec: synced when it stops
-    std::map<int64_t, NbdExport> recorded;  // the shared exports recorded served, by id
+    std::vector<std::string> devices;                // in its spec: synced when it stops
+    std::map<int64_t, NbdExport> recorded;           // the shared exports recorded served, by id
+    std::set<std::pair<int64_t, std::string>> live;  // the lives (id, created_at) of the live shared exports
   };
   ServerSettings shared_settings() const;
   void sync_shared(const std::vector<NbdExport>& live, Clock::time_point now);

@@ -313,16 +313,21 @@ namespace {
 void report_durability_failures(const std::string& spec_path, const DeviceSyncResult& result) {
   if (result.ok()) return;
   const ServerSpec spec = read_server_spec(spec_path);
-  const std::string dir = counters_dir(spec.settings.run_dir);
+  record_sync_failures(spec.settings.run_dir, spec.target, result);
+}
+
+}  // namespace
+
+void record_sync_failures(const std::string& run_dir, const ServerTarget& target, const DeviceSyncResult& result) {
+  if (result.ok()) return;
+  const std::string dir = counters_dir(run_dir);
   std::filesystem::create_directories(dir);  // the manager makes it at start; a server may have run without one
-  const std::string path = ExportCounters::path(dir, spec.target.export_id, spec.target.created_at);
-  const auto counters = ExportCounters::open_or_create(path, {spec.target.export_id, spec.target.created_at, 0});
+  const std::string path = ExportCounters::path(dir, target.export_id, target.created_at);
+  const auto counters = ExportCounters::open_or_create(path, {target.export_id, target.created_at, 0});
   for (const auto& failure : result.failures) {
     counters->durability_failure(fmt::format("durability: sync after the server stopped failed: {}", failure));
   }
 }
-
-}  // namespace
 
 DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which) {
   std::error_code ec;

@@ -76,6 +76,10 @@ DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerT
 // own, so one fdatasync need not wait for another's (a whole job's servers stop at once).
 constexpr size_t kParallelSyncs = 16;
 void sync_spec_devices(const ServerSettings& settings, const std::vector<ServerTarget>& targets);
+// Records each failure of `result` as a durability failure of the target's export life, in its counter file under
+// run_dir, for the manager to fold into the store (a sync after its server stopped is the life's last durability
+// point).
+void record_sync_failures(const std::string& run_dir, const ServerTarget& target, const DeviceSyncResult& result);
 
 // The pre-shared key of a TLS export's life (`export create --tls`): <store's directory>/tls/<name>.<created_at as
 // digits>.psk, one line `<export name>:<64 hex digits>` (nbdkit --tls-psk and libnbd's tls-psk-file read it; the

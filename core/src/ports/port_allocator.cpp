@@ -128,7 +128,12 @@ FileDescriptor listen_on_unix(const std::string& path, const std::string& group)
     return Error(ExitCode::unavailable, fmt::format("cannot listen on {}: {}: {}", path, step, std::strerror(errno)));
   };
   const std::string dir = path.substr(0, path.rfind('/'));
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw failed("mkdir of its directory");
+  if (::mkdir(dir.c_str(), 0755) == 0) {
+    // Whatever the umask (nbdxm.service has 0027): clients outside the service user's group must reach the socket.
+    if (::chmod(dir.c_str(), 0755) != 0) throw failed("chmod 0755 of its directory");
+  } else if (errno != EEXIST) {
+    throw failed("mkdir of its directory");
+  }
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
   FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
