@@ -592,8 +592,8 @@ JOIN device_mappings m ON m.id = e.device_mapping_id;
 -- write_rate_bytes_per_second: bytes written and zeroed per second over the last 10 s, as the manager last saw them
 -- (it keeps the samples in memory; a new manager reports 0 until it has two samples). connections_open is as of
 -- updated_at. Written only by the manager; goes away with its export.
--- The manager folds the same counters into the export's vm_disk in the same transaction: bytes_synced is the sum of
--- bytes_written + bytes_zeroed over the rows of every export life of the disk (its job's), sync_progress_percent is
+-- The manager folds the same counters into the life's vm_disk in the same transaction: bytes_synced is the sum of
+-- bytes_written + bytes_zeroed over the rows of every export life that served the disk (vm_disk_id; its job's), sync_progress_percent is
 -- the current life's coverage against the disk's size (size_gb GiB; at most 100), and a 'pending' disk becomes
 -- 'syncing' at its export's first write. The manager never sets 'completed', 'failed' or 'cancelled': whether a copy
 -- is finished is the control plane's to say (an incremental sync never covers the whole disk).
@@ -623,6 +623,10 @@ CREATE TABLE export_counters (
     volume_size                 INTEGER NOT NULL DEFAULT 0,
     write_rate_bytes_per_second INTEGER NOT NULL DEFAULT 0,
     updated_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    -- The vm_disk the life served (the export's, when its row was first written while the life was current; NULL
+    -- when it never was): an export row is reused by later jobs and disks, so its current vm_disk_id is not the
+    -- disk of its earlier lives. bytes_synced sums the lives of the disk by this column.
+    vm_disk_id                  INTEGER,
     CONSTRAINT export_counters_range
     CHECK (bytes_written >= 0 AND bytes_zeroed >= 0 AND bytes_trimmed >= 0 AND bytes_read >= 0
            AND connections_open >= 0 AND coverage_bytes >= 0 AND write_rate_bytes_per_second >= 0),

@@ -290,6 +290,42 @@ TEST_F(StoreApiTest, WritesAboutAnExportsEarlierLifeLeaveARowReusedSinceAlone) {
   EXPECT_EQ(store_.get_export("e3").status, "failed");
 }
 
+// bytes_synced is the disk's own: an export row re-used for another job's disk does not carry the bytes of its
+// earlier life there, and that life's last counters still go to the disk it served.
+TEST_F(StoreApiTest, ProgressStaysWithTheDiskEachExportLifeServed) {
+  db_.sql().exec("UPDATE nbd_exports SET created_at = '2026-01-01T00:00:00.000Z' WHERE export_name = 'e3'");
+  const NbdExport old_life = store_.get_export("e3");
+  ExportCounterRecord counters;
+  counters.export_id = old_life.id;
+  counters.served_created_at = old_life.created_at;
+  counters.bytes_written = 3 * 1048576;
+  ASSERT_TRUE(store_.record_export_counters(counters));
+  const auto synced = [&](int64_t disk) {
+    return db_.sql().execAndGet(fmt::format("SELECT bytes_synced FROM vm_disks WHERE id = {}", disk)).getInt64();
+  };
+  EXPECT_EQ(synced(old_life.vm_disk_id), 3 * 1048576);
+
+  RevokeTarget target;
+  target.export_name = "e3";
+  store_.revoke_exports(target, "revoked by a test");
+  store_.link_disk("j1", "d2", kVolume3);
+  NewExport request;
+  request.job_id = "j1";
+  request.disk_id = "d2";
+  request.name = "e3";
+  const NbdExport new_life =
+      store_.create_export(request, PortAllocator(PortRange{.low = 41000, .high = 41099}, "127.0.0.1"));
+  ASSERT_EQ(new_life.id, old_life.id);
+  ASSERT_NE(new_life.vm_disk_id, old_life.vm_disk_id);
+  counters.bytes_written = 4 * 1048576;  // the old life's last fold, after the row was re-used
+  ASSERT_TRUE(store_.record_export_counters(counters));
+  counters.served_created_at = new_life.created_at;
+  counters.bytes_written = 1048576;
+  ASSERT_TRUE(store_.record_export_counters(counters));
+  EXPECT_EQ(synced(old_life.vm_disk_id), 4 * 1048576);
+  EXPECT_EQ(synced(new_life.vm_disk_id), 1048576);
+}
+
 TEST_F(StoreApiTest, ExportWritesAreRefusedInTheUsersTerms) {
   store_.link_disk("j1", "d2", kVolume3);
   EXPECT_EQ(refusal(ExitCode::conflict, [&] { store_.add_export("j1", "d2", "x", 10809); }),

@@ -56,11 +56,13 @@ std::string upsert_sql() {
     sets += fmt::format("{}{} = excluded.{}", i == 0 ? "" : ", ", c, c);
     changed += fmt::format("{}{} IS NOT excluded.{}", i == 0 ? "" : " OR ", c, c);
   }
+  // The life's disk (the last placeholder) is written with its first row only: an export row reused by a later job
+  // or disk must not move its earlier lives' bytes there.
   return fmt::format(
-      "INSERT INTO export_counters (export_id, served_created_at{}) VALUES (?1, ?2{}) "
+      "INSERT INTO export_counters (export_id, served_created_at{}, vm_disk_id) VALUES (?1, ?2{}, ?{}) "
       "ON CONFLICT (export_id, served_created_at) DO UPDATE SET {}, "
       "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE {}",
-      names, values, sets, changed);
+      names, values, columns.size() + 3, sets, changed);
 }
 
 // The disk's numbers from every life of its exports; the percent only from the export's current life. A disk row
@@ -69,7 +71,7 @@ constexpr const char* kFoldIntoDisk =
     "UPDATE vm_disks SET bytes_synced = n.total, sync_progress_percent = n.percent, sync_status = n.status "
     "FROM (SELECT d.id AS id, "
     "  (SELECT COALESCE(SUM(c.bytes_written + c.bytes_zeroed), 0) FROM export_counters c "
-    "   JOIN nbd_exports e ON e.id = c.export_id WHERE e.vm_disk_id = d.id) AS total, "
+    "   WHERE c.vm_disk_id = d.id) AS total, "
     "  CASE WHEN ?2 THEN min(100.0, ?3 * 100.0 / (d.size_gb * 1073741824.0)) "
     "       ELSE d.sync_progress_percent END AS percent, "
     "  CASE WHEN d.sync_status = 'pending' AND ?4 > 0 THEN 'syncing' ELSE d.sync_status END AS status "
@@ -121,9 +123,22 @@ bool ExportStore::record_export_counters(const ExportCounterRecord& counters) {
   upsert.bind(1, counters.export_id);
   upsert.bind(2, counters.served_created_at);
   bind_numbers(upsert, counters);
+  if (current_life) {
+    upsert.bind(static_cast<int>(number_columns().size()) + 3, disk);
+  } else {
+    upsert.bind(static_cast<int>(number_columns().size()) + 3);
+  }
   upsert.exec();
+  SQLite::Statement life_disk(db_.sql(),
+                              "SELECT vm_disk_id FROM export_counters WHERE export_id = ? AND served_created_at = ?");
+  life_disk.bind(1, counters.export_id);
+  life_disk.bind(2, counters.served_created_at);
+  if (!life_disk.executeStep() || life_disk.getColumn(0).isNull()) {
+    tx.commit();  // a life first seen after it ended: its disk is not known, so no disk's progress counts it
+    return true;
+  }
   SQLite::Statement fold(db_.sql(), kFoldIntoDisk);
-  fold.bind(1, disk);
+  fold.bind(1, life_disk.getColumn(0).getInt64());
   fold.bind(2, current_life ? 1 : 0);
   fold.bind(3, counters.coverage_bytes);
   fold.bind(4, counters.bytes_written + counters.bytes_zeroed);
