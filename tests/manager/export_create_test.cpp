@@ -130,6 +130,8 @@ TEST_F(ExportCreateTest, AnExhaustedRangeIsAClearErrorWithExitCode4) {
   const auto c = add_volume("job-7", "disk-3");
   ASSERT_EQ(create(a).code, 0);
   ASSERT_EQ(create(b).code, 0);
+  // The manager records each new export life's counters once, soon after its server starts: the snapshot follows.
+  ASSERT_TRUE(wait_until([&] { return store_.current_export_counters().size() == 2; }, 30s));
   const std::string before = dump(db_.sql());
   const CliResult exhausted = create(c);
   EXPECT_EQ(exhausted.code, 4);
