@@ -28,6 +28,8 @@
 #include <string>
 #include <string_view>
 
+#include "nbdxm/shared_mapping.hpp"
+
 namespace nbdxm {
 
 class ExportCounters {
@@ -101,13 +103,12 @@ class ExportCounters {
   Identity identity() const;
 
  private:
-  ExportCounters(void* map, size_t length);
-  Layout& layout() const noexcept { return *static_cast<Layout*>(map_); }
+  explicit ExportCounters(SharedMapping mapping);
+  Layout& layout() const noexcept { return *static_cast<Layout*>(mapping_.data()); }
   std::atomic<uint64_t>* bitmap() const noexcept;
   void cover(uint64_t offset, uint64_t bytes) noexcept;
 
-  void* map_;
-  size_t length_;
+  SharedMapping mapping_;
   std::mutex event_writer_;  // one writer of the event area per process; the file has one server at a time
 };
 

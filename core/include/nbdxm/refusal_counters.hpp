@@ -17,6 +17,8 @@
 #include <memory>
 #include <string>
 
+#include "nbdxm/shared_mapping.hpp"
+
 namespace nbdxm {
 
 class RefusalCounters {
@@ -55,11 +57,10 @@ class RefusalCounters {
   Counts counts() const;
 
  private:
-  RefusalCounters(void* map, size_t length) : map_(map), length_(length) {}
-  Layout& layout() const noexcept { return *static_cast<Layout*>(map_); }
+  explicit RefusalCounters(SharedMapping mapping);
+  Layout& layout() const noexcept { return *static_cast<Layout*>(mapping_.data()); }
 
-  void* map_;
-  size_t length_;
+  SharedMapping mapping_;
 };
 
 }  // namespace nbdxm

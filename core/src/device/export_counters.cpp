@@ -1,19 +1,13 @@
 #include "nbdxm/export_counters.hpp"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cstring>
 #include <stdexcept>
-
-#include "nbdxm/file_descriptor.hpp"
+#include <utility>
 
 namespace nbdxm {
 namespace {
@@ -41,9 +35,7 @@ uint64_t bitmap_bits(int64_t volume_size) {
          ExportCounters::kGranule;
 }
 
-std::runtime_error file_error(const std::string& what, const std::string& path) {
-  return std::runtime_error(fmt::format("counter file {}: {}: {}", path, what, std::strerror(errno)));
-}
+const std::string kKind = "counter file";
 
 }  // namespace
 
@@ -75,104 +67,74 @@ size_t file_length(uint64_t bits) { return sizeof(ExportCounters::Layout) + (bit
 
 }  // namespace
 
-ExportCounters::ExportCounters(void* map, size_t length) : map_(map), length_(length) {}
+ExportCounters::ExportCounters(SharedMapping mapping) : mapping_(std::move(mapping)) {}
 
-ExportCounters::~ExportCounters() { ::munmap(map_, length_); }
+ExportCounters::~ExportCounters() = default;
 
 std::string ExportCounters::path(const std::string& dir, int64_t export_id, const std::string& created_at) {
   return fmt::format("{}/{}-{}.bin", dir, export_id, digits_of(created_at));
 }
 
 std::atomic<uint64_t>* ExportCounters::bitmap() const noexcept {
-  return reinterpret_cast<Word*>(static_cast<char*>(map_) + sizeof(Layout));
+  return reinterpret_cast<Word*>(static_cast<char*>(mapping_.data()) + sizeof(Layout));
 }
 
 namespace {
 
-// Maps `fd` whole.
-void* map_file(int fd, const std::string& path, bool writable, size_t& length) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw file_error("cannot stat", path);
-  length = static_cast<size_t>(st.st_size);
-  if (length < sizeof(ExportCounters::Layout)) {
-    throw std::runtime_error(fmt::format("counter file {} is too short to be one; remove it", path));
+const ExportCounters::Layout& layout_of(const SharedMapping& mapping) {
+  return *static_cast<const ExportCounters::Layout*>(mapping.data());
+}
+
+void check_layout(const SharedMapping& mapping, const std::string& path) {
+  const auto& l = layout_of(mapping);
+  if (l.magic.load() != kMagic || l.version.load() != ExportCounters::kVersion ||
+      file_length(l.bitmap_bits.load()) > mapping.length()) {
+    throw std::runtime_error(fmt::format("{} is not a counter file of this nbdxm version; remove it", path));
   }
-  void* map = ::mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-  if (map == MAP_FAILED) throw file_error("cannot map", path);
-  return map;
 }
 
 std::string created_at_of(const ExportCounters::Layout& l);
 
+void initialise(ExportCounters::Layout& l, const ExportCounters::Identity& identity, uint64_t bits) {
+  l.version.store(ExportCounters::kVersion);
+  l.export_id.store(static_cast<uint64_t>(identity.export_id));
+  l.volume_size.store(static_cast<uint64_t>(std::max<int64_t>(identity.volume_size, 0)));
+  l.granule.store(ExportCounters::kGranule);
+  l.bitmap_bits.store(bits);
+  char text[kCreatedAtWords * sizeof(uint64_t)] = {};
+  std::memcpy(text, identity.created_at.data(), std::min(identity.created_at.size(), sizeof text - 1));
+  for (size_t i = 0; i < kCreatedAtWords; ++i) {
+    uint64_t word = 0;
+    std::memcpy(&word, text + i * sizeof word, sizeof word);
+    l.created_at[i].store(word);
+  }
+  l.magic.store(kMagic);  // last: a reader that sees it sees the whole header
+}
+
 }  // namespace
 
 std::unique_ptr<ExportCounters> ExportCounters::open_read_only(const std::string& path) {
-  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return nullptr;
-    throw file_error("cannot open", path);
-  }
-  size_t length = 0;
-  void* map = map_file(fd.get(), path, false, length);
-  std::unique_ptr<ExportCounters> counters(new ExportCounters(map, length));
-  const Layout& l = counters->layout();
-  if (l.magic.load() != kMagic || l.version.load() != kVersion || file_length(l.bitmap_bits.load()) > length) {
-    throw std::runtime_error(fmt::format("{} is not a counter file of this nbdxm version; remove it", path));
-  }
-  return counters;
+  auto mapping = SharedMapping::open(path, kKind, sizeof(Layout), false);
+  if (!mapping) return nullptr;
+  check_layout(*mapping, path);
+  return std::unique_ptr<ExportCounters>(new ExportCounters(std::move(*mapping)));
 }
 
 std::unique_ptr<ExportCounters> ExportCounters::open_or_create(const std::string& path, const Identity& identity) {
   const uint64_t bits = bitmap_bits(identity.volume_size);
-  const size_t length = file_length(bits);
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    if (auto existing = open_read_only(path)) {
-      const Layout& l = existing->layout();
-      if (static_cast<int64_t>(l.export_id.load()) != identity.export_id || created_at_of(l) != identity.created_at) {
-        throw std::runtime_error(fmt::format("counter file {} belongs to another export; remove it", path));
-      }
-      existing.reset();
-      FileDescriptor fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-      if (!fd.valid()) throw file_error("cannot open for writing", path);
-      size_t mapped = 0;
-      void* map = map_file(fd.get(), path, true, mapped);
-      return std::unique_ptr<ExportCounters>(new ExportCounters(map, mapped));
+  const auto check = [&](const SharedMapping& existing) {
+    check_layout(existing, path);
+    const Layout& l = layout_of(existing);
+    if (static_cast<int64_t>(l.export_id.load()) != identity.export_id || created_at_of(l) != identity.created_at) {
+      throw std::runtime_error(fmt::format("counter file {} belongs to another export; remove it", path));
     }
-    // Written complete under a temporary name, then linked into place: a reader never sees a half-written header,
-    // and of two servers racing (never expected: one server per export) the second maps the first's file.
-    const std::string temporary = fmt::format("{}.{}.tmp", path, ::getpid());
-    FileDescriptor fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
-    if (!fd.valid()) throw file_error("cannot create", temporary);
-    ::fchmod(fd.get(), 0640);  // whatever the umask: the manager (same user) reads it
-    if (::ftruncate(fd.get(), static_cast<off_t>(length)) != 0) {
-      ::unlink(temporary.c_str());
-      throw file_error("cannot size", temporary);
-    }
-    size_t mapped = 0;
-    void* map = map_file(fd.get(), temporary, true, mapped);
-    std::unique_ptr<ExportCounters> created(new ExportCounters(map, mapped));
-    Layout& l = created->layout();
-    l.version.store(kVersion);
-    l.export_id.store(static_cast<uint64_t>(identity.export_id));
-    l.volume_size.store(static_cast<uint64_t>(std::max<int64_t>(identity.volume_size, 0)));
-    l.granule.store(kGranule);
-    l.bitmap_bits.store(bits);
-    char text[kCreatedAtWords * sizeof(uint64_t)] = {};
-    std::memcpy(text, identity.created_at.data(), std::min(identity.created_at.size(), sizeof text - 1));
-    for (size_t i = 0; i < kCreatedAtWords; ++i) {
-      uint64_t word = 0;
-      std::memcpy(&word, text + i * sizeof word, sizeof word);
-      l.created_at[i].store(word);
-    }
-    l.magic.store(kMagic);
-    const int linked = ::link(temporary.c_str(), path.c_str());
-    const int link_errno = errno;
-    ::unlink(temporary.c_str());
-    if (linked == 0) return created;
-    errno = link_errno;
-    if (link_errno != EEXIST) throw file_error("cannot create", path);
-  }
-  throw std::runtime_error(fmt::format("counter file {} keeps changing; remove it", path));
+  };
+  // Written complete under a temporary name, then linked into place: a reader never sees a half-written header,
+  // and of two servers racing (never expected: one server per export) the second maps the first's file.
+  auto mapping = SharedMapping::open_or_create(
+      path, kKind, sizeof(Layout), file_length(bits), check,
+      [&](SharedMapping& created) { initialise(*static_cast<Layout*>(created.data()), identity, bits); });
+  return std::unique_ptr<ExportCounters>(new ExportCounters(std::move(mapping)));
 }
 
 namespace {
