@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "manager_harness.hpp"
 
 namespace nbdxm::test {
@@ -130,8 +132,16 @@ TEST_F(ExportCreateTest, AnExhaustedRangeIsAClearErrorWithExitCode4) {
   const auto c = add_volume("job-7", "disk-3");
   ASSERT_EQ(create(a).code, 0);
   ASSERT_EQ(create(b).code, 0);
-  // The manager records each new export life's counters once, soon after its server starts: the snapshot follows.
-  ASSERT_TRUE(wait_until([&] { return store_.current_export_counters().size() == 2; }, 30s));
+  // The manager records each export life's counters soon after they change; create's own handshake changes them
+  // (a connection opened, then closed). The snapshot follows their settled record.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto counters = store_.current_export_counters();
+        return counters.size() == 2 && std::all_of(counters.begin(), counters.end(), [](const auto& life) {
+                 return life.connections_total >= 1 && life.connections_open == 0;
+               });
+      },
+      30s));
   const std::string before = dump(db_.sql());
   const CliResult exhausted = create(c);
   EXPECT_EQ(exhausted.code, 4);
