@@ -177,7 +177,7 @@ TEST_F(ExportCreateTest, ARefusedDeviceExits6WithTheReasonAndFreesThePort) {
   EXPECT_TRUE(store_.live_exports().empty());
   const NbdExport e = export_of(volume);
   EXPECT_EQ(e.status, "failed");
-  EXPECT_TRUE(wait_until([&] { return port_bindable(e.port); }, 5s));
+  EXPECT_TRUE(wait_until([&] { return port_bindable(e.port); }, 30s));
 }
 
 TEST_F(ExportCreateTest, RefusalsNameTheProblemAndChangeNothing) {

@@ -133,7 +133,7 @@ TEST_F(ExportRevokeTest, RevokeWithoutAManagerCutsClientsButSaysNoManagerRecorde
   EXPECT_NE(TcpClient::connect_error(e.port, e.export_name), std::nullopt);  // the plugin refuses it already
   // The next manager stops the server of the revoked export.
   manager_.start();
-  EXPECT_TRUE(wait_until([&] { return !served(e.export_name); }, 5s));
+  EXPECT_TRUE(wait_until([&] { return !served(e.export_name); }, 30s));
   const CliResult again = nbdxm({"export", "revoke", e.export_name});
   EXPECT_EQ(again.code, 0) << again.err;
 }

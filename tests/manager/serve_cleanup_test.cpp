@@ -120,7 +120,7 @@ TEST_F(ServeCleanupTest, ExportsWrittenDirectlyToTheStoreAreServedAndStopped) {
     insert.bind(1, port);
     ASSERT_EQ(insert.exec(), 1);
   }
-  ASSERT_TRUE(wait_until([&] { return store_.get_export("written-directly").status == "active"; }, 5s))
+  ASSERT_TRUE(wait_until([&] { return store_.get_export("written-directly").status == "active"; }, 30s))
       << manager_.log();
   EXPECT_EQ(TcpClient::connect_error(port, "written-directly"), std::nullopt);
   {

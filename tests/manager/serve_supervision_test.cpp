@@ -126,11 +126,11 @@ TEST_F(ServeSupervisionTest, OnStartServersWithoutALiveExportAreStoppedAndMissin
   store_.add_export("job-1", "disk-3", "added-directly", ports_.low() + 20, "pending");
 
   manager_.start();
-  EXPECT_TRUE(wait_until([&] { return servers_for(export_of(revoked).export_name).empty(); }, 5s));
-  EXPECT_TRUE(wait_until([&] { return export_of(added).status == "active"; }, 5s)) << manager_.log();
+  EXPECT_TRUE(wait_until([&] { return servers_for(export_of(revoked).export_name).empty(); }, 30s));
+  EXPECT_TRUE(wait_until([&] { return export_of(added).status == "active"; }, 30s)) << manager_.log();
   EXPECT_EQ(TcpClient::connect_error(ports_.low() + 20, "added-directly"), std::nullopt);
   // Stopped with the manager (direct supervisor) and served again by the new one.
-  EXPECT_TRUE(wait_until([&] { return server_of(export_of(kept)).has_value(); }, 5s)) << manager_.log();
+  EXPECT_TRUE(wait_until([&] { return server_of(export_of(kept)).has_value(); }, 30s)) << manager_.log();
   EXPECT_NE(server_of(export_of(kept)), kept_server);
   EXPECT_EQ(TcpClient::connect_error(export_of(kept).port, export_of(kept).export_name), std::nullopt);
 }
