@@ -162,7 +162,10 @@ TEST_F(ExportUnixTest, UidRuleAdmitsOnlyThatUid) {
       << log;
 }
 
-TEST_F(ExportUnixTest, AllowlistOfTheOtherTransportIsRefusedWithOneLine) {
+// Refused before anything is served: no accounts, so it does not queue behind the other tests' accounts lock.
+class ExportUnixRefusalTest : public ManagerTest {};
+
+TEST_F(ExportUnixRefusalTest, AllowlistOfTheOtherTransportIsRefusedWithOneLine) {
   manager_.start();
   const auto volume = add_volume("job-unix", "disk-1");
   const CliResult cidr = create(volume, {"--transport", "unix", "--allow-from", "127.0.0.1"});
