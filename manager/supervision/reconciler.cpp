@@ -485,6 +485,11 @@ void Reconciler::sync(Clock::time_point now) {
       if (!e.device_path.empty() && e.device_path != served.device) {
         write_spec(served, e.device_path);
         supervisor_.device_changed(served.target, now);
+      } else if (const std::string node = resolved_device(served.device); node != served.node) {
+        // The same path names another node now (udev made its by-id link after the export was served, or moved it):
+        // under systemd the unit may open only the node the path resolves to, so it is told again.
+        served.node = node;
+        supervisor_.device_changed(served.target, now);
       }
       follow_access(served, e, now);
       ++it;
@@ -564,6 +569,7 @@ void Reconciler::write_spec(Served& served, const std::string& device) {
   const std::string path = server_spec_path(settings_, served.target);
   write_server_spec(path, merged_server_spec(path, served.spec_settings, served.target, device));
   served.device = device;
+  served.node = resolved_device(device);
 }
 
 void Reconciler::replace(Served& served, Clock::time_point now) {

@@ -81,6 +81,7 @@ class Reconciler {
     ServerTarget target;
     Phase phase = Phase::starting;
     std::string device;                // the device path last put into its spec
+    std::string node;                  // what `device` resolved to when the supervisor was last told it
     ServerSettings spec_settings;      // what its spec says it runs with
     ServerSettings wanted;             // the manager's settings with the export's own (tls, allow_from)
     std::optional<std::string> stale;  // how its settings differ from the manager's, while they do

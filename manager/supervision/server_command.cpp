@@ -327,6 +327,12 @@ ServerSpec merged_server_spec(const std::string& path, const ServerSettings& set
   return spec;
 }
 
+std::string resolved_device(const std::string& path) {
+  std::error_code ec;
+  auto resolved = std::filesystem::canonical(path, ec);
+  return ec ? "" : resolved.string();
+}
+
 std::string canonical_db_path(const std::string& db_path) {
   std::error_code ec;
   auto path = std::filesystem::weakly_canonical(std::filesystem::absolute(db_path, ec), ec);

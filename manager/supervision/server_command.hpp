@@ -106,6 +106,10 @@ std::string tls_psk_path(const std::string& db_path, const ServerTarget& target)
 void ensure_tls_psk(const std::string& path, const std::string& identity);
 void remove_tls_psk(const std::string& path);
 
+// What a device path names now, symbolic links followed (a /dev/disk/by-id link made, and moved, by udev): the
+// device node a server opening the path opens; empty while the path resolves to nothing.
+std::string resolved_device(const std::string& path);
+
 // The store path as servers are given it (absolute, symbolic links resolved).
 std::string canonical_db_path(const std::string& db_path);
 

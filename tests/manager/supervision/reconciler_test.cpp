@@ -371,6 +371,30 @@ TEST_F(ReconcilerTest, AMovedMappingIsToldToTheSupervisorOnceSoThatTheServerMayO
             e.device_path);
 }
 
+// A unit may open only the node its export's device path resolves to: when the path's link appears only after the
+// export is served (udev makes /dev/disk/by-id links when it gets to it), or is moved to another node, the
+// supervisor is told again though the store's path is unchanged.
+TEST_F(ReconcilerTest, ADevicePathThatResolvesToAnotherNodeIsToldToTheSupervisor) {
+  const NbdExport e = add_export("disk-1", "active");
+  const std::string link = dir_.file("by-id/virtio-volume");  // not made yet
+  store_.set_mapping_path(e.volume_uuid, link);
+  begin();
+  turn();
+  EXPECT_TRUE(fake_.device_changes.empty());
+  std::filesystem::create_directory(dir_.file("by-id"));
+  std::filesystem::create_symlink(e.device_path, link);  // udev made it
+  turn();
+  EXPECT_EQ(fake_.device_changes, std::vector<supervision::ServerTarget>{target_of(e)});
+  turn();
+  EXPECT_EQ(fake_.device_changes.size(), 1u);  // told once per change
+  const std::string other = dir_.file("other.img");
+  create_volume_file(other, kGiB);
+  std::filesystem::remove(link);
+  std::filesystem::create_symlink(other, link);  // the volume attached again under another node
+  turn();
+  EXPECT_EQ(fake_.device_changes.size(), 2u);
+}
+
 TEST_F(ReconcilerTest, AnAdoptedServerWhoseMappingMovedMeanwhileIsToldItsNewDevice) {
   const NbdExport moved = add_export("disk-1", "active");
   const NbdExport unmoved = add_export("disk-2", "active");
