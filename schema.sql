@@ -673,15 +673,29 @@ ALTER TABLE nbd_exports ADD COLUMN transport TEXT NOT NULL DEFAULT 'tcp'
 -- server admits a client whose uid, or whose primary gid, is listed (SO_PEERCRED), NULL for any client that can open
 -- the socket. `allow_from` (addresses) is for tcp exports only, `allow_peers` for unix exports only; `tls` is refused
 -- for shared exports (nbdkit 1.32 does not tell the plugin which pre-shared key a client used, so one server cannot
--- hold each export to its own key). The CLI checks each item fully.
+-- hold each export to its own key). `allow_peers` holds exactly what the CLI records: items uid:N or gid:N, N a
+-- number from 0 to 4294967295 written without a leading zero (the CHECK reads each item's prefix as '#'); only
+-- duplicate items, which the CLI drops, are beyond a CHECK (it cannot look at one item against another).
 ALTER TABLE nbd_exports ADD COLUMN allow_peers TEXT
     CONSTRAINT export_allow_peers_format
     CHECK (allow_peers IS NULL
-           OR (length(allow_peers) BETWEEN 5 AND 1000 AND allow_peers NOT GLOB '*[^0-9uidg:,]*'
-               AND (allow_peers GLOB 'uid:[0-9]*' OR allow_peers GLOB 'gid:[0-9]*')
-               AND allow_peers NOT GLOB '*,' AND allow_peers NOT GLOB '*,,*' AND allow_peers NOT GLOB '*:'
-               AND allow_peers NOT GLOB '*:,*' AND allow_peers NOT GLOB '*[0-9]u*' AND allow_peers NOT GLOB '*[0-9]g*'
-               AND allow_peers NOT GLOB '*,[^ug]*'));
+           OR (length(allow_peers) BETWEEN 5 AND 1000
+               AND allow_peers NOT GLOB '*[^0-9uidg:,]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') GLOB '#[0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*[^0-9#,]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*[^0-9]'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#[^0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*,[^#]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*[^,]#*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#0[0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#[5-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#4[3-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#429[5-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#42949[7-9][0-9][0-9][0-9][0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#429496[89][0-9][0-9][0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#4294967[3-9][0-9][0-9]*'
+               AND replace(replace(allow_peers, 'uid:', '#'), 'gid:', '#') NOT GLOB '*#429496729[6-9]*'));
 
 -- The transport's rules, for every writer (a trigger: a column added by ALTER TABLE cannot carry a table constraint).
 CREATE TRIGGER nbd_exports_transport_rules_insert BEFORE INSERT ON nbd_exports

@@ -69,6 +69,11 @@ void CounterFolder::retire(const ServerTarget& target, Clock::time_point now, bo
   retire_path(path, now);
 }
 
+uint64_t CounterFolder::connections_open(const ServerTarget& target) {
+  const File* file = mapped(ExportCounters::path(dir_, target.export_id, target.created_at));
+  return file == nullptr ? 0 : file->counters->counts().connections_open;
+}
+
 void CounterFolder::retire_all_but(const std::set<Life>& keep, Clock::time_point now) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {

@@ -45,6 +45,8 @@ class CounterFolder {
   // The target's server is gone: its file is folded once more, then removed unless `keep_file` (the manager is
   // exiting and its export stays live: the next manager's server continues the file's counters).
   void retire(const ServerTarget& target, Clock::time_point now, bool keep_file = false);
+  // The connections of the target's life open now, as its server counts them (0 without a file).
+  uint64_t connections_open(const ServerTarget& target);
   // Retires every file whose export life is not in `keep` (at start: files of servers no longer running).
   void retire_all_but(const std::set<Life>& keep, Clock::time_point now);
 

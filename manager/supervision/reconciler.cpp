@@ -101,6 +101,10 @@ int Reconciler::run(int signal_fd) {
     auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline(),
                               supervisor_.next_deadline(), folder_.next_deadline()});
     if (store_failing_since_ || look_wanted_) deadline = std::min(deadline, now + kStoreRetry);
+    if (shared_ && std::any_of(shared_->recorded.begin(), shared_->recorded.end(),
+                               [](const auto& entry) { return entry.second.ended.has_value(); })) {
+      deadline = std::min(deadline, now + kStoreRetry);  // an ended shared life waits for its connections to close
+    }
     supervisor_.collect_fds(fds);
     if (::poll(fds.data(), fds.size(), poll_timeout_ms(now, deadline)) < 0 && errno != EINTR) {
       throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
@@ -146,7 +150,10 @@ void Reconciler::begin(Clock::time_point now) {
   std::set<CounterFolder::Life> running;
   for (const auto& [id, served] : served_) running.insert({id, served.target.created_at});
   for (const auto& target : stopping_) running.insert({target.export_id, target.created_at});  // retired when stopped
-  if (shared_) running.insert(shared_->live.begin(), shared_->live.end());  // served by the shared server
+  if (shared_) {  // served by the shared server, or ending there
+    for (const auto& [life, e] : shared_->live) running.insert(life);
+    for (const auto& [life, recorded] : shared_->recorded) running.insert(life);
+  }
   folder_.retire_all_but(running, now);
 }
 
@@ -193,6 +200,7 @@ void Reconciler::store_read_failed(Clock::time_point now, const std::exception& 
 
 void Reconciler::advance(Clock::time_point now) {
   for (const auto& event : supervisor_.advance(now)) handle(event, now);
+  end_shared_lives(now);
   folder_.advance(now);
   writes_.retry(Clock::now());
   counters_->store_writes_refused.store(writes_.refused(), std::memory_order_relaxed);
@@ -208,7 +216,8 @@ int Reconciler::finish() {
 }
 
 void Reconciler::serve_shared(const ServerTarget& target) {
-  shared_ = SharedServer{target, false, false, "", {}, {}, {}};
+  shared_ = SharedServer{};
+  shared_->target = target;
 }
 
 ServerSettings Reconciler::shared_settings() const {
@@ -217,76 +226,167 @@ ServerSettings Reconciler::shared_settings() const {
   return settings;
 }
 
+namespace {
+
+ServerTarget life_target(const NbdExport& e) { return {e.id, e.export_name, e.port, e.created_at, "", ""}; }
+
+void add_device(std::vector<std::string>& devices, const std::string& device) {
+  if (!device.empty() && std::find(devices.begin(), devices.end(), device) == devices.end()) devices.push_back(device);
+}
+
+}  // namespace
+
 void Reconciler::sync_shared(const std::vector<NbdExport>& live, Clock::time_point now) {
   SharedServer& shared = *shared_;
-  std::map<int64_t, NbdExport> wanted;
   shared.live.clear();
   for (const auto& e : live) {
-    if (e.transport != "shared") continue;
-    wanted.emplace(e.id, e);
-    shared.live.insert({e.id, e.created_at});
+    if (e.transport == "shared") shared.live.emplace(CounterFolder::Life{e.id, e.created_at}, e);
   }
-  bool devices_changed = !shared.started;
-  for (const auto& [id, e] : wanted) {
-    if (!e.device_path.empty() &&
-        std::find(shared.devices.begin(), shared.devices.end(), e.device_path) == shared.devices.end()) {
-      shared.devices.push_back(e.device_path);
-      devices_changed = true;
+  // Lives no longer live (revoked, failed, deleted, created anew): their server cuts their connections; they end
+  // once those are closed (end_shared_lives). The others follow their mapping.
+  for (auto& [life, recorded] : shared.recorded) {
+    if (recorded.ended) continue;
+    const auto still = shared.live.find(life);
+    if (still == shared.live.end()) {
+      recorded.ended = now;
+      log_event("export {} (shared) is no longer live: its devices are synced once its connections are closed",
+                recorded.e.export_name);
+      continue;
+    }
+    recorded.e = still->second;
+    add_device(recorded.devices, recorded.e.device_path);
+  }
+  if (shared.serving) {
+    const std::string listener = server_instance(shared_settings(), shared.target);
+    for (const auto& [life, e] : shared.live) {
+      SharedLife& recorded = shared.recorded.try_emplace(life, SharedLife{e, {}, std::nullopt, false}).first->second;
+      add_device(recorded.devices, e.device_path);
+      if (recorded.in_store) continue;
+      recorded.in_store = true;
+      writes_.add(
+          e.id, fmt::format("export {} (shared): recording it served", e.export_name),
+          [e, kind = supervisor_.kind(), unit = shared.unit, listener](ExportStore& store) {
+            store.record_server_serving(e.id, kind, unit, listener, e.created_at);
+          },
+          now);
     }
   }
-  if (devices_changed) {
-    try {
-      // No current device: the shared server serves every device of its spec at once.
-      write_server_spec(server_spec_path(shared_settings(), shared.target),
-                        ServerSpec{shared_settings(), shared.target, shared.devices, ""});
-    } catch (const std::exception& e) {
-      log_event("the shared server: cannot write its spec: {}", e.what());
-    }
-    if (shared.started) supervisor_.device_changed(shared.target, now);
-  }
+  end_shared_lives(now);
+  write_shared_spec(now);
   if (!shared.started) {
     shared.started = true;
     supervisor_.serve(shared.target, now);
   }
-  // Exports no longer live there (revoked, failed, deleted, created anew): their server cut their connections; what
-  // they acknowledged is synced now, and their record cleared.
+}
+
+void Reconciler::end_shared_lives(Clock::time_point now) {
+  if (!shared_) return;
+  SharedServer& shared = *shared_;
+  bool ended = false;
   for (auto it = shared.recorded.begin(); it != shared.recorded.end();) {
-    const auto still = wanted.find(it->first);
-    if (still != wanted.end() && still->second.created_at == it->second.created_at) {
+    const SharedLife& life = it->second;
+    if (!life.ended) {
       ++it;
       continue;
     }
-    const NbdExport gone = it->second;
-    it = shared.recorded.erase(it);
-    log_event("export {} (shared) is no longer live: syncing {} and clearing its record", gone.export_name,
-              gone.device_path);
-    const auto synced = sync_devices({gone.device_path});
-    for (const auto& failure : synced.failures)
-      log_event("export {} (shared): cannot sync {}", gone.export_name, failure);
-    const ServerTarget life{gone.id, gone.export_name, gone.port, gone.created_at, "", ""};
-    try {
-      record_sync_failures(settings_.run_dir, life, synced);  // folded into the store with the file, below
-    } catch (const std::exception& e) {
-      log_event("export {} (shared): cannot record the failed sync as a durability failure: {}", gone.export_name,
-                e.what());
+    // A connection still open may have a write in flight, acknowledged once it lands: the sync must come after it.
+    // (A server that is not serving has none; one that died may have left its count above 0: hence the bound.)
+    const uint64_t open = folder_.connections_open(life_target(life.e));
+    if (open > 0 && shared.serving && now - *life.ended < kSharedEndWait) {
+      ++it;
+      continue;
     }
-    folder_.retire(life, now);
-    writes_.add(
-        gone.id, fmt::format("export {} (shared): recording its end", gone.export_name),
-        [gone](ExportStore& store) { store.record_server_stopped(gone.id, gone.created_at); }, now);
+    if (open > 0 && shared.serving) {
+      log_event("export {} (shared): {} connections still open {} s after its end; syncing its devices now",
+                life.e.export_name, open, kSharedEndWait.count());
+    }
+    end_shared_life(life, now);
+    it = shared.recorded.erase(it);
+    ended = true;
   }
-  if (!shared.serving) return;
-  const std::string listener = server_instance(shared_settings(), shared.target);
-  for (const auto& [id, e] : wanted) {
-    if (shared.recorded.contains(id)) continue;
-    shared.recorded.emplace(id, e);
-    writes_.add(
-        id, fmt::format("export {} (shared): recording it served", e.export_name),
-        [e, kind = supervisor_.kind(), unit = shared.unit, listener](ExportStore& store) {
-          store.record_server_serving(e.id, kind, unit, listener, e.created_at);
-        },
-        now);
+  if (ended) write_shared_spec(now);
+}
+
+void Reconciler::end_shared_life(const SharedLife& life, Clock::time_point now) {
+  const NbdExport& gone = life.e;
+  log_event("export {} (shared): syncing {} and clearing its record", gone.export_name, fmt::join(life.devices, ", "));
+  const auto synced = sync_devices(life.devices);
+  for (const auto& failure : synced.failures)
+    log_event("export {} (shared): cannot sync {}", gone.export_name, failure);
+  const ServerTarget target = life_target(gone);
+  try {
+    record_sync_failures(settings_.run_dir, target, synced);  // folded into the store with the file, below
+  } catch (const std::exception& e) {
+    log_event("export {} (shared): cannot record the failed sync as a durability failure: {}", gone.export_name,
+              e.what());
   }
+  folder_.retire(target, now);
+  writes_.add(
+      gone.id, fmt::format("export {} (shared): recording its end", gone.export_name),
+      [gone](ExportStore& store) { store.record_server_stopped(gone.id, gone.created_at); }, now);
+}
+
+// The lives of the adopted shared server, as its spec names them with every device each was mapped to: the live ones
+// are recorded served again once it serves (the records of this manager's start are cleared), the others, ended while
+// no manager ran, end as any ended life does: once their connections are closed, their devices are synced.
+void Reconciler::adopt_shared_lives(Clock::time_point now) {
+  SharedServer& shared = *shared_;
+  ServerSpec spec;
+  try {
+    spec = read_server_spec(server_spec_path(shared_settings(), shared.target));
+  } catch (const std::exception& e) {
+    log_event("the shared server: cannot read its spec, so the exports it served cannot be ended: {}", e.what());
+    return;
+  }
+  std::map<CounterFolder::Life, NbdExport> live;
+  for (auto& e : store_.live_exports()) {
+    if (e.transport == "shared") live.emplace(CounterFolder::Life{e.id, e.created_at}, std::move(e));
+  }
+  for (const auto& l : spec.lives) {
+    const CounterFolder::Life life{l.export_id, l.created_at};
+    const auto [it, added] = shared.recorded.try_emplace(life);
+    SharedLife& recorded = it->second;
+    add_device(recorded.devices, l.device);
+    if (!added) continue;
+    recorded.in_store = false;
+    if (const auto found = live.find(life); found != live.end()) {
+      recorded.e = found->second;
+      continue;
+    }
+    recorded.e.id = l.export_id;
+    recorded.e.export_name = l.export_name;
+    recorded.e.created_at = l.created_at;
+    recorded.e.device_path = l.device;
+    recorded.ended = now;
+    log_event("export {} (shared) ended while no manager ran: its devices are synced once its connections are closed",
+              l.export_name);
+  }
+}
+
+void Reconciler::write_shared_spec(Clock::time_point now) {
+  SharedServer& shared = *shared_;
+  // No current device: the shared server serves every device of its spec at once. Its devices are those of the
+  // lives it serves or may serve (the live ones, recorded or not yet) and of those still ending.
+  ServerSpec spec{shared_settings(), shared.target, {}, ""};
+  const auto add_life = [&spec](const NbdExport& e, const std::vector<std::string>& devices) {
+    for (const auto& device : devices) {
+      add_device(spec.devices, device);
+      spec.lives.push_back({e.id, e.created_at, e.export_name, device});
+    }
+  };
+  for (const auto& [life, recorded] : shared.recorded) add_life(recorded.e, recorded.devices);
+  for (const auto& [life, e] : shared.live) {
+    if (!shared.recorded.contains(life) && !e.device_path.empty()) add_life(e, {e.device_path});
+  }
+  if (shared.started && spec == shared.spec) return;
+  try {
+    write_server_spec(server_spec_path(shared_settings(), shared.target), spec);
+    shared.spec = spec;
+  } catch (const std::exception& e) {
+    log_event("the shared server: cannot write its spec: {}", e.what());
+    return;
+  }
+  if (shared.started) supervisor_.device_changed(shared.target, now);
 }
 
 void Reconciler::handle_shared(const ServerEvent& event, Clock::time_point now) {
@@ -305,7 +405,10 @@ void Reconciler::handle_shared(const ServerEvent& event, Clock::time_point now) 
                 event.reason);
       shared.serving = false;
       // Fail closed: its exports are failed with the reason (their devices are synced once the store says so).
-      for (const auto& [id, e] : shared.recorded) {
+      for (const auto& [life, recorded] : shared.recorded) {
+        if (recorded.ended) continue;
+        const NbdExport& e = recorded.e;
+        const int64_t id = e.id;
         writes_.add(
             id, fmt::format("export {} (shared): marking the export failed", e.export_name),
             [id, created_at = e.created_at, reason = "the shared server cannot serve: " + event.reason](
@@ -329,6 +432,7 @@ void Reconciler::adopt(Clock::time_point now) {
       log_event("the shared server on {}: adopted{}", server_instance(r.settings, r.target),
                 r.unit.empty() ? "" : " (unit " + r.unit + ")");
       shared_->started = true;
+      adopt_shared_lives(now);
       supervisor_.serve(r.target, now);
       continue;
     }
@@ -380,6 +484,11 @@ void Reconciler::sync(Clock::time_point now) {
       }
       if (!e.device_path.empty() && e.device_path != served.device) {
         write_spec(served, e.device_path);
+        supervisor_.device_changed(served.target, now);
+      } else if (const std::string node = resolved_device(served.device); node != served.node) {
+        // The same path names another node now (udev made its by-id link after the export was served, or moved it):
+        // under systemd the unit may open only the node the path resolves to, so it is told again.
+        served.node = node;
         supervisor_.device_changed(served.target, now);
       }
       follow_access(served, e, now);
@@ -460,6 +569,7 @@ void Reconciler::write_spec(Served& served, const std::string& device) {
   const std::string path = server_spec_path(settings_, served.target);
   write_server_spec(path, merged_server_spec(path, served.spec_settings, served.target, device));
   served.device = device;
+  served.node = resolved_device(device);
 }
 
 void Reconciler::replace(Served& served, Clock::time_point now) {

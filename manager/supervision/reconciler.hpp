@@ -33,6 +33,7 @@
 #include "manager_counters.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
+#include "server_command.hpp"
 #include "server_supervisor.hpp"
 #include "store_writes.hpp"
 
@@ -62,10 +63,16 @@ class Reconciler {
   int finish();                                      // the supervisor shut down, its last events recorded
   bool look_wanted() const { return look_wanted_; }  // a write of this manager changed what must be served
 
+  // How long an ended shared export's end waits for its connections to close before its devices are synced anyway:
+  // its server fails their requests with ESHUTDOWN, so a client that keeps one open writes nothing more, and a write
+  // in flight at the end has long landed. Well within `export revoke`'s default wait (10 s) for the end.
+  static constexpr std::chrono::seconds kSharedEndWait{5};
+
   // Runs the manager's shared server at `target` (`serve --shared-listener`, `--shared-socket`): one server that
-  // serves every live shared export by name. Each such export is recorded served (active) while that server is,
-  // and once it is no longer live its device is synced (its connections were cut by its server, which goes on
-  // serving the others) and its record cleared. Call before begin().
+  // serves every live shared export by name. Each such export is recorded served (active) while that server is.
+  // Once it is no longer live its server cuts its connections (and goes on serving the others); when they are
+  // closed (the plugin has synced what each wrote), or kSharedEndWait later, every device the export life was mapped
+  // to is synced and its record cleared. Call before begin().
   void serve_shared(const ServerTarget& target);
 
  private:
@@ -74,6 +81,7 @@ class Reconciler {
     ServerTarget target;
     Phase phase = Phase::starting;
     std::string device;                // the device path last put into its spec
+    std::string node;                  // what `device` resolved to when the supervisor was last told it
     ServerSettings spec_settings;      // what its spec says it runs with
     ServerSettings wanted;             // the manager's settings with the export's own (tls, allow_from)
     std::optional<std::string> stale;  // how its settings differ from the manager's, while they do
@@ -83,17 +91,29 @@ class Reconciler {
     int serving = 0, starting = 0, stopping = 0, failed = 0;
   };
 
+  // A shared export's life recorded served by the shared server: the export as last seen, and every device it was
+  // mapped to meanwhile (a move is followed: all are synced at its end).
+  struct SharedLife {
+    NbdExport e;
+    std::vector<std::string> devices;
+    std::optional<Clock::time_point> ended;  // no longer live since then: ends once its connections are closed
+    bool in_store = true;  // recorded served in the store (taken from an adopted server's spec: not yet)
+  };
   struct SharedServer {
     ServerTarget target;
     bool started = false;
     bool serving = false;
     std::string unit;
-    std::vector<std::string> devices;                // in its spec: synced when it stops
-    std::map<int64_t, NbdExport> recorded;           // the shared exports recorded served, by id
-    std::set<std::pair<int64_t, std::string>> live;  // the lives (id, created_at) of the live shared exports
+    ServerSpec spec;                                     // as last written: its devices are synced when it stops
+    std::map<CounterFolder::Life, SharedLife> recorded;  // the lives it serves or served, ending ones too
+    std::map<CounterFolder::Life, NbdExport> live;       // the live shared exports, by life
   };
   ServerSettings shared_settings() const;
   void sync_shared(const std::vector<NbdExport>& live, Clock::time_point now);
+  void end_shared_lives(Clock::time_point now);  // the ended lives whose connections are closed
+  void end_shared_life(const SharedLife& life, Clock::time_point now);
+  void write_shared_spec(Clock::time_point now);   // when its devices or lives changed
+  void adopt_shared_lives(Clock::time_point now);  // an adopted shared server's lives, from its spec
   void handle_shared(const ServerEvent& event, Clock::time_point now);
 
   void adopt(Clock::time_point now);

@@ -112,6 +112,32 @@ std::vector<std::string> devices_of(const Json& j) {
   return devices;
 }
 
+Json lives_json(const std::vector<SpecLife>& lives) {
+  Json array = Json::array();
+  for (const auto& l : lives) {
+    array.push_back({{"export_id", l.export_id},
+                     {"created_at", l.created_at},
+                     {"export_name", l.export_name},
+                     {"device", l.device}});
+  }
+  return array;
+}
+
+std::vector<SpecLife> lives_of(const Json& j) {
+  std::vector<SpecLife> lives;
+  const auto found = j.find("lives");
+  if (found == j.end() || !found->is_array()) return lives;
+  for (const auto& item : *found) {
+    SpecLife l;
+    read_key(item, "export_id", l.export_id);
+    read_key(item, "created_at", l.created_at);
+    read_key(item, "export_name", l.export_name);
+    read_key(item, "device", l.device);
+    lives.push_back(std::move(l));
+  }
+  return lives;
+}
+
 std::string device_of(const Json& j) {
   std::string device;
   read_key(j, "device", device);
@@ -254,7 +280,8 @@ void write_server_spec(const std::string& path, const ServerSpec& spec) {
   const std::string text = Json{{"settings", settings_json(spec.settings)},
                                 {"target", target_json(spec.target)},
                                 {"devices", spec.devices},
-                                {"device", spec.device}}
+                                {"device", spec.device},
+                                {"lives", lives_json(spec.lives)}}
                                .dump(2) +
                            "\n";
   const std::string temporary = path + ".tmp";
@@ -274,7 +301,8 @@ ServerSpec read_server_spec(const std::string& path) {
   return read_spec_json(path, [](const Json& j) {
     const Json none = Json::object();
     return ServerSpec{settings_of(j.contains("settings") ? j.at("settings") : none),
-                      target_of(j.contains("target") ? j.at("target") : none), devices_of(j), device_of(j)};
+                      target_of(j.contains("target") ? j.at("target") : none), devices_of(j), device_of(j),
+                      lives_of(j)};
   });
 }
 
@@ -299,6 +327,12 @@ ServerSpec merged_server_spec(const std::string& path, const ServerSettings& set
   return spec;
 }
 
+std::string resolved_device(const std::string& path) {
+  std::error_code ec;
+  auto resolved = std::filesystem::canonical(path, ec);
+  return ec ? "" : resolved.string();
+}
+
 std::string canonical_db_path(const std::string& db_path) {
   std::error_code ec;
   auto path = std::filesystem::weakly_canonical(std::filesystem::absolute(db_path, ec), ec);
@@ -307,13 +341,28 @@ std::string canonical_db_path(const std::string& db_path) {
 
 namespace {
 
-// A sync that failed after the server was gone may have lost writes the server acknowledged: a durability failure of
-// the export's life, reported as the server's own are, through its counter file, which the manager folds into the
-// store (the export failed, `nbdxm check` exit 5). The file is created when the server never had one.
-void report_durability_failures(const std::string& spec_path, const DeviceSyncResult& result) {
+// A sync of `device` that failed after the server was gone may have lost writes the server acknowledged: a
+// durability failure of the export's life, reported as the server's own are, through its counter file, which the
+// manager folds into the store (the export failed, `nbdxm check` exit 5). The file is created when the server never
+// had one. The shared server's own target is no export life: its failure is charged to the lives served from the
+// device; with none (a spec of an earlier nbdxm), it is only said (thrown).
+void report_durability_failures(const std::string& spec_path, const std::string& device,
+                                const DeviceSyncResult& result) {
   if (result.ok()) return;
   const ServerSpec spec = read_server_spec(spec_path);
-  record_sync_failures(spec.settings.run_dir, spec.target, result);
+  if (!spec.settings.shared) {
+    record_sync_failures(spec.settings.run_dir, spec.target, result);
+    return;
+  }
+  bool charged = false;
+  for (const auto& life : spec.lives) {
+    if (life.device != device) continue;
+    record_sync_failures(spec.settings.run_dir,
+                         ServerTarget{life.export_id, life.export_name, 0, life.created_at, "", ""}, result);
+    charged = true;
+  }
+  if (!charged)
+    throw std::runtime_error(fmt::format("the shared server's spec names no export served from {}", device));
 }
 
 }  // namespace
@@ -332,12 +381,18 @@ void record_sync_failures(const std::string& run_dir, const ServerTarget& target
 DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
-  DeviceSyncResult result =
-      sync_devices(read_spec_json(path, [which](const Json& j) { return devices_to_sync(j, which); }));
-  try {
-    report_durability_failures(path, result);
-  } catch (const std::exception& e) {
-    result.failures.push_back(fmt::format("cannot report the failure to the manager: {}", e.what()));
+  DeviceSyncResult result;
+  // One device at a time: each failure is charged to the lives of its own device.
+  for (const auto& device : read_spec_json(path, [which](const Json& j) { return devices_to_sync(j, which); })) {
+    DeviceSyncResult one = sync_devices({device});
+    try {
+      report_durability_failures(path, device, one);
+    } catch (const std::exception& e) {
+      one.failures.push_back(fmt::format("cannot report the failure to the manager: {}", e.what()));
+    }
+    for (auto list : {&DeviceSyncResult::synced, &DeviceSyncResult::missing, &DeviceSyncResult::failures}) {
+      (result.*list).insert((result.*list).end(), (one.*list).begin(), (one.*list).end());
+    }
   }
   return result;
 }

@@ -19,11 +19,23 @@
 
 namespace nbdxm::supervision {
 
+// An export life the shared server serves from one of its spec's devices (one entry per life and device).
+struct SpecLife {
+  int64_t export_id = 0;
+  std::string created_at;
+  std::string export_name;
+  std::string device;
+  bool operator==(const SpecLife&) const = default;
+};
+
 struct ServerSpec {
   ServerSettings settings;
   ServerTarget target;
   std::vector<std::string> devices;
   std::string device;  // the current one (among `devices`); empty in a spec of an earlier nbdxm
+  // The shared server's spec only (its own target is no export life): which lives each device serves, so that a
+  // failed sync of a device is charged to them.
+  std::vector<SpecLife> lives = {};
   bool operator==(const ServerSpec&) const = default;
 };
 
@@ -67,7 +79,8 @@ ServerSpec merged_server_spec(const std::string& path, const ServerSettings& set
 // earlier ones, all but the current one (none in a spec without one).
 enum class SpecDevices { all, current, earlier };
 // Syncs the devices listed in the spec at `path` (sync_devices); a missing spec syncs nothing. A failure is recorded
-// as a durability failure of the export's life in its counter file, for the manager to fold into the store.
+// as a durability failure of the export's life in its counter file, for the manager to fold into the store; in the
+// shared server's spec, of each life served from the failed device (none: the failure is returned, to be logged).
 DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which = SpecDevices::all);
 // The same for the spec of the target's instance, each failure logged (the manager, in process).
 DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target,
@@ -92,6 +105,10 @@ std::string tls_psk_path(const std::string& db_path, const ServerTarget& target)
 // naming the file.
 void ensure_tls_psk(const std::string& path, const std::string& identity);
 void remove_tls_psk(const std::string& path);
+
+// What a device path names now, symbolic links followed (a /dev/disk/by-id link made, and moved, by udev): the
+// device node a server opening the path opens; empty while the path resolves to nothing.
+std::string resolved_device(const std::string& path);
 
 // The store path as servers are given it (absolute, symbolic links resolved).
 std::string canonical_db_path(const std::string& db_path);

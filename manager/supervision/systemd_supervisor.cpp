@@ -27,13 +27,17 @@ std::string escaped_instance_of(const std::string& unit) {
   return unit.substr(prefix.size(), dot - prefix.size());
 }
 
-// The device node a server's unit may open for its export's device: the path itself when it names a node in /dev
-// (systemd resolves it, symbolic links followed, each time it sets up the unit's device cgroup, as the plugin's open
-// follows them); none for a regular file (allow-regular-files) or a path outside /dev, which the plugin refuses.
+// The device node a server's unit may open for its export's device: the node in /dev the path resolves to now,
+// symbolic links followed as the plugin's open follows them (a /dev/disk/by-id link: the node it points at; the
+// reconciler tells the supervisor again when that changes, since systemd resolves a path only when it sets the
+// property); none for a regular file (allow-regular-files), a path outside /dev, which the plugin refuses, or a link
+// udev has not made yet.
 std::vector<std::string> device_nodes_for(const std::string& device) {
   const std::filesystem::path path(device);
   if (device.rfind("/dev/", 0) != 0 || path.lexically_normal() != path) return {};
-  return {device};
+  const std::string node = resolved_device(device);
+  if (node.rfind("/dev/", 0) != 0) return {};
+  return {node};
 }
 
 std::string describe_state(const std::string& unit, const UnitState& state) {

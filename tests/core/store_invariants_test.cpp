@@ -260,6 +260,26 @@ TEST_P(InvariantTest, AccessRulesFitTheTransport) {
               HasSubstr("export_transport_valid"));
 }
 
+// allow_peers holds exactly what the CLI records (ClientAllowlist::str): uid:N and gid:N items, N a number from 0 to
+// 4294967295 without a leading zero, comma-separated; anything else a writer puts there is refused.
+TEST_P(InvariantTest, AllowPeersHoldsOnlyWhatTheCliRecords) {
+  db_.sql().exec("UPDATE nbd_exports SET transport = 'unix' WHERE export_name = 'e1-old'");
+  const auto set_peers = [](const std::string& value) {
+    return fmt::format("UPDATE nbd_exports SET allow_peers = '{}' WHERE export_name = 'e1-old'", value);
+  };
+  for (const char* accepted : {"uid:0", "gid:0", "uid:4294967295", "gid:3999999999", "uid:1,gid:20,uid:65534"}) {
+    db_.sql().exec(set_peers(accepted));
+    EXPECT_EQ(count(fmt::format("SELECT count(*) FROM nbd_exports WHERE allow_peers = '{}'", accepted)), 1) << accepted;
+  }
+  for (const char* refused :
+       {"uid:1x",         "uid:1d",          "uid:1i",       "uid:",   "uid::1", "uid:01",    "uid:4294967296",
+        "uid:5000000000", "uid:99999999999", "uid:1,,gid:2", "uid:1,", ",uid:1", "uid:1,x:1", "uid:1gid:2",
+        "uid:uid:1",      "uid:1:2",         "gid:-1",       " uid:1", "#1234",  "uid:1,#2",  "uid:1,gid:",
+        "guid:1",         "uid:i1",          "uid:1,uid:di", "UID:1"}) {
+    EXPECT_THAT(expect_refused(db_, set_peers(refused)), HasSubstr("export_allow_peers_format")) << refused;
+  }
+}
+
 TEST_P(InvariantTest, OneLiveExportPerDisk) {
   EXPECT_THAT(expect_refused(db_, insert_export("j1", "d1", kVolume1, "x", 20000, "pending")),
               AnyOf(HasSubstr("UNIQUE constraint failed: nbd_exports.vm_disk_id"),

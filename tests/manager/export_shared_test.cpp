@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -105,6 +107,45 @@ TEST_F(ExportSharedTest, ServesSharedExportsByNameListsNoneAndRevokingOneCutsOnl
   EXPECT_TRUE(TcpClient::connect_error(shared_port_, a.export_name).has_value());  // a new connect is refused too
   EXPECT_EQ(client_b.read(65536, 0), pattern(65536, 0));
   EXPECT_EQ(read_file(second.path, 0, 65536), pattern(65536, 0));
+}
+
+// How many export counter files (<run-dir>/counters/<id>-<created>.bin) the process has mapped.
+int mapped_counter_files(pid_t pid) {
+  std::ifstream maps(fmt::format("/proc/{}/maps", pid));
+  int count = 0;
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("/run/counters/") != std::string::npos && line.find(".bin") != std::string::npos) ++count;
+  }
+  return count;
+}
+
+// The shared server serves one export life after another for as long as the manager runs: it maps a life's counter
+// file while the life has a connection, and never keeps the mapping of a life that ended.
+TEST_F(ExportSharedTest, TheSharedServerKeepsNoCounterMappingOfAnEndedExport) {
+  shared_manager_.start();
+  constexpr int kExports = 3;
+  std::vector<NbdExport> exports;
+  for (int i = 1; i <= kExports; ++i) {
+    const auto volume = add_volume("job-shared", fmt::format("disk-{}", i));
+    ASSERT_EQ(create(volume, {"--shared"}).code, 0);
+    exports.push_back(export_of(volume));
+  }
+  pid_t server = 0;
+  for (const auto& s : servers_of(db_path_)) {
+    if (s.port == shared_port_) server = s.process.pid;
+  }
+  ASSERT_NE(server, 0) << shared_manager_.log();
+  {
+    std::vector<std::unique_ptr<TcpClient>> clients;
+    for (const auto& e : exports) {
+      clients.push_back(std::make_unique<TcpClient>(shared_port_, e.export_name));
+      clients.back()->write(pattern(4096, 1), 0);
+    }
+    EXPECT_EQ(mapped_counter_files(server), kExports);  // one mapping per life with a connection
+  }                                                     // the clients disconnect
+  for (const auto& e : exports) ASSERT_EQ(nbdxm({"export", "revoke", e.export_name}).code, 0);
+  EXPECT_TRUE(wait_until([&] { return mapped_counter_files(server) == 0; }, 30s))
+      << mapped_counter_files(server) << " counter files still mapped";
 }
 
 TEST_F(ExportSharedTest, SharedWithTlsIsRefusedWithOneLine) {

@@ -5,8 +5,8 @@
 // as the connection lives. An ExportConnection serves one client; once its export is revoked in the store, every
 // request fails with ESHUTDOWN and nothing more reaches the device.
 //
-// With counters_dir set (the manager's servers: counters-dir=), every request, connection and refused connect of an
-// export is counted in its counter file (export_counters.hpp), and a failed sync of its writes (at a flush or at
+// With counters_dir set (the manager's servers: counters-dir=), every request, connection and refused connect of a
+// live export is counted in its counter file (export_counters.hpp), and a failed sync of its writes (at a flush or at
 // close) is recorded there as a durability failure for the manager, which fails the export. A counter file that
 // cannot be created refuses the connect: a sync failure nobody would learn of is what the file is for. Every refused
 // connect, whatever its reason (an unknown name too), is also counted in the manager-wide refusal file
@@ -99,8 +99,9 @@ class ExportConnector {
   void refused(RefusalCounters::Reason reason) noexcept;
 
  private:
-  // The export life's counter file, mapped once per server; nullptr without counters_dir. Throws Error naming the
-  // file when it cannot be created.
+  // The export life's counter file, mapped while a connection of that life is open (one mapping shared by them all,
+  // unmapped with the last: a server that serves many lives, the shared one, keeps none of an ended life); nullptr
+  // without counters_dir. Throws Error naming the file when it cannot be created.
   std::shared_ptr<ExportCounters> counters_of(const NbdExport& e);
   // Counts the refusal, then throws `error`.
   [[noreturn]] void refuse(RefusalCounters::Reason reason, const Error& error);
@@ -110,7 +111,7 @@ class ExportConnector {
   DeviceResolver resolver_;
   ExportWatcher watcher_;
   std::mutex counters_mutex_;
-  std::map<std::pair<int64_t, std::string>, std::shared_ptr<ExportCounters>> counters_;  // by (id, created_at)
+  std::map<std::pair<int64_t, std::string>, std::weak_ptr<ExportCounters>> counters_;  // by (id, created_at)
 };
 
 // A client-supplied export name made safe for a one-line log message: printable ASCII only, at most 200 characters.

@@ -151,7 +151,8 @@ std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& re
   }
   std::shared_ptr<ExportCounters> counters;
   try {
-    counters = counters_of(found);
+    // An ended life's file is the manager's to fold and remove: a connect to it must not create it again.
+    if (found.live()) counters = counters_of(found);
   } catch (const Error& e) {
     refuse(Reason::counter_file, e);
   }
@@ -178,19 +179,20 @@ std::unique_ptr<ExportConnection> ExportConnector::connect(const std::string& re
 std::shared_ptr<ExportCounters> ExportConnector::counters_of(const NbdExport& e) {
   if (!options_.counters_dir) return nullptr;
   const std::lock_guard<std::mutex> lock(counters_mutex_);
-  auto& slot = counters_[{e.id, e.created_at}];
-  if (!slot) {
-    const std::string path = ExportCounters::path(*options_.counters_dir, e.id, e.created_at);
-    try {
-      slot = ExportCounters::open_or_create(path, {e.id, e.created_at, e.size});
-    } catch (const std::exception& ex) {
-      throw Error(ExitCode::failure,
-                  fmt::format("export {}: refusing the connect: {} (the manager's counters directory must be "
-                              "writable by the server's user)",
-                              e.export_name, ex.what()));
-    }
+  std::erase_if(counters_, [](const auto& entry) { return entry.second.expired(); });
+  if (auto mapped = counters_[{e.id, e.created_at}].lock()) return mapped;
+  const std::string path = ExportCounters::path(*options_.counters_dir, e.id, e.created_at);
+  std::shared_ptr<ExportCounters> counters;
+  try {
+    counters = ExportCounters::open_or_create(path, {e.id, e.created_at, e.size});
+  } catch (const std::exception& ex) {
+    throw Error(ExitCode::failure,
+                fmt::format("export {}: refusing the connect: {} (the manager's counters directory must be "
+                            "writable by the server's user)",
+                            e.export_name, ex.what()));
   }
-  return slot;
+  counters_[{e.id, e.created_at}] = counters;
+  return counters;
 }
 
 std::vector<NbdExport> ExportConnector::served_exports() {

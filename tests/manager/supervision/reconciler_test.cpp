@@ -371,6 +371,30 @@ TEST_F(ReconcilerTest, AMovedMappingIsToldToTheSupervisorOnceSoThatTheServerMayO
             e.device_path);
 }
 
+// A unit may open only the node its export's device path resolves to: when the path's link appears only after the
+// export is served (udev makes /dev/disk/by-id links when it gets to it), or is moved to another node, the
+// supervisor is told again though the store's path is unchanged.
+TEST_F(ReconcilerTest, ADevicePathThatResolvesToAnotherNodeIsToldToTheSupervisor) {
+  const NbdExport e = add_export("disk-1", "active");
+  const std::string link = dir_.file("by-id/virtio-volume");  // not made yet
+  store_.set_mapping_path(e.volume_uuid, link);
+  begin();
+  turn();
+  EXPECT_TRUE(fake_.device_changes.empty());
+  std::filesystem::create_directory(dir_.file("by-id"));
+  std::filesystem::create_symlink(e.device_path, link);  // udev made it
+  turn();
+  EXPECT_EQ(fake_.device_changes, std::vector<supervision::ServerTarget>{target_of(e)});
+  turn();
+  EXPECT_EQ(fake_.device_changes.size(), 1u);  // told once per change
+  const std::string other = dir_.file("other.img");
+  create_volume_file(other, kGiB);
+  std::filesystem::remove(link);
+  std::filesystem::create_symlink(other, link);  // the volume attached again under another node
+  turn();
+  EXPECT_EQ(fake_.device_changes.size(), 2u);
+}
+
 TEST_F(ReconcilerTest, AnAdoptedServerWhoseMappingMovedMeanwhileIsToldItsNewDevice) {
   const NbdExport moved = add_export("disk-1", "active");
   const NbdExport unmoved = add_export("disk-2", "active");
@@ -443,6 +467,57 @@ TEST_F(ReconcilerTest, AnAccessChangeDuringAReplacementReplacesTheServerAgainOnc
   turn();
   ASSERT_EQ(fake_.replaced.size(), 2u);  // the server that came up runs without TLS: replaced at once
   EXPECT_TRUE(supervision::read_server_spec(supervision::server_spec_path(settings_, target_of(e))).settings.tls);
+}
+
+// A manager restarted while its shared server runs on (under systemd) adopts it with what it served, from its spec:
+// a live export stays recorded served and keeps every device it was mapped to (all synced at its end); one that
+// ended while no manager ran is ended: its devices are synced (here a FIFO, whose fdatasync fails: the failure is
+// charged to it) and it leaves the spec.
+TEST_F(ReconcilerTest, AnAdoptedSharedServerKeepsWhatItServedAndEndsTheExportsThatEndedMeanwhile) {
+  const auto add_shared = [&](const std::string& disk_id) {
+    const auto volume = add_volume("job-1", disk_id);
+    NewExport request{"job-1", disk_id, std::nullopt, std::nullopt, "on-close", "shared"};
+    const auto e = store_.create_export(request, PortAllocator(port_range(), "127.0.0.1"));
+    return std::make_pair(volume, store_.get_export(e.export_name));
+  };
+  const auto [kept_volume, kept] = add_shared("disk-1");
+  const auto [ended_volume, ended] = add_shared("disk-2");
+  const std::string fifo = dir_.file("unsyncable");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  store_.set_mapping_path(ended_volume.uuid, fifo);
+  ServerTarget shared;
+  shared.export_name = supervision::kSharedServerName;
+  shared.port = ports_.high();
+  shared.address = "127.0.0.1";
+  ServerSettings shared_settings = settings_;
+  shared_settings.shared = true;
+  const std::string spec_path = supervision::server_spec_path(shared_settings, shared);
+
+  reconciler().serve_shared(shared);
+  begin();
+  turn();
+  ASSERT_TRUE(store_.find_export_server(kept.id)->running());
+  ASSERT_TRUE(store_.find_export_server(ended.id)->running());
+  const std::string moved = dir_.file("moved.img");
+  create_volume_file(moved, kept.size);
+  store_.set_mapping_path(kept_volume.uuid, moved);
+  turn();
+  reconciler_.reset();  // the manager dies; its shared server runs on
+  store_.set_export_status(ended.export_name, "revoked");
+
+  fake_.running = {RunningServer{shared, shared_settings, "nbdxm-shared.service", ""}};
+  reconciler().serve_shared(shared);
+  begin();
+  turn();
+  turn();
+  const auto spec = supervision::read_server_spec(spec_path);
+  EXPECT_EQ(spec.devices, (std::vector<std::string>{kept.device_path, moved}));
+  EXPECT_TRUE(store_.find_export_server(kept.id)->running());
+  EXPECT_FALSE(store_.find_export_server(ended.id)->running());
+  const auto failures = store_.durability_failures(true);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].export_id, ended.id);
+  EXPECT_NE(failures[0].reason.find(fifo + ": fdatasync"), std::string::npos) << failures[0].reason;
 }
 
 }  // namespace
