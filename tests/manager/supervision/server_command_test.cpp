@@ -1,5 +1,5 @@
 // The server spec's access settings (tls, allow_from): nbdkit's argv, and which changes narrow access; and the device
-// sync after a server stopped (`nbdxm export-server --sync-devices`, the unit's ExecStopPost=), whose failure is a
+// sync after a server stopped (`nbdxm-sync-devices`, the unit's ExecStopPost=), whose failure is a
 // durability failure of the export.
 #include "server_command.hpp"
 
@@ -94,10 +94,9 @@ TEST(ServerCommandTest, ASyncThatFailsAfterTheServerStoppedIsRecordedAsTheExport
   const std::string spec = server_spec_path(settings, kTarget);
   write_server_spec(spec, {settings, kTarget, {device}, device});
   std::string output;
-  const int status =
-      test::run_program({"strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
-                         "inject=fdatasync:error=EIO", NBDXM_BINARY, "export-server", "--spec", spec, "--sync-devices"},
-                        &output);
+  const int status = test::run_program({"strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
+                                        "inject=fdatasync:error=EIO", NBDXM_SYNC_DEVICES_BINARY, "--spec", spec},
+                                       &output);
   EXPECT_NE(status, 0) << output;
   const auto counters = ExportCounters::open_read_only(
       ExportCounters::path(counters_dir(settings.run_dir), kTarget.export_id, kTarget.created_at));
