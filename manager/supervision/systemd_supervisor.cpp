@@ -379,9 +379,14 @@ std::string SystemdSupervisor::spec_path(const Server& server) const {
 void SystemdSupervisor::sync_stopped_units(const std::map<std::string, std::string>& live) const {
   std::vector<std::string> paths;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(server_spec_dir(settings_.run_dir), ec)) {
-    const auto& file = entry.path();
-    if (file.extension() != ".json" || live.contains(escape_instance(file.stem().string()))) continue;
+  const std::filesystem::path dir = server_spec_dir(settings_.run_dir);
+  // Recursive: a Unix-socket export's instance is its socket's path, so its spec is DIR//run/.../NAME.sock.json.
+  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const auto& file = it->path();
+    if (file.extension() != ".json" || !it->is_regular_file(ec)) continue;
+    std::string instance = file.lexically_relative(dir).replace_extension().string();
+    if (instance.find('/') != std::string::npos) instance = "/" + instance;
+    if (live.contains(escape_instance(instance))) continue;
     try {
       if (read_server_spec(file.string()).settings.db_path != settings_.db_path) continue;  // another store's
     } catch (const std::exception& e) {
