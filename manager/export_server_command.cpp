@@ -62,6 +62,8 @@ void register_export_server_command(CLI::App& app) {
       "Run one export's nbdkit server from its server spec (started by `nbdxm serve` or the export's systemd unit)");
   c->group("");  // not for operators: hidden from the command list
   c->add_option("--spec", args->spec, "The server spec file (<run-dir>/servers/<address>:<port>.json)")->required();
+  // The stop command of export units loaded from an earlier package's template, until systemd reloads it after an
+  // upgrade (the template now runs nbdxm-sync-devices, which is lighter to start).
   c->add_flag("--sync-devices", args->sync_devices,
               "Instead of running the server: sync the export's current device (after the server is gone; the "
               "manager syncs those it was mapped to before)");

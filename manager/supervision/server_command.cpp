@@ -411,19 +411,43 @@ DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerT
   }
 }
 
-void sync_spec_devices(const ServerSettings& settings, const std::vector<ServerTarget>& targets) {
-  if (targets.size() <= 1) {
-    for (const auto& target : targets) sync_spec_devices(settings, target);
+namespace {
+
+// work(0) ... work(count - 1), up to kParallelSyncs at a time.
+template <typename Work>
+void in_parallel(size_t count, Work work) {
+  if (count <= 1) {
+    for (size_t k = 0; k < count; ++k) work(k);
     return;
   }
   std::atomic<size_t> next{0};
   std::vector<std::jthread> workers;
-  for (size_t i = 0; i < std::min(targets.size(), kParallelSyncs); ++i) {
+  for (size_t i = 0; i < std::min(count, kParallelSyncs); ++i) {
     workers.emplace_back([&] {
-      for (size_t k = next++; k < targets.size(); k = next++) sync_spec_devices(settings, targets[k]);
+      for (size_t k = next++; k < count; k = next++) work(k);
     });
   }
 }  // the workers join here
+
+}  // namespace
+
+void sync_spec_devices(const ServerSettings& settings, const std::vector<ServerTarget>& targets) {
+  in_parallel(targets.size(), [&](size_t k) { sync_spec_devices(settings, targets[k]); });
+}
+
+std::vector<bool> sync_spec_files(const std::vector<std::string>& paths) {
+  std::vector<char> synced(paths.size(), 0);  // not vector<bool>: each worker writes its own element
+  in_parallel(paths.size(), [&](size_t k) {
+    try {
+      const auto result = sync_spec_devices(paths[k], SpecDevices::all);
+      for (const auto& failure : result.failures) cli::log_event("server spec {}: cannot sync {}", paths[k], failure);
+      synced[k] = result.ok() ? 1 : 0;
+    } catch (const std::exception& e) {
+      cli::log_event("server spec {}: cannot sync its devices: {}", paths[k], e.what());
+    }
+  });
+  return {synced.begin(), synced.end()};
+}
 
 std::string tls_key_dir(const std::string& db_path) {
   return (std::filesystem::path(db_path).parent_path() / "tls").string();

@@ -9,8 +9,9 @@
 // the one it is mapped to now (under systemd the only device the server's unit may open: DeviceAllow=). After a
 // server is gone its devices are synced, so that every write the server acknowledged is on stable storage even when
 // the export's rows have been deleted from the store since: the direct backend syncs them all in process; under
-// systemd the unit's ExecStopPost= (`nbdxm export-server --spec SPEC --sync-devices`) syncs the current one, which is
-// all its device cgroup lets it open, and the manager the earlier ones once the unit has stopped.
+// systemd the unit's ExecStopPost= (`nbdxm-sync-devices --spec SPEC`) syncs the current one, which is all its device
+// cgroup lets it open, and the manager the earlier ones once the unit has stopped (or, for a unit stopped while no
+// manager ran, every device of its spec at its next start).
 #include <string>
 #include <vector>
 
@@ -89,6 +90,9 @@ DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerT
 // own, so one fdatasync need not wait for another's (a whole job's servers stop at once).
 constexpr size_t kParallelSyncs = 16;
 void sync_spec_devices(const ServerSettings& settings, const std::vector<ServerTarget>& targets);
+// Every device of each spec file at `paths` (sync_spec_devices, SpecDevices::all), side by side as above, each failure
+// logged; whether each spec's devices were all synced (a missing spec syncs nothing and counts as synced).
+std::vector<bool> sync_spec_files(const std::vector<std::string>& paths);
 // Records each failure of `result` as a durability failure of the target's export life, in its counter file under
 // run_dir, for the manager to fold into the store (a sync after its server stopped is the life's last durability
 // point).

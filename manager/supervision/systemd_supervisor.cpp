@@ -131,6 +131,7 @@ std::vector<RunningServer> SystemdSupervisor::adopt() {
     const auto escaped = escaped_instance_of(unit.name);
     if (!escaped.empty()) live[escaped] = kPrefix + escaped + ".service";
   }
+  sync_stopped_units(live);
   std::vector<RunningServer> adopted;
   for (const auto& [escaped, service] : live) {
     const auto instance = unescape_instance(escaped);
@@ -370,6 +371,42 @@ std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) 
 
 std::string SystemdSupervisor::spec_path(const Server& server) const {
   return server_spec_path(settings_.run_dir, server.instance);
+}
+
+// A unit stopped while no manager ran (by an operator, a package removal, systemd giving up after the manager died)
+// synced only its export's current device, all its ExecStopPost= may open: the devices the export was mapped to
+// before are synced here, at the start, as the manager syncs them after each stop of its own. Every device of such a
+// spec is synced (the current one too: its ExecStopPost= may have failed, or never run), side by side. The spec of a
+// stopped unit serves nothing: once synced it goes (the reconciler writes a new one for a live export it serves);
+// a spec whose sync failed stays, to be tried again at the next start (the failure is the export's, recorded in its
+// counter file).
+void SystemdSupervisor::sync_stopped_units(const std::map<std::string, std::string>& live) const {
+  std::vector<std::string> paths;
+  std::error_code ec;
+  const std::filesystem::path dir = server_spec_dir(settings_.run_dir);
+  // Recursive: a Unix-socket export's instance is its socket's path, so its spec is DIR//run/.../NAME.sock.json.
+  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const auto& file = it->path();
+    if (file.extension() != ".json" || !it->is_regular_file(ec)) continue;
+    std::string instance = file.lexically_relative(dir).replace_extension().string();
+    if (instance.find('/') != std::string::npos) instance = "/" + instance;
+    if (live.contains(escape_instance(instance))) continue;
+    try {
+      if (read_server_spec(file.string()).settings.db_path != settings_.db_path) continue;  // another store's
+    } catch (const std::exception& e) {
+      cli::log_event("server spec {} of a stopped unit cannot be read ({}): its devices are not synced", file.string(),
+                     e.what());
+      continue;
+    }
+    paths.push_back(file.string());
+  }
+  if (paths.empty()) return;
+  const auto synced = sync_spec_files(paths);
+  const auto done = static_cast<size_t>(std::count(synced.begin(), synced.end(), true));
+  for (size_t k = 0; k < paths.size(); ++k) {
+    if (synced[k]) std::filesystem::remove(paths[k], ec);
+  }
+  cli::log_event("synced the devices of {} of {} export unit(s) stopped while no manager ran", done, paths.size());
 }
 
 // The unit's ExecStopPost= syncs the export's current device, all its device cgroup lets it open; the devices the

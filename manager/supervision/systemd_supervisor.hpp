@@ -4,7 +4,8 @@
 // (server_instance, unit-escaped). systemd binds the port (the socket unit), hands it to the server, restarts a
 // server that ends unexpectedly (Restart=, start rate limits), and on a stop kills the server and syncs the export's
 // devices (ExecStopPost=) before the unit is inactive. The units outlive the manager; a new manager adopts them by
-// listing them and reading their spec files.
+// listing them and reading their spec files, and syncs the devices of the specs of units stopped while no manager
+// ran (their ExecStopPost= synced only the export's current device).
 //
 // Everything the backend learns comes from systemd's signals (Subscribe: JobRemoved, the units' PropertiesChanged),
 // dispatched from the manager's poll loop: no polling. After a signal, the backend reads the state of the units it
@@ -21,6 +22,7 @@
 // at each start and by device_changed() when the mapping moves), so a server never reaches another export's volume,
 // nor the appliance's own disks; an export of a regular file (allow-regular-files) may open no device at all.
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -116,6 +118,8 @@ class SystemdSupervisor : public ServerSupervisor {
   std::string spec_path(const Server& server) const;
   std::vector<UnitProperty> device_allow(const Server& server) const;
   void sync_earlier_devices(const Server& server) const;
+  // At the start: the devices of the specs of units not running (live: escaped instance -> service unit).
+  void sync_stopped_units(const std::map<std::string, std::string>& live) const;
   void remove_spec(const std::string& instance, const ServerTarget& target) const;
 
   ServerSettings settings_;

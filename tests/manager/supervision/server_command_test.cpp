@@ -1,8 +1,9 @@
 // The server spec's access settings (tls, allow_from): nbdkit's argv, and which changes narrow access; and the device
-// sync after a server stopped (`nbdxm export-server --sync-devices`, the unit's ExecStopPost=), whose failure is a
+// sync after a server stopped (`nbdxm-sync-devices`, the unit's ExecStopPost=), whose failure is a
 // durability failure of the export.
 #include "server_command.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -94,10 +95,9 @@ TEST(ServerCommandTest, ASyncThatFailsAfterTheServerStoppedIsRecordedAsTheExport
   const std::string spec = server_spec_path(settings, kTarget);
   write_server_spec(spec, {settings, kTarget, {device}, device});
   std::string output;
-  const int status =
-      test::run_program({"strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
-                         "inject=fdatasync:error=EIO", NBDXM_BINARY, "export-server", "--spec", spec, "--sync-devices"},
-                        &output);
+  const int status = test::run_program({"strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
+                                        "inject=fdatasync:error=EIO", NBDXM_SYNC_DEVICES_BINARY, "--spec", spec},
+                                       &output);
   EXPECT_NE(status, 0) << output;
   const auto counters = ExportCounters::open_read_only(
       ExportCounters::path(counters_dir(settings.run_dir), kTarget.export_id, kTarget.created_at));
@@ -126,6 +126,31 @@ TEST(ServerCommandTest, TheUnitSyncsTheCurrentDeviceAndTheManagerTheOnesTheExpor
   write_server_spec(spec, ServerSpec{base(), kTarget, {earlier, current}, ""});
   EXPECT_EQ(sync_spec_devices(spec, SpecDevices::current).synced, (std::vector<std::string>{earlier, current}));
   EXPECT_TRUE(sync_spec_devices(spec, SpecDevices::earlier).synced.empty());
+}
+
+// What the systemd backend's start does with the specs of units stopped while no manager ran: every device of each
+// spec synced; a spec counts as done only when all its devices were synced (else it is kept, to try again).
+TEST(ServerCommandTest, SpecFilesAreSyncedSideBySideAndEachSaysWhetherAllItsDevicesWere) {
+  const test::TempDir dir;
+  std::vector<std::string> specs;
+  for (int i = 0; i < 20; ++i) {  // more than kParallelSyncs: every one is taken
+    const std::string earlier = dir.file(fmt::format("earlier-{}.img", i));
+    const std::string current = dir.file(fmt::format("current-{}.img", i));
+    std::ofstream(earlier) << "written before the move";
+    std::ofstream(current) << "written after it";
+    specs.push_back(dir.file(fmt::format("spec-{}.json", i)));
+    write_server_spec(specs.back(), ServerSpec{base(), kTarget, {earlier, current}, current});
+  }
+  const std::string unreadable = dir.file("unreadable.json");
+  std::ofstream(unreadable) << "not json";
+  specs.push_back(unreadable);
+  specs.push_back(dir.file("gone.json"));  // removed meanwhile: nothing to sync
+
+  const std::vector<bool> synced = sync_spec_files(specs);
+  ASSERT_EQ(synced.size(), specs.size());
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(synced[i]) << specs[i];
+  EXPECT_FALSE(synced[20]) << "a spec that cannot be read was not synced";
+  EXPECT_TRUE(synced[21]) << "a spec that is gone has nothing left to sync";
 }
 
 }  // namespace
