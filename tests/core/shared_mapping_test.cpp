@@ -45,6 +45,26 @@ TEST(SharedMapping, AMissingFileIsNoneAndACreatedOneIsSharedByEveryMapping) {
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()), 1);
 }
 
+// The process's mappings of files under `dir` (/proc/self/maps).
+int mappings_under(const std::string& dir) {
+  std::ifstream maps("/proc/self/maps");
+  int count = 0;
+  for (std::string line; std::getline(maps, line);) count += line.find(dir + "/") != std::string::npos ? 1 : 0;
+  return count;
+}
+
+TEST(SharedMapping, EveryMappingGoesWithItsObjectWhetherItCreatedTheFileOrFoundIt) {
+  TempDir dir;
+  const std::string path = dir.path() + "/shared.bin";
+  {
+    auto created = SharedMapping::open_or_create(path, "test file", 8, 4096, kAcceptAny, [](SharedMapping&) {});
+    auto found = SharedMapping::open_or_create(path, "test file", 8, 4096, kAcceptAny, [](SharedMapping&) {});
+    auto read_only = SharedMapping::open(path, "test file", 8, false);
+    EXPECT_EQ(mappings_under(dir.path()), 3);
+  }
+  EXPECT_EQ(mappings_under(dir.path()), 0);
+}
+
 TEST(SharedMapping, AFileTooShortOrRefusedByItsCheckIsRefusedByName) {
   TempDir dir;
   const std::string path = dir.path() + "/shared.bin";

@@ -87,7 +87,8 @@ std::optional<SharedMapping> SharedMapping::create(const std::string& path, cons
     throw file_error(kind, temporary, "cannot size");
   }
   size_t mapped = 0;
-  SharedMapping created(map_whole(fd.get(), temporary, kind, length, true, mapped), mapped);
+  void* data = map_whole(fd.get(), temporary, kind, length, true, mapped);  // sets `mapped`: before it is read
+  SharedMapping created(data, mapped);
   initialise(created);
   const int linked = ::link(temporary.c_str(), path.c_str());
   const int link_errno = errno;
