@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "manager_harness.hpp"
+#include "nbdxm/export_counters.hpp"
 
 namespace nbdxm::test {
 namespace {
@@ -146,6 +147,30 @@ TEST_F(ExportSharedTest, TheSharedServerKeepsNoCounterMappingOfAnEndedExport) {
   for (const auto& e : exports) ASSERT_EQ(nbdxm({"export", "revoke", e.export_name}).code, 0);
   EXPECT_TRUE(wait_until([&] { return mapped_counter_files(server) == 0; }, 30s))
       << mapped_counter_files(server) << " counter files still mapped";
+}
+
+// An export's own server, by contrast, serves one life: it keeps that life's counter file mapped between connections,
+// so that a connect maps nothing (see ExportConnector::counters_of).
+TEST_F(ExportSharedTest, AnExportsOwnServerKeepsItsCounterFileMappedBetweenConnections) {
+  manager_.start();
+  const auto volume = add_volume("job-own", "disk-1");
+  ASSERT_EQ(create(volume).code, 0);  // its handshake is the first connection
+  const NbdExport e = export_of(volume);
+  const auto server = server_of(e);
+  ASSERT_TRUE(server.has_value()) << manager_.log();
+  { TcpClient(e.port, e.export_name).write(pattern(4096, 1), 0); }
+  { TcpClient(e.port, e.export_name).write(pattern(4096, 2), 0); }
+  // The server has closed all three connections (its own count), and still maps the file once.
+  const auto counters =
+      ExportCounters::open_read_only(ExportCounters::path(dir_.file("run/counters"), e.id, e.created_at));
+  ASSERT_NE(counters, nullptr);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto now = counters->counts();
+        return now.connections_total == 3 && now.connections_open == 0;
+      },
+      30s));
+  EXPECT_EQ(mapped_counter_files(server->pid), 1);
 }
 
 TEST_F(ExportSharedTest, SharedWithTlsIsRefusedWithOneLine) {

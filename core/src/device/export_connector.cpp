@@ -192,6 +192,7 @@ std::shared_ptr<ExportCounters> ExportConnector::counters_of(const NbdExport& e)
                             e.export_name, ex.what()));
   }
   counters_[{e.id, e.created_at}] = counters;
+  if (options_.pinned_export) pinned_counters_ = counters;
   return counters;
 }
 
