@@ -22,6 +22,9 @@ class ServeCleanupTest : public ManagerTest {};
 // go and print the time it took as a figure line.
 constexpr auto kCleanupBound = 30s;
 
+// A raw writer's wait for the store's lock, in milliseconds as SQLite takes it.
+constexpr int kRawWriterBusyTimeoutMs = 30'000;
+
 // Waits up to kCleanupBound for `done`; prints how long it took (or that it never happened) as a figure line.
 bool wait_for_cleanup(const std::string& what, const std::function<bool()>& done) {
   const auto start = std::chrono::steady_clock::now();
@@ -109,8 +112,9 @@ TEST_F(ServeCleanupTest, ExportsWrittenDirectlyToTheStoreAreServedAndStopped) {
   add_volume("job-1", "disk-1");
   const int port = ports_.low() + 5;
   {
-    // Another appliance service writes the store with its own connection and plain SQL.
-    SQLite::Database other(db_path_, SQLite::OPEN_READWRITE);
+    // Another appliance service writes the store with its own connection and plain SQL, waiting for the lock as the
+    // manager holds it now and then (its counter folds) as every writer of a shared store must.
+    SQLite::Database other(db_path_, SQLite::OPEN_READWRITE, kRawWriterBusyTimeoutMs);
     other.exec("PRAGMA foreign_keys = ON");
     SQLite::Statement insert(
         other,
@@ -124,7 +128,7 @@ TEST_F(ServeCleanupTest, ExportsWrittenDirectlyToTheStoreAreServedAndStopped) {
       << manager_.log();
   EXPECT_EQ(TcpClient::connect_error(port, "written-directly"), std::nullopt);
   {
-    SQLite::Database other(db_path_, SQLite::OPEN_READWRITE);
+    SQLite::Database other(db_path_, SQLite::OPEN_READWRITE, kRawWriterBusyTimeoutMs);
     other.exec("UPDATE nbd_exports SET status = 'revoked' WHERE export_name = 'written-directly'");
   }
   EXPECT_TRUE(wait_for_cleanup("the revoked export's server stopped, after the store's change",
