@@ -426,10 +426,15 @@ TEST_F(SharedDurabilityTest, AnEndedSharedExportIsSyncedOnlyOnceItsConnectionsAr
   ASSERT_TRUE(wait_until([&] { return client.try_write(pattern(4096, 2), 0) != 0; }, 30s));  // cut
   // While its connection stays open (for less than Reconciler::kSharedEndWait, 5 s), a write of it may still be on
   // its way: nothing syncs its device yet. (Without the wait, the manager synced at its first look after the revoke,
-  // well within this while.)
+  // well within this while.) A test held up for longer than the bound may see the bound's sync, which says so.
   std::this_thread::sleep_for(2s);
-  EXPECT_EQ(loop.flushes_completed(), before) << shared_manager_.log();
-  EXPECT_FALSE(logged(synced)) << shared_manager_.log();
+  const uint64_t flushes = loop.flushes_completed();  // read before the log: the manager logs, then syncs
+  if (logged(synced)) {
+    EXPECT_TRUE(logged(fmt::format("export {} (shared): 1 connections still open", e.export_name)))
+        << shared_manager_.log();
+  } else {
+    EXPECT_EQ(flushes, before) << shared_manager_.log();
+  }
   client.disconnect();
   EXPECT_TRUE(wait_until([&] { return logged(synced); }, 30s)) << shared_manager_.log();
   EXPECT_GT(loop.flushes_completed(), before);
