@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "command_store.hpp"
 #include "commands.hpp"
 #include "export_progress.hpp"
 #include "nbd_handshake.hpp"
@@ -41,15 +42,6 @@ constexpr auto kStatusPoll = 2ms;  // PRAGMA data_version is a shared-memory rea
 const std::vector<std::string> kListColumns{
     "export_name", "port",       "status",           "job_id",          "disk_id",       "volume_uuid", "device_path",
     "connections", "supervisor", "progress_percent", "write_mib_per_s", "last_write_at", "created_at"};
-
-// One command's connection to a current store and the query layer over it.
-struct Store {
-  Store(const GlobalOptions& options, Database::Access access) : db(Database::open(options.db, access)), exports(db) {
-    db.require_current_schema();
-  }
-  Database db;
-  ExportStore exports;
-};
 
 constexpr double kMaxTimeoutSeconds = 86400;
 constexpr int64_t kMaxRetentionSeconds = int64_t{36500} * 86400;  // 100 years: far beyond any retention, no overflow
@@ -189,7 +181,8 @@ std::string refusal_reason(const NbdExport& e, const ManagerInstance& manager) {
   return "its server refused it (the reason is in the system log, from nbdkit)";
 }
 
-[[noreturn]] void fail_created(Store& store, const NbdExport& e, const std::string& reason, const std::string& fix) {
+[[noreturn]] void fail_created(CommandStore& store, const NbdExport& e, const std::string& reason,
+                               const std::string& fix) {
   store.exports.fail_export(e.id, reason);
   throw Error(ExitCode::unavailable, fmt::format("export {} cannot be served: {}; {}", e.export_name, reason, fix));
 }
@@ -257,7 +250,7 @@ std::optional<std::string> allowlist_for(const std::optional<std::string>& given
   return list.str();
 }
 
-NbdExport wait_until_served(Store& store, const NbdExport& created, const ManagerInstance& manager,
+NbdExport wait_until_served(CommandStore& store, const NbdExport& created, const ManagerInstance& manager,
                             const std::string& key, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   int64_t seen_version = -1;
@@ -308,7 +301,7 @@ NbdExport wait_until_served(Store& store, const NbdExport& created, const Manage
 
 void create_command(const GlobalOptions& options, const CreateArgs& args) {
   const auto timeout = timeout_of(args.timeout);
-  Store store(options, Database::Access::read_write);
+  CommandStore store(options, Database::Access::read_write);
   const auto manager = store.exports.running_manager(still_running);
   if (!manager) {
     throw Error(ExitCode::unavailable,
@@ -360,7 +353,7 @@ void create_command(const GlobalOptions& options, const CreateArgs& args) {
 
 void list_command(const GlobalOptions& options, const ExportFilter& filter) {
   if (filter.status) values::require_export_status(*filter.status);
-  Store store(options, Database::Access::read_only);
+  CommandStore store(options, Database::Access::read_only);
   if (filter.job_id) store.exports.get_job(*filter.job_id);
   const auto exports = store.exports.list_exports(filter);
   ServerFactsReader servers(store.exports);
@@ -466,7 +459,7 @@ void add_counters(Json& object, const NbdExport& e, const std::optional<std::str
 }
 
 void show_command(const GlobalOptions& options, const std::string& name) {
-  Store store(options, Database::Access::read_only);
+  CommandStore store(options, Database::Access::read_only);
   const NbdExport e = store.exports.get_export(name);
   ServerFactsReader servers(store.exports);
   const auto facts = servers.facts(e);
@@ -492,7 +485,7 @@ void show_command(const GlobalOptions& options, const std::string& name) {
 // ---- acknowledge ----------------------------------------------------------------------------------------------
 
 void acknowledge_command(const GlobalOptions& options, const std::string& name) {
-  Store store(options, Database::Access::read_write);
+  CommandStore store(options, Database::Access::read_write);
   const int count = store.exports.acknowledge_durability_failures(name);
   print_result(
       options, Json{{"export_name", name}, {"acknowledged", count}},
@@ -510,7 +503,7 @@ struct RevokeArgs {
 };
 
 // Whether the manager still records a server for the export as revoked (not since created anew).
-bool server_still_recorded(Store& store, const NbdExport& e) {
+bool server_still_recorded(CommandStore& store, const NbdExport& e) {
   const auto server = store.exports.find_export_server(e.id);
   if (!server || !server->running()) return false;
   const auto now = store.exports.find_export(e.export_name);
@@ -520,7 +513,8 @@ bool server_still_recorded(Store& store, const NbdExport& e) {
 // Waits until the manager has recorded the server of every named export stopped (its processes gone, its
 // acknowledged writes synced), or the export is gone or created anew since. An export found done is not looked at
 // again (its server does not come back), so that a whole job's 1,000 exports cost one pass, not one per round.
-void wait_for_servers_gone(Store& store, const std::vector<NbdExport>& exports, std::chrono::milliseconds timeout) {
+void wait_for_servers_gone(CommandStore& store, const std::vector<NbdExport>& exports,
+                           std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   size_t done = 0;  // exports[0, done) are done
   for (;;) {
@@ -549,7 +543,7 @@ void revoke_command(const GlobalOptions& options, const RevokeArgs& args) {
     throw Error(ExitCode::usage, "name what to revoke: one export NAME, or --job ID, or --volume UUID");
   }
   const auto timeout = timeout_of(args.timeout);
-  Store store(options, Database::Access::read_write);
+  CommandStore store(options, Database::Access::read_write);
   const auto revocations =
       store.exports.revoke_exports({args.name, args.job_id, args.volume_uuid}, "revoked with `nbdxm export revoke`");
   std::vector<NbdExport> revoked;
@@ -577,7 +571,7 @@ void revoke_command(const GlobalOptions& options, const RevokeArgs& args) {
 
 void gc_command(const GlobalOptions& options, const std::string& older_than, bool dry_run) {
   const auto age = parse_duration(older_than);
-  Store store(options, Database::Access::read_write);
+  CommandStore store(options, Database::Access::read_write);
   const auto removed = store.exports.collect_garbage(age, dry_run);
   Json rows = Json::array();
   for (const auto& e : removed) {

@@ -22,6 +22,10 @@ std::map<int64_t, ExportCounterRecord> counters_by_export(ExportStore& store) {
   return all;
 }
 
+double write_mib_per_s(const ExportCounterRecord& counters) {
+  return static_cast<double>(counters.write_rate_bytes_per_second) / kMiB;
+}
+
 const ExportCounterRecord* counters_of(const std::map<int64_t, ExportCounterRecord>& all, int64_t id) {
   const auto found = all.find(id);
   return found == all.end() ? nullptr : &found->second;
@@ -36,7 +40,7 @@ void add_progress(Json& row, const ExportCounterRecord* c) {
     return;
   }
   row["progress_percent"] = one_decimal(c->progress_percent);
-  row["write_mib_per_s"] = one_decimal(static_cast<double>(c->write_rate_bytes_per_second) / kMiB);
+  row["write_mib_per_s"] = one_decimal(write_mib_per_s(*c));
   row["last_write_at"] = c->last_write_at ? Json(*c->last_write_at) : Json(nullptr);
   row["coverage_bytes"] = c->coverage_bytes;
   row["bytes_written"] = c->bytes_written;
@@ -47,7 +51,7 @@ void add_progress(Json& row, const ExportCounterRecord* c) {
 std::vector<std::string> progress_cells(const ExportCounterRecord* c) {
   if (c == nullptr) return {"-", "-", "-"};
   return {fmt::format("{:.1f}", one_decimal(c->progress_percent)),
-          fmt::format("{:.1f}", one_decimal(static_cast<double>(c->write_rate_bytes_per_second) / kMiB)),
+          fmt::format("{:.1f}", one_decimal(write_mib_per_s(*c))),
           c->last_write_at ? printable(*c->last_write_at) : "-"};
 }
 

@@ -17,6 +17,8 @@ namespace nbdxm::cli {
 std::map<int64_t, ExportCounterRecord> counters_by_export(ExportStore& store);
 // The counters of `id` in `all`, nullptr when its servers have counted nothing yet (no connect).
 const ExportCounterRecord* counters_of(const std::map<int64_t, ExportCounterRecord>& all, int64_t id);
+// The write rate in MiB/s.
+double write_mib_per_s(const ExportCounterRecord& counters);
 // progress_percent, write_mib_per_s, last_write_at (null without counters), and the numbers behind them:
 // coverage_bytes, bytes_written, bytes_zeroed, connections_open.
 void add_progress(Json& row, const ExportCounterRecord* counters);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>
 
+#include "command_store.hpp"
 #include "export_progress.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
@@ -24,7 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr int kBarWidth = 30;
-constexpr double kMiB = 1024.0 * 1024.0;
 volatile std::sig_atomic_t g_stop = 0;
 
 struct WatchArgs {
@@ -82,8 +82,8 @@ std::string text_frame(const std::vector<Line>& lines, double interval) {
     const ExportCounterRecord* c = line.counters;
     const double percent = c ? c->progress_percent : 0.0;
     text += fmt::format("{:<{}}  [{}] {:5.1f}%  {:>8.1f} MiB/s  {:>3} conn  {}\n", printable(line.e.export_name), width,
-                        bar(percent), percent, c ? static_cast<double>(c->write_rate_bytes_per_second) / kMiB : 0.0,
-                        c ? c->connections_open : 0, printable(line.e.status));
+                        bar(percent), percent, c ? write_mib_per_s(*c) : 0.0, c ? c->connections_open : 0,
+                        printable(line.e.status));
   }
   return text;
 }
@@ -133,9 +133,8 @@ void watch_command(const GlobalOptions& options, const WatchArgs& args) {
     throw Error(ExitCode::usage,
                 fmt::format("--interval {} is not valid; give seconds from 0.1 to 3600", args.interval));
   }
-  Database db = Database::open(options.db, Database::Access::read_only);
-  db.require_current_schema();
-  ExportStore store(db);
+  CommandStore opened(options, Database::Access::read_only);
+  ExportStore& store = opened.exports;
   const std::map<Life, std::string> watched = chosen(store, args);
   if (watched.empty()) {
     print_result(options, Json{{"at", now_text()}, {"exports", Json::array()}, {"ended", true}},

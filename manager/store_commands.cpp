@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "command_store.hpp"
 #include "commands.hpp"
 #include "nbdxm/database.hpp"
 #include "nbdxm/error.hpp"
@@ -22,19 +23,6 @@ const std::vector<std::string> kMappingColumns{"volume_uuid",    "volume_id", "v
                                                "operation_mode", "size",      "updated_at"};
 const std::vector<std::string> kDiskColumns{
     "job_id", "disk_id", "size_gb", "unit_number", "cloudstack_volume_uuid", "sync_status", "vm_dk_path"};
-
-// One command's connection to a current store and the query layer over it.
-class Store {
- public:
-  Store(const GlobalOptions& options, Database::Access access) : db_(Database::open(options.db, access)), store_(db_) {
-    db_.require_current_schema();
-  }
-  ExportStore* operator->() { return &store_; }
-
- private:
-  Database db_;
-  ExportStore store_;
-};
 
 constexpr auto kRead = Database::Access::read_only;
 constexpr auto kWrite = Database::Access::read_write;
@@ -97,21 +85,21 @@ void add_job_commands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--vm-id", add->vm_id, "Id of the source VM")->required();
   cmd->add_option("--vm-name", add->vm_name, "Name of the source VM")->required();
   cmd->callback([&options, add] {
-    Store store(options, kWrite);
-    print_record(options, to_json(store->add_job(add->id, add->vm_id, add->vm_name)));
+    CommandStore store(options, kWrite);
+    print_record(options, to_json(store.exports.add_job(add->id, add->vm_id, add->vm_name)));
   });
 
   group->add_subcommand("list", "List the jobs (--json: an array of job objects)")->callback([&options] {
-    Store store(options, kRead);
-    print_list(options, to_json(store->list_jobs()), kJobColumns);
+    CommandStore store(options, kRead);
+    print_list(options, to_json(store.exports.list_jobs()), kJobColumns);
   });
 
   auto show_id = std::make_shared<std::string>();
   cmd = group->add_subcommand("show", "Print one job");
   cmd->add_option("ID", *show_id, "Job id")->required();
   cmd->callback([&options, show_id] {
-    Store store(options, kRead);
-    print_record(options, to_json(store->get_job(*show_id)));
+    CommandStore store(options, kRead);
+    print_record(options, to_json(store.exports.get_job(*show_id)));
   });
 
   struct StatusArgs {
@@ -124,8 +112,8 @@ void add_job_commands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("ID", status->id, "Job id")->required();
   cmd->add_option("STATUS", status->status, "pending, replicating, completed, failed or cancelled")->required();
   cmd->callback([&options, status] {
-    Store store(options, kWrite);
-    const auto change = store->set_job_status(status->id, status->status);
+    CommandStore store(options, kWrite);
+    const auto change = store.exports.set_job_status(status->id, status->status);
     print_result(options, Json{{"job", to_json(change.job)}, {"revoked_exports", to_json(change.revoked_exports)}},
                  format_record(to_json(change.job)) + revoked_lines(change.revoked_exports));
   });
@@ -136,8 +124,8 @@ void add_job_commands(CLI::App& app, GlobalOptions& options) {
                               "deleted (--json: {\"job\": ..., \"deleted_disks\": [...], \"deleted_exports\": [...]})");
   cmd->add_option("ID", *delete_id, "Job id")->required();
   cmd->callback([&options, delete_id] {
-    Store store(options, kWrite);
-    const auto deleted = store->delete_job(*delete_id);
+    CommandStore store(options, kWrite);
+    const auto deleted = store.exports.delete_job(*delete_id);
     std::string text = fmt::format("deleted job {}", printable(deleted.job.id));
     if (!deleted.disks.empty()) {
       text += fmt::format(" with {} ({})", count_of(deleted.disks.size(), "disk"),
@@ -184,8 +172,8 @@ void add_mapping_commands(CLI::App& app, GlobalOptions& options) {
   cmd->callback([&options, add] {
     NewMapping mapping = add->mapping;
     mapping.requires_device_correlation = !add->no_correlation;
-    Store store(options, kWrite);
-    print_record(options, to_json(store->add_mapping(mapping)));
+    CommandStore store(options, kWrite);
+    print_record(options, to_json(store.exports.add_mapping(mapping)));
   });
 
   struct PathArgs {
@@ -198,21 +186,21 @@ void add_mapping_commands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("VOLUME_UUID", path->volume_uuid, "Volume UUID")->required();
   cmd->add_option("PATH", path->device_path, "Device path, like /dev/vdc")->required();
   cmd->callback([&options, path] {
-    Store store(options, kWrite);
-    print_record(options, to_json(store->set_mapping_path(path->volume_uuid, path->device_path)));
+    CommandStore store(options, kWrite);
+    print_record(options, to_json(store.exports.set_mapping_path(path->volume_uuid, path->device_path)));
   });
 
   group->add_subcommand("list", "List the device mappings (--json: an array of mapping objects)")->callback([&options] {
-    Store store(options, kRead);
-    print_list(options, to_json(store->list_mappings()), kMappingColumns);
+    CommandStore store(options, kRead);
+    print_list(options, to_json(store.exports.list_mappings()), kMappingColumns);
   });
 
   auto show_uuid = std::make_shared<std::string>();
   cmd = group->add_subcommand("show", "Print one device mapping");
   cmd->add_option("VOLUME_UUID", *show_uuid, "Volume UUID")->required();
   cmd->callback([&options, show_uuid] {
-    Store store(options, kRead);
-    print_record(options, to_json(store->get_mapping(*show_uuid)));
+    CommandStore store(options, kRead);
+    print_record(options, to_json(store.exports.get_mapping(*show_uuid)));
   });
 
   auto delete_uuid = std::make_shared<std::string>();
@@ -221,8 +209,8 @@ void add_mapping_commands(CLI::App& app, GlobalOptions& options) {
                               "(--json: {\"mapping\": ..., \"unlinked_disks\": [...], \"deleted_exports\": [...]})");
   cmd->add_option("VOLUME_UUID", *delete_uuid, "Volume UUID")->required();
   cmd->callback([&options, delete_uuid] {
-    Store store(options, kWrite);
-    const auto deleted = store->delete_mapping(*delete_uuid);
+    CommandStore store(options, kWrite);
+    const auto deleted = store.exports.delete_mapping(*delete_uuid);
     std::string text = fmt::format("deleted the device mapping of volume {} (device path {})",
                                    printable(deleted.mapping.volume_uuid), printable(deleted.mapping.device_path));
     if (!deleted.unlinked_disks.empty()) text += "; unlinked disk " + names(deleted.unlinked_disks, disk_name);
@@ -258,16 +246,16 @@ void add_disk_commands(CLI::App& app, GlobalOptions& options) {
   cmd->callback([&options, add, unit] {
     NewDisk disk = add->disk;
     if (unit->count() > 0) disk.unit_number = add->unit;
-    Store store(options, kWrite);
-    print_record(options, to_json(store->add_disk(disk)));
+    CommandStore store(options, kWrite);
+    print_record(options, to_json(store.exports.add_disk(disk)));
   });
 
   auto list_job = std::make_shared<std::string>();
   cmd = group->add_subcommand("list", "List the disks, of every job or of one (--json: an array of disk objects)");
   auto* job_option = cmd->add_option("--job", *list_job, "Only the disks of this job");
   cmd->callback([&options, list_job, job_option] {
-    Store store(options, kRead);
-    const auto disks = job_option->count() > 0 ? store->list_disks(*list_job) : store->list_disks();
+    CommandStore store(options, kRead);
+    const auto disks = job_option->count() > 0 ? store.exports.list_disks(*list_job) : store.exports.list_disks();
     print_list(options, to_json(disks), kDiskColumns);
   });
 
@@ -279,8 +267,8 @@ void add_disk_commands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--job", show->job_id, "Job id")->required();
   cmd->add_option("--disk-id", show->disk_id, "Disk id")->required();
   cmd->callback([&options, show] {
-    Store store(options, kRead);
-    print_record(options, to_json(store->get_disk(show->job_id, show->disk_id)));
+    CommandStore store(options, kRead);
+    print_record(options, to_json(store.exports.get_disk(show->job_id, show->disk_id)));
   });
 
   auto link = std::make_shared<DiskArgs>();
@@ -292,8 +280,8 @@ void add_disk_commands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--disk-id", link->disk_id, "Disk id")->required();
   cmd->add_option("--volume-uuid", link->volume_uuid, "UUID of the volume")->required();
   cmd->callback([&options, link] {
-    Store store(options, kWrite);
-    const auto result = store->link_disk(link->job_id, link->disk_id, link->volume_uuid);
+    CommandStore store(options, kWrite);
+    const auto result = store.exports.link_disk(link->job_id, link->disk_id, link->volume_uuid);
     print_result(options, Json{{"disk", to_json(result.disk)}, {"revoked_exports", to_json(result.revoked_exports)}},
                  format_record(to_json(result.disk)) + revoked_lines(result.revoked_exports));
   });
@@ -306,8 +294,8 @@ void add_check_command(CLI::App& app, GlobalOptions& options) {
       "tables, indexes and triggers, and that each 'oma' mapping's device exists. Prints one line per problem "
       "(--json: {\"path\": ..., \"problems\": [{\"rule\": ..., \"message\": ...}]}); exit 5 when there is any");
   cmd->callback([&options] {
-    Store store(options, kRead);
-    const auto problems = store->check();
+    CommandStore store(options, kRead);
+    const auto problems = store.exports.check();
     Json json_problems = Json::array();
     std::string text;
     for (const auto& problem : problems) {
