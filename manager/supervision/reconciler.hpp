@@ -10,10 +10,10 @@
 // StoreCheckPace::idle_interval, and at once for the supervisor's fds and deadlines. It looks at the store (reads
 // every live export) only when another connection committed, or when a write of its own changed what must be served
 // (look_wanted: a failed export, a moved port): an idle manager costs the same with 1,000 live exports as with one.
-// Every kResync it checks what no commit announces, each in O(1) while nothing changed: whether a directory of the
-// served device paths changed (DirectoryStamps: udev made or moved a /dev/disk/by-id link), then every path is
-// resolved again; and whether a stale server has lost its last client. On start it first takes over the servers
-// the supervisor found running (adoption: none is started twice); one that runs with settings other than the
+// Every kResync it checks what no commit announces, without a system call per export while nothing changed: whether
+// a directory of the served device paths changed (DirectoryStamps: udev made or moved a /dev/disk/by-id link), then
+// every path is resolved again; and whether a stale server has lost its last client. On start it first takes over the
+// servers the supervisor found running (adoption: none is started twice); one that runs with settings other than the
 // manager's is recorded as stale (`export show`, `nbdxm check`) and replaced: at once when the change narrows access
 // (narrows_access), otherwise as soon as it has no client. Before a server is started the export's server spec is
 // written (server_command.hpp); the export's device path is added to the spec whenever the store's changes, and the
