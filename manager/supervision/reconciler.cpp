@@ -81,9 +81,7 @@ int Reconciler::run(int signal_fd) {
   const std::unique_ptr<StoreChangeSignal> store_signal = watch_store_changes(
       settings_.db_path, StoreCheckPace{}.interval, [](const std::string& line) { log_event("{}", line); });
   StoreCheckSchedule schedule(StoreCheckPace{}, store_signal != nullptr, started);
-  int64_t data_version = store_.database().data_version();
   store_.database().set_busy_timeout(kStoreWait);  // from here on the loop must not wait long
-  auto next_resync = started + kResync;
   bool ready = false;
   for (;;) {
     auto now = Clock::now();
@@ -98,7 +96,7 @@ int Reconciler::run(int signal_fd) {
 
     const bool listening = schedule.listening(now);  // see StoreCheckSchedule
     std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? store_signal->fd() : -1, POLLIN, 0}};
-    auto deadline = std::min({schedule.next_check(now), next_resync, writes_.next_deadline(),
+    auto deadline = std::min({schedule.next_check(now), next_check(), writes_.next_deadline(),
                               supervisor_.next_deadline(), folder_.next_deadline()});
     if (store_failing_since_ || look_wanted_) deadline = std::min(deadline, now + kStoreRetry);
     if (shared_ && std::any_of(shared_->recorded.begin(), shared_->recorded.end(),
@@ -121,19 +119,10 @@ int Reconciler::run(int signal_fd) {
     now = Clock::now();
     const bool due = now >= schedule.next_check(now);
     if (store_signal && ((fds[1].revents & POLLIN) || due) && store_signal->drain()) schedule.store_written(now);
-    try {
-      // Checked at every wakeup, not only when due: data_version is a read of shared memory, and a server that
-      // exited may be one that the store no longer wants.
-      const int64_t version = store_.database().data_version();
-      schedule.checked(now);
-      if (version != data_version || now >= next_resync || store_failing_since_ || look_wanted_) {
-        look(now);
-        if (!store_failing_since_) data_version = version;  // only once the store has been looked at
-        next_resync = now + kResync;
-      }
-    } catch (const std::exception& e) {
-      store_read_failed(now, e);
-    }
+    // Checked at every wakeup, not only when due: data_version is a read of shared memory, and a server that
+    // exited may be one that the store no longer wants.
+    check(now);
+    schedule.checked(now);
     advance(Clock::now());
     report_status(false);
   }
@@ -178,7 +167,11 @@ void Reconciler::remove_ended_keys() {
 void Reconciler::look(Clock::time_point now) {
   try {
     look_wanted_ = false;
+    next_unannounced_ = now + kResync;
+    const int64_t version = store_.database().data_version();  // first: a commit during the read is looked at next
     sync(now);
+    data_version_ = version;
+    note_device_dirs();
     if (store_failing_since_) {
       log_event("the store can be read again after {} ms", elapsed_ms(*store_failing_since_));
       store_failing_since_.reset();
@@ -188,6 +181,39 @@ void Reconciler::look(Clock::time_point now) {
     // it keeps: they are still advanced, and the store is tried again kStoreRetry later.
     store_read_failed(now, e);
   }
+}
+
+void Reconciler::check(Clock::time_point now) {
+  int64_t version = 0;
+  try {
+    version = store_.database().data_version();
+  } catch (const std::exception& e) {
+    store_read_failed(now, e);
+    return;
+  }
+  if (version != data_version_ || look_wanted_ || store_failing_since_) return look(now);
+  if (now < next_unannounced_) return;
+  next_unannounced_ = now + kResync;
+  if (device_stamps_.changed(device_dirs_)) {
+    for (auto& [id, served] : served_) {
+      if (served.phase == Served::Phase::starting || served.phase == Served::Phase::serving) {
+        follow_device_node(served, now);
+      }
+    }
+  }
+  replace_idle_stale(now);
+}
+
+// The directories whose entries decide what the served device paths resolve to: the path's own (udev's by-id link
+// is an entry there) and the node's. What the stamps see now is what the look just resolved.
+void Reconciler::note_device_dirs() {
+  device_dirs_.clear();
+  for (const auto& [id, served] : served_) {
+    for (const auto* path : {&served.device, &served.node}) {
+      if (!path->empty()) device_dirs_.insert(std::filesystem::path(*path).parent_path().string());
+    }
+  }
+  device_stamps_.changed(device_dirs_);
 }
 
 void Reconciler::store_read_failed(Clock::time_point now, const std::exception& e) {
@@ -411,8 +437,11 @@ void Reconciler::handle_shared(const ServerEvent& event, Clock::time_point now) 
         const int64_t id = e.id;
         writes_.add(
             id, fmt::format("export {} (shared): marking the export failed", e.export_name),
-            [id, created_at = e.created_at, reason = "the shared server cannot serve: " + event.reason](
-                ExportStore& store) { store.fail_export(id, reason, created_at); },
+            [this, id, created_at = e.created_at,
+             reason = "the shared server cannot serve: " + event.reason](ExportStore& store) {
+              store.fail_export(id, reason, created_at);
+              look_wanted_ = true;  // once committed too: a look before the commit would not see the failure
+            },
             now);
       }
       look_wanted_ = true;
@@ -485,11 +514,8 @@ void Reconciler::sync(Clock::time_point now) {
       if (!e.device_path.empty() && e.device_path != served.device) {
         write_spec(served, e.device_path);
         supervisor_.device_changed(served.target, now);
-      } else if (const std::string node = resolved_device(served.device); node != served.node) {
-        // The same path names another node now (udev made its by-id link after the export was served, or moved it):
-        // under systemd the unit may open only the node the path resolves to, so it is told again.
-        served.node = node;
-        supervisor_.device_changed(served.target, now);
+      } else {
+        follow_device_node(served, now);
       }
       follow_access(served, e, now);
       ++it;
@@ -583,6 +609,15 @@ void Reconciler::replace(Served& served, Clock::time_point now) {
   supervisor_.replace(served.target, now);
 }
 
+// The same path names another node now (udev made its by-id link after the export was served, or moved it): under
+// systemd the unit may open only the node the path resolves to, so it is told again.
+void Reconciler::follow_device_node(Served& served, Clock::time_point now) {
+  if (const std::string node = resolved_device(served.device); node != served.node) {
+    served.node = node;
+    supervisor_.device_changed(served.target, now);
+  }
+}
+
 void Reconciler::replace_idle_stale(Clock::time_point now) {
   for (auto& [id, served] : served_) {
     if (!served.stale || served.replacing || served.phase != Served::Phase::serving) continue;
@@ -660,6 +695,7 @@ void Reconciler::on_port_unavailable(Served& served, const ServerEvent& event, C
           const std::string why = fmt::format("{}; and no other port is free: {}", reason, e.what());
           log_event("{}: marking the export failed: {}", describe(target), why);
           store.fail_export(target.export_id, why, target.created_at);
+          look_wanted_ = true;
           return;
         }
         if (port) log_event("{}: {}; moved to port {}", describe(target), reason, *port);
@@ -674,9 +710,10 @@ void Reconciler::on_gave_up(Served& served, const ServerEvent& event, Clock::tim
   log_event("{}: marking the export failed: {}", describe(served.target), event.reason);
   writes_.add(
       served.target.export_id, fmt::format("{}: marking the export failed", describe(served.target)),
-      [target = served.target, reason = event.reason](ExportStore& store) {
+      [this, target = served.target, reason = event.reason](ExportStore& store) {
         store.record_server_stopped(target.export_id, target.created_at, reason);
         store.fail_export(target.export_id, reason, target.created_at);
+        look_wanted_ = true;  // this manager's own write: data_version does not change for it
       },
       now);
 }

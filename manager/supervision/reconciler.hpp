@@ -6,9 +6,14 @@
 // store what the supervisor reports (serving, restarted, port unavailable, gave up, stopped).
 //
 // Other services write the store directly, so the loop checks PRAGMA data_version when the store's files are
-// written (StoreChangeSignal; then every StoreCheckPace::interval while the commit settles) and every kResync
-// otherwise, and it wakes at once for the supervisor's fds and deadlines. On start it first takes over the servers
-// the supervisor found running (adoption: none is started twice); one that runs with settings other than the
+// written (StoreChangeSignal; then every StoreCheckPace::interval while the commit settles), at least every
+// StoreCheckPace::idle_interval, and at once for the supervisor's fds and deadlines. It looks at the store (reads
+// every live export) only when another connection committed, or when a write of its own changed what must be served
+// (look_wanted: a failed export, a moved port): an idle manager costs the same with 1,000 live exports as with one.
+// Every kResync it checks what no commit announces, without a system call per export while nothing changed: whether
+// a directory of the served device paths changed (DirectoryStamps: udev made or moved a /dev/disk/by-id link), then
+// every path is resolved again; and whether a stale server has lost its last client. On start it first takes over the
+// servers the supervisor found running (adoption: none is started twice); one that runs with settings other than the
 // manager's is recorded as stale (`export show`, `nbdxm check`) and replaced: at once when the change narrows access
 // (narrows_access), otherwise as soon as it has no client. Before a server is started the export's server spec is
 // written (server_command.hpp); the export's device path is added to the spec whenever the store's changes, and the
@@ -30,6 +35,7 @@
 #include <vector>
 
 #include "counter_folder.hpp"
+#include "directory_stamps.hpp"
 #include "manager_counters.hpp"
 #include "nbdxm/export_store.hpp"
 #include "nbdxm/port_allocator.hpp"
@@ -42,7 +48,7 @@ namespace nbdxm::supervision {
 class Reconciler {
  public:
   using Clock = std::chrono::steady_clock;
-  static constexpr std::chrono::seconds kResync{2};             // a full look at the store even without a change
+  static constexpr std::chrono::seconds kResync{2};             // checks of what no commit announces
   static constexpr std::chrono::milliseconds kStoreWait{100};   // the longest the loop waits for a locked store
   static constexpr std::chrono::milliseconds kStoreRetry{200};  // when a failed read of the store is tried again
 
@@ -57,8 +63,10 @@ class Reconciler {
   int run(int signal_fd);
 
   // The steps of run(), for tests that drive the loop themselves.
-  void begin(Clock::time_point now);                 // adoption, the first look at the store, the events so far
-  void look(Clock::time_point now);                  // a look at the store (never throws: a failing read is retried)
+  void begin(Clock::time_point now);  // adoption, the first look at the store, the events so far
+  void look(Clock::time_point now);   // a look at the store (never throws: a failing read is retried)
+  void check(Clock::time_point now);  // the loop's check: a look when the store changed (see above)
+  Clock::time_point next_check() const { return next_unannounced_; }  // when check() has work without a commit
   void advance(Clock::time_point now);               // the supervisor's events recorded, waiting writes retried
   int finish();                                      // the supervisor shut down, its last events recorded
   bool look_wanted() const { return look_wanted_; }  // a write of this manager changed what must be served
@@ -125,6 +133,8 @@ class Reconciler {
   void follow_access(Served& served, const NbdExport& e, Clock::time_point now);
   void replace(Served& served, Clock::time_point now);
   void replace_idle_stale(Clock::time_point now);
+  void follow_device_node(Served& served, Clock::time_point now);
+  void note_device_dirs();
   void handle(const ServerEvent& event, Clock::time_point now);
   void on_serving(Served& served, const ServerEvent& event, Clock::time_point now);
   void on_port_unavailable(Served& served, const ServerEvent& event, Clock::time_point now);
@@ -149,6 +159,10 @@ class Reconciler {
   bool look_wanted_ = false;
   std::optional<Clock::time_point> store_failing_since_;  // the last look at the store failed
   std::string last_status_;
+  std::optional<int64_t> data_version_;  // the store's when last looked at
+  Clock::time_point next_unannounced_{};
+  std::set<std::string> device_dirs_;  // of the served device paths and of the nodes they resolve to
+  DirectoryStamps device_stamps_;
 };
 
 }  // namespace nbdxm::supervision

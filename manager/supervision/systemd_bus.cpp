@@ -88,6 +88,32 @@ int on_job_reply(sd_bus_message* m, void* userdata, sd_bus_error*) {
 
 void free_pending_job_call(void* userdata) { delete static_cast<PendingJobCall*>(userdata); }
 
+struct PendingRestartsRead {
+  std::string what;
+  SystemdBus::RestartsReplyHandler on_reply;
+};
+
+int on_restarts_reply(sd_bus_message* m, void* userdata, sd_bus_error*) {
+  auto& call = *static_cast<PendingRestartsRead*>(userdata);
+  const sd_bus_error* error = sd_bus_message_get_error(m);
+  if (error != nullptr) {
+    const BusError e(fmt::format("{}: {}", call.what, error->message != nullptr ? error->message : error->name),
+                     error->name != nullptr ? error->name : "");
+    call.on_reply(0, &e);
+    return 0;
+  }
+  uint32_t restarts = 0;
+  if (sd_bus_message_read(m, "v", "u", &restarts) < 0) {
+    const BusError e(call.what + ": the reply holds no count", "");
+    call.on_reply(0, &e);
+    return 0;
+  }
+  call.on_reply(restarts, nullptr);
+  return 0;
+}
+
+void free_pending_restarts_read(void* userdata) { delete static_cast<PendingRestartsRead*>(userdata); }
+
 }  // namespace
 
 std::unique_ptr<SystemdBus> SystemdBus::open_system() {
@@ -152,7 +178,7 @@ std::vector<ListedUnit> SystemdBus::list_units_by_patterns(const std::vector<std
   int n = 0;
   while ((n = sd_bus_message_read(reply.get(), "(ssssssouso)", &name, &description, &load, &active, &sub, &following,
                                   &path, &job_id, &job_type, &job_path)) > 0) {
-    units.push_back({name, active});
+    units.push_back({name, active, sub});
   }
   check(n, what);
   return units;
@@ -296,6 +322,20 @@ uint32_t SystemdBus::service_restarts(const std::string& unit) {
                                             &error.error, 'u', &restarts);
   if (r < 0) fail(fmt::format("cannot read NRestarts of {}", unit), r, &error.error);
   return restarts;
+}
+
+void SystemdBus::service_restarts_async(const std::string& unit, RestartsReplyHandler on_reply) {
+  auto call = std::make_unique<PendingRestartsRead>(
+      PendingRestartsRead{fmt::format("cannot read NRestarts of {}", unit), std::move(on_reply)});
+  sd_bus_slot* slot = nullptr;
+  const int r =
+      sd_bus_call_method_async(bus_, &slot, kDestination, unit_path(unit).c_str(), "org.freedesktop.DBus.Properties",
+                               "Get", on_restarts_reply, call.get(), "ss", kService, "NRestarts");
+  check(r, call->what);
+  sd_bus_slot_set_destroy_callback(slot, free_pending_restarts_read);  // as in stop_unit_async
+  call.release();
+  sd_bus_slot_set_floating(slot, 1);
+  sd_bus_slot_unref(slot);
 }
 
 int SystemdBus::fd() const { return sd_bus_get_fd(bus_); }

@@ -39,6 +39,7 @@ struct UnitState {
 struct ListedUnit {
   std::string name;
   std::string active_state;
+  std::string sub_state;
 };
 
 // A unit property to set at runtime (SetUnitProperties): a string, an unsigned 64-bit number, or a list of device
@@ -59,6 +60,8 @@ class SystemdBus {
   using UnitChangedHandler = std::function<void(const std::string& unit_path)>;
   // The reply to an asynchronous job call: the job's object path, or the error (job empty).
   using JobReplyHandler = std::function<void(const std::string& job, const BusError* error)>;
+  // The reply to an asynchronous read of NRestarts: the count, or the error.
+  using RestartsReplyHandler = std::function<void(uint32_t restarts, const BusError* error)>;
 
   // Connects to the system bus; throws BusError.
   static std::unique_ptr<SystemdBus> open_system();
@@ -90,6 +93,9 @@ class SystemdBus {
   std::string load_state(const std::string& unit);     // LoadState: loaded, not-found, bad-setting, ...
   std::string service_exit(const std::string& unit);   // "status 1", "signal KILL", or "" when none recorded
   uint32_t service_restarts(const std::string& unit);  // NRestarts
+  // NRestarts without waiting for the reply (as stop_unit_async): a new manager reads it for every unit it adopts,
+  // side by side instead of one round trip after another. Throws BusError if the call cannot be sent.
+  void service_restarts_async(const std::string& unit, RestartsReplyHandler on_reply);
 
   static std::string unit_path(const std::string& unit);  // the unit's object path
 

@@ -40,6 +40,8 @@ class SystemdSupervisor : public ServerSupervisor {
   // Stop calls awaiting systemd's reply at a time: the system bus lets a connection await 128 replies
   // (dbus-daemon's max_replies_per_connection) and refuses more calls; the rest wait in a queue.
   static constexpr int kStopCallsInFlight = 64;
+  // Reads of NRestarts awaiting their reply at a time (adoption), beside the stop calls: within the same 128.
+  static constexpr int kReadsInFlight = 32;
   // The package's polkit rule, which lets user nbdxm manage its export units (and no others).
   static constexpr const char* kPolkitRule = "/usr/share/polkit-1/rules.d/50-nbdxm.rules";
 
@@ -86,10 +88,12 @@ class SystemdSupervisor : public ServerSupervisor {
     bool restart_instead = false;   // starting: RestartUnit (replace with the instance unchanged)
     bool start_after_stop = false;  // stopping only to start under `next_instance` (replace)
     std::string next_instance;
-    bool gave_up = false;   // gave_up was reported for it
-    bool unknown = false;   // found running without a readable spec: stopped, its target unknown
-    uint32_t restarts = 0;  // NRestarts when last seen
-    std::string last_exit;  // how the server last ended, seen while systemd waited to restart it
+    bool gave_up = false;           // gave_up was reported for it
+    bool unknown = false;           // found running without a readable spec: stopped, its target unknown
+    uint32_t restarts = 0;          // NRestarts when last seen
+    bool restarts_unknown = false;  // its read failed: the next evaluation takes the count as it is then
+    bool listed_serving = false;    // adopted: the listing showed its service and socket active
+    std::string last_exit;          // how the server last ended, seen while systemd waited to restart it
     Action retry = Action::none;
     bool device_retry = false;  // device_changed() is to be tried again at retry_at
     Clock::time_point retry_at = Clock::time_point::max();
@@ -106,6 +110,9 @@ class SystemdSupervisor : public ServerSupervisor {
   Server* by_id(uint64_t id);
   void on_stop_reply(uint64_t id, const std::string& job, const BusError* error);
   void retry_stop(Server& server, const BusError& error, Clock::time_point now);
+  void read_restarts(Server& server);
+  void send_queued_reads();
+  void on_restarts_reply(uint64_t id, uint32_t restarts, const BusError* error);
   void evaluate(Server& server, Clock::time_point now);
   void evaluate_starting(Server& server, const UnitState& service, const UnitState& socket);
   void evaluate_serving(Server& server, const UnitState& service, const UnitState& socket);
@@ -130,6 +137,8 @@ class SystemdSupervisor : public ServerSupervisor {
   uint64_t next_id_ = 1;
   std::deque<std::pair<uint64_t, std::string>> queued_stops_;  // server id, unit: sent as replies come
   int stops_in_flight_ = 0;
+  std::deque<std::pair<uint64_t, std::string>> queued_reads_;  // server id, service unit: NRestarts to read
+  int reads_in_flight_ = 0;
 };
 
 // The backend where it can run: PID 1 is systemd and the system bus answers, and the run directory is the units'.

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -24,6 +25,28 @@ using supervision::RunningServer;
 using supervision::ServerEvent;
 using supervision::ServerSettings;
 using supervision::ServerTarget;
+
+// Counts the statements that read the live exports (a look's read of the export_devices view) on a connection, as
+// SQLite itself traces them.
+class ExportReads {
+ public:
+  explicit ExportReads(Database& db) : handle_(db.sql().getHandle()) {
+    sqlite3_trace_v2(handle_, SQLITE_TRACE_STMT, &ExportReads::on_statement, this);
+  }
+  ~ExportReads() { sqlite3_trace_v2(handle_, 0, nullptr, nullptr); }
+  ExportReads(const ExportReads&) = delete;
+  ExportReads& operator=(const ExportReads&) = delete;
+  int count() const { return count_; }
+
+ private:
+  static int on_statement(unsigned, void* self, void* statement, void*) {
+    const char* sql = sqlite3_sql(static_cast<sqlite3_stmt*>(statement));
+    if (sql != nullptr && std::strstr(sql, "FROM export_devices") != nullptr) ++static_cast<ExportReads*>(self)->count_;
+    return 0;
+  }
+  sqlite3* handle_;
+  int count_ = 0;
+};
 
 class ReconcilerTest : public ManagerTest {
  protected:
@@ -518,6 +541,93 @@ TEST_F(ReconcilerTest, AnAdoptedSharedServerKeepsWhatItServedAndEndsTheExportsTh
   ASSERT_EQ(failures.size(), 1u);
   EXPECT_EQ(failures[0].export_id, ended.id);
   EXPECT_NE(failures[0].reason.find(fifo + ": fdatasync"), std::string::npos) << failures[0].reason;
+}
+
+// The loop's check reads the live exports only when the store changed, so that an idle manager costs as little with
+// 1,000 live exports as with one; a commit of another connection (an appliance service's raw SQL) is looked at.
+TEST_F(ReconcilerTest, TheLoopsCheckReadsTheExportsOnlyAfterAnotherConnectionCommitted) {
+  const NbdExport e = add_export("disk-1");
+  begin();
+  turn();
+  ASSERT_EQ(store_.get_export(e.export_name).status, "active");
+  auto now = std::chrono::steady_clock::now();
+  reconciler().check(now);  // what the turn left to do, if anything
+  reconciler().advance(now);
+  {
+    const ExportReads reads(db_);
+    for (int k = 0; k < 3; ++k) {
+      now += Reconciler::kResync;  // the checks of what no commit announces come due too
+      reconciler().check(now);
+      reconciler().advance(now);
+    }
+    EXPECT_EQ(reads.count(), 0);
+    Database other = Database::open(db_path_, Database::Access::read_write);
+    other.sql().exec(fmt::format("UPDATE nbd_exports SET status = 'revoked' WHERE id = {}", e.id));
+    reconciler().check(now);
+    EXPECT_GT(reads.count(), 0);
+  }
+  ASSERT_EQ(fake_.stopped.size(), 1u);
+  EXPECT_EQ(fake_.stopped[0], target_of(e));
+}
+
+// A commit of the manager's own connection leaves data_version as it is: the export failure it records is followed by
+// the stop of the export's server at the next check all the same.
+TEST_F(ReconcilerTest, AFailureTheManagerRecordedIsFollowedByTheStopAtTheNextCheck) {
+  fake_.serve_at_once = false;
+  const NbdExport e = add_export("disk-1");
+  begin();
+  const auto now = std::chrono::steady_clock::now();
+  reconciler().check(now);
+  reconciler().advance(now);
+  fake_.emit({ServerEvent::Kind::gave_up, target_of(e), "its server failed 5 times in a row; last: exit 1", ""});
+  reconciler().advance(now);
+  ASSERT_EQ(store_.get_export(e.export_name).status, "failed");
+  EXPECT_TRUE(fake_.stopped.empty());
+  reconciler().check(now);
+  ASSERT_EQ(fake_.stopped.size(), 1u);
+  EXPECT_EQ(fake_.stopped[0], target_of(e));
+}
+
+// udev makes and moves /dev/disk/by-id links without a commit to the store: the loop's check follows them (from the
+// link directory's time, without resolving every path while nothing changed).
+TEST_F(ReconcilerTest, ALinkMadeOrMovedWithoutACommitIsFollowedByTheLoopsCheck) {
+  const NbdExport e = add_export("disk-1", "active");
+  const std::string by_id = dir_.file("by-id");
+  std::filesystem::create_directory(by_id);
+  const std::string link = by_id + "/virtio-volume";  // not made yet
+  store_.set_mapping_path(e.volume_uuid, link);
+  // Changed long ago: only a change from here on makes the directory look changed.
+  std::filesystem::last_write_time(by_id, std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+  begin();
+  auto now = std::chrono::steady_clock::now();
+  reconciler().check(now);
+  reconciler().advance(now);
+  EXPECT_TRUE(fake_.device_changes.empty());
+  std::filesystem::create_symlink(e.device_path, link);  // udev made it
+  now += Reconciler::kResync;
+  reconciler().check(now);
+  EXPECT_EQ(fake_.device_changes, std::vector<supervision::ServerTarget>{target_of(e)});
+  const std::string other = dir_.file("other.img");
+  create_volume_file(other, kGiB);
+  std::filesystem::remove(link);
+  std::filesystem::create_symlink(other, link);  // the volume attached again under another node
+  now += Reconciler::kResync;
+  reconciler().check(now);
+  EXPECT_EQ(fake_.device_changes.size(), 2u);
+
+  // While the directory's time says that nothing changed, no path is resolved: a move made to look as if nothing
+  // had changed (the time put back) goes unseen, as it would if the checks resolved every path.
+  const auto long_ago = std::filesystem::file_time_type::clock::now() - std::chrono::hours(1);
+  std::filesystem::last_write_time(by_id, long_ago);
+  now += Reconciler::kResync;
+  reconciler().check(now);  // sees the time put back
+  ASSERT_EQ(fake_.device_changes.size(), 2u);
+  std::filesystem::remove(link);
+  std::filesystem::create_symlink(e.device_path, link);
+  std::filesystem::last_write_time(by_id, long_ago);
+  now += Reconciler::kResync;
+  reconciler().check(now);
+  EXPECT_EQ(fake_.device_changes.size(), 2u);
 }
 
 }  // namespace
