@@ -1,4 +1,4 @@
-// `nbdxm export-server --spec SPEC [--sync-devices]`: how each export server runs, under both supervisor backends
+// `nbdxm export-server --spec SPEC`: how each export server runs, under both supervisor backends
 // (see supervision/server_command.hpp). Started by the manager or by the export's systemd unit, not by hand.
 #include <fmt/format.h>
 #include <sys/prctl.h>
@@ -17,7 +17,6 @@ namespace {
 
 struct ExportServerArgs {
   std::string spec;
-  bool sync_devices = false;
   pid_t parent_pid = 0;
 };
 
@@ -40,16 +39,6 @@ struct ExportServerArgs {
 }
 
 void run_export_server(const ExportServerArgs& args) {
-  if (args.sync_devices) {
-    // The unit's ExecStopPost=: its device cgroup lets it open only the export's current device (DeviceAllow=); the
-    // manager syncs the earlier ones once the unit has stopped.
-    const auto result = supervision::sync_spec_devices(args.spec, supervision::SpecDevices::current);
-    for (const auto& path : result.synced) fmt::print(stderr, "nbdxm export-server: synced {}\n", path);
-    if (!result.ok()) {
-      throw Error(ExitCode::failure, fmt::format("cannot sync {}", fmt::join(result.failures, "; ")));
-    }
-    return;
-  }
   exec_server(supervision::read_server_spec(args.spec), args.parent_pid);
 }
 
@@ -62,11 +51,6 @@ void register_export_server_command(CLI::App& app) {
       "Run one export's nbdkit server from its server spec (started by `nbdxm serve` or the export's systemd unit)");
   c->group("");  // not for operators: hidden from the command list
   c->add_option("--spec", args->spec, "The server spec file (<run-dir>/servers/<address>:<port>.json)")->required();
-  // The stop command of export units loaded from an earlier package's template, until systemd reloads it after an
-  // upgrade (the template now runs nbdxm-sync-devices, which is lighter to start).
-  c->add_flag("--sync-devices", args->sync_devices,
-              "Instead of running the server: sync the export's current device (after the server is gone; the "
-              "manager syncs those it was mapped to before)");
   c->add_option("--parent-pid", args->parent_pid, "Die with this process, the manager that started the server");
   c->callback([args] { run_export_server(*args); });
 }

@@ -174,7 +174,7 @@ bool DirectSupervisor::spawn(Server& server, std::string& why) {
   }
 }
 
-void DirectSupervisor::stop(const ServerTarget& target, Clock::time_point now) {
+void DirectSupervisor::stop(const ServerTarget& target, Clock::time_point) {
   Server* server = find(target);
   if (server == nullptr) {
     pending_.push_back({ServerEvent::Kind::stopped, target, "", ""});
@@ -182,25 +182,27 @@ void DirectSupervisor::stop(const ServerTarget& target, Clock::time_point now) {
   }
   server->replacing = false;
   if (server->phase == Phase::running) {
-    terminate(*server, now);
+    terminate(*server);
   } else if (server->phase != Phase::stopping) {
     server->stop_wanted = true;
     finish_stop(*server);
   }
 }
 
-void DirectSupervisor::replace(const ServerTarget& target, Clock::time_point now) {
+void DirectSupervisor::replace(const ServerTarget& target, Clock::time_point) {
   Server* server = find(target);
   if (server == nullptr || server->phase != Phase::running) return;
   server->replacing = true;
-  terminate(*server, now);
+  terminate(*server);
 }
 
-void DirectSupervisor::terminate(Server& server, Clock::time_point now) {
+// SIGKILL at once, as the export units' KillSignal=: nbdkit 1.32 waits forever for idle clients after SIGTERM, and
+// what a server acknowledged is in the page cache, put on the device by the sync once the server is gone; a
+// request it has not answered is not acknowledged.
+void DirectSupervisor::terminate(Server& server) {
   server.phase = Phase::stopping;
-  server.killed = false;
-  ::kill(-server.child->pid(), SIGTERM);
-  server.deadline = now + kStopGrace;
+  server.deadline = Clock::time_point::max();
+  ::kill(-server.child->pid(), SIGKILL);
 }
 
 int DirectSupervisor::clients(const ServerTarget& target) const { return server_clients(target); }
@@ -246,14 +248,7 @@ void DirectSupervisor::step(Server& server, Clock::time_point now, std::vector<S
       if (exited(*server.child)) on_exit(server, now, events);
       break;
     case Phase::stopping:
-      if (exited(*server.child)) {
-        on_exit(server, now, events);
-      } else if (now >= server.deadline && !server.killed) {
-        // nbdkit 1.32 waits for idle clients forever after SIGTERM; what it acknowledged is synced below.
-        ::kill(-server.child->pid(), SIGKILL);
-        server.killed = true;
-        server.deadline = Clock::time_point::max();
-      }
+      if (exited(*server.child)) on_exit(server, now, events);
       break;
   }
 }
@@ -314,17 +309,11 @@ void DirectSupervisor::report_stops(std::vector<ServerEvent>& events) {
 }
 
 void DirectSupervisor::shutdown() {
-  const auto now = Clock::now();
   for (auto& s : servers_) {
-    if (s->phase == Phase::running) terminate(*s, now);
+    if (s->phase == Phase::running) terminate(*s);
   }
   for (auto& s : servers_) {
     if (!s->child) continue;
-    // Waits for the exit without reaping it (the pidfd turns readable), so that the kill of what is left in the
-    // process group can never reach a process that re-used the pid.
-    pollfd exited{s->child->exit_fd(), POLLIN, 0};
-    ::poll(&exited, 1, static_cast<int>(std::chrono::milliseconds(kStopGrace).count()));
-    ::kill(-s->child->pid(), SIGKILL);
     s->child->wait();
     s->child.reset();
   }

@@ -4,8 +4,8 @@
 // bound (SO_REUSEADDR, as nbdkit binds; a Unix-socket export's socket mode 0660, group nbdxm-clients) and keeps
 // bound across restarts of the server. A server that exits is
 // started again after a back-off (0.1 s, doubling, at most 5 s); after kMaxFailures failures in a row, each within
-// kStableRun of its start, the backend gives up. Stopping: SIGTERM to the server's process group, SIGKILL after
-// kStopGrace (nbdkit 1.32 waits forever for idle clients), then the spec's devices are synced: `stopped` is
+// kStableRun of its start, the backend gives up. Stopping: SIGKILL to the server's process group (nbdkit 1.32 waits
+// forever for idle clients after SIGTERM), then, once it is gone, the spec's devices are synced: `stopped` is
 // reported only after that. Exports do not outlive the manager: shutdown() stops every server, and a manager that
 // dies takes its servers with it (`export-server --parent-pid`: a parent-death signal).
 // A server's output (nbdkit's log, the plugin's refusal lines) goes to <run-dir>/servers/<instance>.log; the last
@@ -25,7 +25,6 @@ class DirectSupervisor : public ServerSupervisor {
  public:
   static constexpr int kMaxFailures = 5;
   static constexpr std::chrono::seconds kStableRun{30};
-  static constexpr std::chrono::milliseconds kStopGrace{500};
 
   // `server_program`: the argv prefix that runs `nbdxm export-server` (the manager's own executable).
   DirectSupervisor(ServerSettings settings, std::vector<std::string> server_program);
@@ -58,7 +57,6 @@ class DirectSupervisor : public ServerSupervisor {
     bool restarting = false;   // the next start is a restart
     bool replacing = false;    // stopping only to start again with the current settings
     bool stop_wanted = false;  // stop() came while the server was waiting or backing off
-    bool killed = false;
   };
 
   Server* find(const ServerTarget& target);
@@ -67,7 +65,7 @@ class DirectSupervisor : public ServerSupervisor {
   bool bind_socket(Server& server, std::vector<ServerEvent>& events);
   bool bind_unix_socket(Server& server, std::vector<ServerEvent>& events);
   bool spawn(Server& server, std::string& why);
-  void terminate(Server& server, Clock::time_point now);
+  void terminate(Server& server);
   void on_exit(Server& server, Clock::time_point now, std::vector<ServerEvent>& events);
   void finish_stop(Server& server);
   void report_stops(std::vector<ServerEvent>& events);

@@ -144,16 +144,6 @@ std::string device_of(const Json& j) {
   return device;
 }
 
-// The spec's devices that `which` takes.
-std::vector<std::string> devices_to_sync(const Json& j, SpecDevices which) {
-  auto devices = devices_of(j);
-  const auto current = device_of(j);
-  if (which == SpecDevices::all || (which == SpecDevices::current && current.empty())) return devices;
-  if (which == SpecDevices::current) return {current};
-  std::erase(devices, current);
-  return current.empty() ? std::vector<std::string>{} : devices;
-}
-
 std::vector<std::string> split_commas(const std::string& list) {
   std::vector<std::string> items;
   std::stringstream in(list);
@@ -378,12 +368,12 @@ void record_sync_failures(const std::string& run_dir, const ServerTarget& target
   }
 }
 
-DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which) {
+DeviceSyncResult sync_spec_devices(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
   DeviceSyncResult result;
   // One device at a time: each failure is charged to the lives of its own device.
-  for (const auto& device : read_spec_json(path, [which](const Json& j) { return devices_to_sync(j, which); })) {
+  for (const auto& device : read_spec_json(path, devices_of)) {
     DeviceSyncResult one = sync_devices({device});
     try {
       report_durability_failures(path, device, one);
@@ -397,10 +387,10 @@ DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which) {
   return result;
 }
 
-DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target, SpecDevices which) {
+DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target) {
   const std::string path = server_spec_path(settings, target);
   try {
-    auto result = sync_spec_devices(path, which);
+    auto result = sync_spec_devices(path);
     for (const auto& failure : result.failures) {
       cli::log_event("export {} ({}): cannot sync {}", target.export_name, listener_of(target), failure);
     }
@@ -439,7 +429,7 @@ std::vector<bool> sync_spec_files(const std::vector<std::string>& paths) {
   std::vector<char> synced(paths.size(), 0);  // not vector<bool>: each worker writes its own element
   in_parallel(paths.size(), [&](size_t k) {
     try {
-      const auto result = sync_spec_devices(paths[k], SpecDevices::all);
+      const auto result = sync_spec_devices(paths[k]);
       for (const auto& failure : result.failures) cli::log_event("server spec {}: cannot sync {}", paths[k], failure);
       synced[k] = result.ok() ? 1 : 0;
     } catch (const std::exception& e) {

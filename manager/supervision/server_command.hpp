@@ -8,10 +8,9 @@
 // The spec also lists `devices`: every device path the export was mapped to while the spec existed, and `device`,
 // the one it is mapped to now (under systemd the only device the server's unit may open: DeviceAllow=). After a
 // server is gone its devices are synced, so that every write the server acknowledged is on stable storage even when
-// the export's rows have been deleted from the store since: the direct backend syncs them all in process; under
-// systemd the unit's ExecStopPost= (`nbdxm-sync-devices --spec SPEC`) syncs the current one, which is all its device
-// cgroup lets it open, and the manager the earlier ones once the unit has stopped (or, for a unit stopped while no
-// manager ran, every device of its spec at its next start).
+// the export's rows have been deleted from the store since: by the manager, in process, under both backends, before
+// it reports the stop (under systemd, for a unit stopped while no manager ran, at its next start; for the units a
+// package removal stops, by the package's prerm with `nbdxm-sync-devices --spec SPEC`).
 #include <string>
 #include <vector>
 
@@ -76,22 +75,19 @@ std::vector<std::string> read_server_spec_devices(const std::string& path);
 ServerSpec merged_server_spec(const std::string& path, const ServerSettings& settings, const ServerTarget& target,
                               const std::string& device);
 
-// Which of a spec's devices a sync takes: all of them; the current one (all of them in a spec without one); or the
-// earlier ones, all but the current one (none in a spec without one).
-enum class SpecDevices { all, current, earlier };
-// Syncs the devices listed in the spec at `path` (sync_devices); a missing spec syncs nothing. A failure is recorded
-// as a durability failure of the export's life in its counter file, for the manager to fold into the store; in the
-// shared server's spec, of each life served from the failed device (none: the failure is returned, to be logged).
-DeviceSyncResult sync_spec_devices(const std::string& path, SpecDevices which = SpecDevices::all);
+// Syncs every device listed in the spec at `path` (sync_devices): the current one and those of earlier mappings and
+// servers of the instance; a missing spec syncs nothing. A failure is recorded as a durability failure of the
+// export's life in its counter file, for the manager to fold into the store; in the shared server's spec, of each
+// life served from the failed device (none: the failure is returned, to be logged).
+DeviceSyncResult sync_spec_devices(const std::string& path);
 // The same for the spec of the target's instance, each failure logged (the manager, in process).
-DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target,
-                                   SpecDevices which = SpecDevices::all);
+DeviceSyncResult sync_spec_devices(const ServerSettings& settings, const ServerTarget& target);
 // The same for each target, side by side (up to kParallelSyncs at a time): each export's device is a volume of its
 // own, so one fdatasync need not wait for another's (a whole job's servers stop at once).
 constexpr size_t kParallelSyncs = 16;
 void sync_spec_devices(const ServerSettings& settings, const std::vector<ServerTarget>& targets);
-// Every device of each spec file at `paths` (sync_spec_devices, SpecDevices::all), side by side as above, each failure
-// logged; whether each spec's devices were all synced (a missing spec syncs nothing and counts as synced).
+// Every device of each spec file at `paths` (sync_spec_devices), side by side as above, each failure logged; whether
+// each spec's devices were all synced (a missing spec syncs nothing and counts as synced).
 std::vector<bool> sync_spec_files(const std::vector<std::string>& paths);
 // Records each failure of `result` as a durability failure of the target's export life, in its counter file under
 // run_dir, for the manager to fold into the store (a sync after its server stopped is the life's last durability

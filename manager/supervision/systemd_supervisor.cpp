@@ -235,7 +235,6 @@ void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
     if (settings_.memory_max > 0) properties.push_back({"MemoryMax", "", settings_.memory_max, false, false, {}});
     for (auto& p : device_allow(server)) properties.push_back(std::move(p));
     bus_->set_unit_properties(service, properties);
-    server.restarts = bus_->service_restarts(service);
     server.jobs.push_back(server.restart_instead ? bus_->restart_unit(service) : bus_->start_unit(service));
     server.restart_instead = false;
   } catch (const BusError& e) {
@@ -250,7 +249,7 @@ void SystemdSupervisor::begin_start(Server& server, Clock::time_point now) {
 void SystemdSupervisor::stop(const ServerTarget& target, Clock::time_point now) {
   wake_ = true;
   // A server stopping to start under another instance (replace) is found too: its stop is under way, and
-  // `stopped` must wait for its end (ExecStopPost=, the device sync), not be reported before.
+  // `stopped` must wait for its end (and the device sync after it), not be reported before.
   Server* s = find(target, true);
   if (s == nullptr) {
     events_.push_back(ServerEvent{ServerEvent::Kind::stopped, target, "", ""});
@@ -271,10 +270,9 @@ void SystemdSupervisor::begin_stop(Server& server, Clock::time_point now) {
   server.retry = Action::none;
   server.service_stopped = false;
   // Through the socket: a client connecting meanwhile must not start the server again. Stopping the socket stops
-  // the service first, in the same transaction (PartOf=, After=), and the service's stop ends with ExecStopPost=
-  // (the device sync); one call, so one polkit check, keeps the stop short. Its state is not read first: a service
-  // running without its socket (stopped by someone else) is stopped itself once the socket's stop is done
-  // (evaluate_stopping).
+  // the service first, in the same transaction (PartOf=, After=); one call, so one polkit check, keeps the stop
+  // short. Its state is not read first: a service running without its socket (stopped by someone else) is stopped
+  // itself once the socket's stop is done (evaluate_stopping).
   send_stop(server, socket_unit(server.instance), now);
 }
 
@@ -418,17 +416,17 @@ std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) 
   return properties;
 }
 
-std::string SystemdSupervisor::spec_path(const Server& server) const {
-  return server_spec_path(settings_.run_dir, server.instance);
+std::string SystemdSupervisor::spec_path(const Server& server) const { return spec_path_of(server.instance); }
+
+std::string SystemdSupervisor::spec_path_of(const std::string& instance) const {
+  return server_spec_path(settings_.run_dir, instance);
 }
 
-// A unit stopped while no manager ran (by an operator, a package removal, systemd giving up after the manager died)
-// synced only its export's current device, all its ExecStopPost= may open: the devices the export was mapped to
-// before are synced here, at the start, as the manager syncs them after each stop of its own. Every device of such a
-// spec is synced (the current one too: its ExecStopPost= may have failed, or never run), side by side. The spec of a
-// stopped unit serves nothing: once synced it goes (the reconciler writes a new one for a live export it serves);
-// a spec whose sync failed stays, to be tried again at the next start (the failure is the export's, recorded in its
-// counter file).
+// A unit stopped while no manager ran (by an operator, systemd giving up after the manager died) left what its server
+// acknowledged in the page cache: every device of its spec is synced here, at the start, side by side, as the
+// manager syncs them after each stop it sees. The spec of a stopped unit serves nothing: once synced it goes (the
+// reconciler writes a new one for a live export it serves); a spec whose sync failed stays, to be tried again at the
+// next start (the failure is the export's, recorded in its counter file).
 void SystemdSupervisor::sync_stopped_units(const std::map<std::string, std::string>& live) const {
   std::vector<std::string> paths;
   std::error_code ec;
@@ -456,21 +454,6 @@ void SystemdSupervisor::sync_stopped_units(const std::map<std::string, std::stri
     if (synced[k]) std::filesystem::remove(paths[k], ec);
   }
   cli::log_event("synced the devices of {} of {} export unit(s) stopped while no manager ran", done, paths.size());
-}
-
-// The unit's ExecStopPost= syncs the export's current device, all its device cgroup lets it open; the devices the
-// export was mapped to before (what the server may have written there before the move) are synced here, with the
-// manager's rights, before the stop is reported. A failure is recorded as the export's durability failure.
-void SystemdSupervisor::sync_earlier_devices(const Server& server) const {
-  const auto path = spec_path(server);
-  try {
-    if (!(read_server_spec(path).target == server.target)) return;  // the instance is another target's now
-    for (const auto& failure : sync_spec_devices(path, SpecDevices::earlier).failures) {
-      cli::log_event("{}: cannot sync {}", server.target.export_name, failure);
-    }
-  } catch (const std::exception& e) {
-    cli::log_event("{}: cannot sync the devices it was mapped to before: {}", server.target.export_name, e.what());
-  }
 }
 
 int SystemdSupervisor::clients(const ServerTarget& target) const { return server_clients(target); }
@@ -516,6 +499,7 @@ std::vector<ServerEvent> SystemdSupervisor::advance(Clock::time_point now) {
   for (auto& s : servers_) {
     if (s->phase == Phase::waiting && !instance_held(s->instance, s.get())) begin_start(*s, now);
   }
+  report_stops();
   return std::exchange(events_, {});
 }
 
@@ -632,10 +616,10 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
     server.service_stopped = true;
     return send_stop(server, service_name, now);
   }
-  if (service.active_or_busy() || socket.active_or_busy()) return;  // ExecStopPost= still runs
+  if (service.active_or_busy() || socket.active_or_busy()) return;  // still stopping
   std::string reason;
   if (service.active_state == "failed" && !server.gave_up) {
-    // The stop's own steps failed (the device sync of ExecStopPost=, say): the operator must look.
+    // The stop itself failed (the kill did not empty the unit's cgroup in time, say): the operator must look.
     reason = fmt::format("{} stopped with result {}: see journalctl -u {}", service_name,
                          bus_->unit_state(service_name).result, service_name);
     cli::log_event("{}: {}", server.target.export_name, reason);
@@ -644,25 +628,42 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
        {std::pair{service_name, service}, std::pair{socket_unit(server.instance), socket}}) {
     if (state.active_state == "failed") bus_->reset_failed_unit(unit);
   }
-  if (!server.unknown) sync_earlier_devices(server);
   if (server.start_after_stop) {
     const auto old_instance = server.instance;
     server.start_after_stop = false;
     server.instance = server.next_instance;
+    sync_spec_files({spec_path_of(old_instance)});
     remove_spec(old_instance, server.target);  // the new instance's spec is written already
     begin_start(server, now);
     return;
   }
-  if (server.unknown) {  // no target to report the stop for
+  if (server.unknown) {  // no target to report the stop for, and no spec to sync
     cli::log_event("unit {} stopped{}", service_name, reason.empty() ? "" : ": " + reason);
     forget(server);
     return;
   }
-  // A replace's stop turned into a plain one: the reconciler removes the spec of the target's current instance,
-  // this one the spec of the instance the server ran under.
-  if (server.instance != server_instance(settings_, server.target)) remove_spec(server.instance, server.target);
-  event(ServerEvent::Kind::stopped, server, reason);
+  unsynced_.push_back(StoppedServer{server.target, server.instance, std::move(reason)});
   forget(server);
+}
+
+// The servers whose units stopped in this advance() (a whole job's, say): every device of their specs is synced, side
+// by side, and only then is each stop reported. A spec may name devices of an earlier server of the instance, or be
+// another target's by now (its spec merged with this one's devices): a device synced once more costs little, one
+// left unsynced loses what the server acknowledged.
+void SystemdSupervisor::report_stops() {
+  std::vector<std::string> paths;
+  for (const auto& stopped : unsynced_) paths.push_back(spec_path_of(stopped.instance));
+  std::sort(paths.begin(), paths.end());
+  paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
+  sync_spec_files(paths);
+  for (auto& stopped : unsynced_) {
+    // A replace's stop turned into a plain one: the reconciler removes the spec of the target's current instance,
+    // this one the spec of the instance the server ran under.
+    if (stopped.instance != server_instance(settings_, stopped.target)) remove_spec(stopped.instance, stopped.target);
+    events_.push_back(ServerEvent{ServerEvent::Kind::stopped, stopped.target, std::move(stopped.reason),
+                                  service_unit(stopped.instance)});
+  }
+  unsynced_.clear();
 }
 
 void SystemdSupervisor::give_up(Server& server, const std::string& reason) {

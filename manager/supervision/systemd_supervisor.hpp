@@ -2,10 +2,11 @@
 // SystemdSupervisor: the `systemd` backend. Each export's server is an instance of the installed template units
 // nbdxm-export@.socket and nbdxm-export@.service, the instance being the server's listen address and port
 // (server_instance, unit-escaped). systemd binds the port (the socket unit), hands it to the server, restarts a
-// server that ends unexpectedly (Restart=, start rate limits), and on a stop kills the server and syncs the export's
-// devices (ExecStopPost=) before the unit is inactive. The units outlive the manager; a new manager adopts them by
+// server that ends unexpectedly (Restart=, start rate limits), and on a stop kills the server (KillSignal=SIGKILL,
+// no stop command: a unit's stop costs systemd little); once both units are inactive the manager syncs every device
+// of the server's spec, and only then reports the stop. The units outlive the manager; a new manager adopts them by
 // listing them and reading their spec files, and syncs the devices of the specs of units stopped while no manager
-// ran (their ExecStopPost= synced only the export's current device).
+// ran.
 //
 // Everything the backend learns comes from systemd's signals (Subscribe: JobRemoved, the units' PropertiesChanged),
 // dispatched from the manager's poll loop: no polling. After a signal, the backend reads the state of the units it
@@ -15,8 +16,8 @@
 // - restarted: the service's NRestarts grew;
 // - gave_up: the service or its socket ended failed (start rate limit hit, or the start itself failed), or the units
 //   were stopped by someone else;
-// - stopped: after stop(), both units are inactive, which systemd reaches only once ExecStopPost= (the sync of the
-//   export's current device) has run, and the manager has synced the devices the export was mapped to before.
+// - stopped: after stop(), both units are inactive and every device of the server's spec is synced (the devices of
+//   all servers stopped in one advance() side by side).
 //
 // A server's unit may open its export's current device alone (DevicePolicy=closed in the template, DeviceAllow= set
 // at each start and by device_changed() when the mapping moves), so a server never reaches another export's volume,
@@ -124,7 +125,8 @@ class SystemdSupervisor : public ServerSupervisor {
   void forget(const Server& server);
   std::string spec_path(const Server& server) const;
   std::vector<UnitProperty> device_allow(const Server& server) const;
-  void sync_earlier_devices(const Server& server) const;
+  std::string spec_path_of(const std::string& instance) const;
+  void report_stops();
   // At the start: the devices of the specs of units not running (live: escaped instance -> service unit).
   void sync_stopped_units(const std::map<std::string, std::string>& live) const;
   void remove_spec(const std::string& instance, const ServerTarget& target) const;
@@ -133,7 +135,14 @@ class SystemdSupervisor : public ServerSupervisor {
   std::unique_ptr<SystemdBus> bus_;
   std::vector<std::unique_ptr<Server>> servers_;
   std::vector<ServerEvent> events_;  // returned by the next advance()
-  bool wake_ = false;                // advance() has work without a signal (serve/stop calls, retries)
+  // A server whose units stopped: `stopped` is reported once its spec's devices are synced (report_stops).
+  struct StoppedServer {
+    ServerTarget target;
+    std::string instance;
+    std::string reason;
+  };
+  std::vector<StoppedServer> unsynced_;
+  bool wake_ = false;  // advance() has work without a signal (serve/stop calls, retries)
   uint64_t next_id_ = 1;
   std::deque<std::pair<uint64_t, std::string>> queued_stops_;  // server id, unit: sent as replies come
   int stops_in_flight_ = 0;
