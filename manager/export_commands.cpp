@@ -37,8 +37,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kStatusPoll = 2ms;        // PRAGMA data_version is a shared-memory read
-constexpr int kManagerCheckRounds = 25;  // whether the manager still runs: a read of the store and of /proc
+constexpr auto kStatusPoll = 2ms;  // PRAGMA data_version is a shared-memory read
 
 const std::vector<std::string> kListColumns{
     "export_name", "port",       "status",           "job_id",          "disk_id",       "volume_uuid", "device_path",
@@ -518,17 +517,11 @@ void wait_for_servers_gone(CommandStore& store, const std::vector<NbdExport>& ex
                            std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   size_t done = 0;  // exports[0, done) are done
-  int64_t seen_version = -1;
-  for (int round = 0;; ++round) {
-    // The servers' records change only with a commit: they are read again only after one (a shared-memory read).
-    const int64_t version = store.db.data_version();
-    if (version != seen_version) {
-      seen_version = version;
-      while (done < exports.size() && !server_still_recorded(store, exports[done])) ++done;
-      if (done == exports.size()) return;
-    }
+  for (;;) {
+    while (done < exports.size() && !server_still_recorded(store, exports[done])) ++done;
+    if (done == exports.size()) return;
     const NbdExport* running = &exports[done];
-    if (round % kManagerCheckRounds == 0 && !store.exports.running_manager(still_running)) {
+    if (!store.exports.running_manager(still_running)) {
       throw Error(ExitCode::unavailable,
                   fmt::format("revoked: new connections are refused and open ones are cut off, but no manager is "
                               "running to stop the server of export {} (port {}); start `nbdxm serve` to free its port",
@@ -540,7 +533,7 @@ void wait_for_servers_gone(CommandStore& store, const std::vector<NbdExport>& ex
                               "manager's log (`journalctl -u nbdxm`)",
                               running->export_name, running->port, std::chrono::duration<double>(timeout).count()));
     }
-    std::this_thread::sleep_for(kStatusPoll);
+    std::this_thread::sleep_for(kStatusPoll * 5);
   }
 }
 

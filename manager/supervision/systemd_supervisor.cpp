@@ -513,17 +513,13 @@ void SystemdSupervisor::on_job_removed(const std::string& job) {
   }
 }
 
-// Every unit's change on the system comes here (1,000 export units make several signals each when they start or
-// stop): a server's unit paths are encoded once per instance, not at every signal.
 void SystemdSupervisor::on_unit_changed(const std::string& unit_path) {
   for (auto& s : servers_) {
     if (s->phase == Phase::waiting || s->phase == Phase::adopted) continue;
-    if (s->paths_instance != s->instance || s->service_path.empty()) {
-      s->service_path = SystemdBus::unit_path(service_unit(s->instance));
-      s->socket_path = SystemdBus::unit_path(socket_unit(s->instance));
-      s->paths_instance = s->instance;
+    if (unit_path == SystemdBus::unit_path(service_unit(s->instance)) ||
+        unit_path == SystemdBus::unit_path(socket_unit(s->instance))) {
+      s->dirty = true;
     }
-    if (unit_path == s->service_path || unit_path == s->socket_path) s->dirty = true;
   }
 }
 

@@ -80,8 +80,7 @@ class SystemdSupervisor : public ServerSupervisor {
   struct Server {
     uint64_t id = 0;  // names it to a call's reply, which may come after it is forgotten
     ServerTarget target;
-    std::string instance;                                   // of the units running (or to run) for it
-    std::string paths_instance, service_path, socket_path;  // the D-Bus object paths of the instance's units
+    std::string instance;  // of the units running (or to run) for it
     Phase phase = Phase::waiting;
     std::vector<std::string> jobs;  // pending jobs of ours (object paths): state is read once they are done
     int calls = 0;                  // stop calls queued or sent whose reply (the job, or a refusal) has not come yet
