@@ -416,10 +416,8 @@ std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) 
   return properties;
 }
 
-std::string SystemdSupervisor::spec_path(const Server& server) const { return spec_path_of(server.instance); }
-
-std::string SystemdSupervisor::spec_path_of(const std::string& instance) const {
-  return server_spec_path(settings_.run_dir, instance);
+std::string SystemdSupervisor::spec_path(const Server& server) const {
+  return server_spec_path(settings_.run_dir, server.instance);
 }
 
 // A unit stopped while no manager ran (by an operator, systemd giving up after the manager died) left what its server
@@ -632,7 +630,7 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
     const auto old_instance = server.instance;
     server.start_after_stop = false;
     server.instance = server.next_instance;
-    sync_spec_files({spec_path_of(old_instance)});
+    sync_spec_files({server_spec_path(settings_.run_dir, old_instance)});
     remove_spec(old_instance, server.target);  // the new instance's spec is written already
     begin_start(server, now);
     return;
@@ -652,7 +650,7 @@ void SystemdSupervisor::evaluate_stopping(Server& server, const UnitState& servi
 // left unsynced loses what the server acknowledged.
 void SystemdSupervisor::report_stops() {
   std::vector<std::string> paths;
-  for (const auto& stopped : unsynced_) paths.push_back(spec_path_of(stopped.instance));
+  for (const auto& stopped : unsynced_) paths.push_back(server_spec_path(settings_.run_dir, stopped.instance));
   std::sort(paths.begin(), paths.end());
   paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
   sync_spec_files(paths);

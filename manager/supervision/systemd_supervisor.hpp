@@ -125,7 +125,6 @@ class SystemdSupervisor : public ServerSupervisor {
   void forget(const Server& server);
   std::string spec_path(const Server& server) const;
   std::vector<UnitProperty> device_allow(const Server& server) const;
-  std::string spec_path_of(const std::string& instance) const;
   void report_stops();
   // At the start: the devices of the specs of units not running (live: escaped instance -> service unit).
   void sync_stopped_units(const std::map<std::string, std::string>& live) const;
