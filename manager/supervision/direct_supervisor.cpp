@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -70,7 +71,11 @@ std::string describe(const ServerTarget& target) {
 }  // namespace
 
 DirectSupervisor::DirectSupervisor(ServerSettings settings, std::vector<std::string> server_program)
-    : settings_(std::move(settings)), server_program_(std::move(server_program)) {}
+    : settings_(std::move(settings)), server_program_(std::move(server_program)) {
+  exits_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!exits_.valid())
+    throw Error(ExitCode::failure, fmt::format("direct supervisor: epoll_create1: {}", std::strerror(errno)));
+}
 
 DirectSupervisor::~DirectSupervisor() { shutdown(); }
 
@@ -91,6 +96,7 @@ bool DirectSupervisor::listener_taken(const ServerTarget& target, const Server* 
 void DirectSupervisor::serve(const ServerTarget& target, Clock::time_point now) {
   if (find(target) != nullptr) return;
   auto server = std::make_unique<Server>();
+  server->id = next_id_++;
   server->target = target;
   std::error_code ec;
   std::filesystem::remove(log_path(settings_, target), ec);  // what an earlier server of the instance said
@@ -137,7 +143,7 @@ bool DirectSupervisor::bind_socket(Server& server, std::vector<ServerEvent>& eve
   log_event("{}: {}", describe(server.target), why);
   const auto kind = error == EADDRINUSE ? ServerEvent::Kind::port_unavailable : ServerEvent::Kind::gave_up;
   events.push_back({kind, server.target, why, ""});
-  std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });  // forgotten: no server, no socket
+  forget(server);  // no server, no socket
   return false;
 }
 
@@ -148,7 +154,7 @@ bool DirectSupervisor::bind_unix_socket(Server& server, std::vector<ServerEvent>
   } catch (const Error& e) {
     log_event("{}: {}", describe(server.target), e.what());
     events.push_back({ServerEvent::Kind::gave_up, server.target, e.what(), ""});
-    std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
+    forget(server);
     return false;
   }
 }
@@ -167,11 +173,24 @@ bool DirectSupervisor::spawn(Server& server, std::string& why) {
   options.close_other_fds = true;
   try {
     server.child.emplace(ChildProcess::spawn(options));
-    return true;
   } catch (const Error& e) {
     why = e.what();
     return false;
   }
+  // Its exit is seen through the epoll set; closing the exit fd (once it is reaped) takes it out of the set. A
+  // server whose exit could not be seen is not left running: it is ended, and started again after the back-off.
+  epoll_event watch{};
+  watch.events = EPOLLIN;
+  watch.data.u64 = server.id;
+  const int exit_fd = server.child->exit_fd();
+  if (exit_fd < 0 || ::epoll_ctl(exits_.get(), EPOLL_CTL_ADD, exit_fd, &watch) != 0) {
+    why = fmt::format("cannot watch the exit of server pid {}: {}", server.child->pid(), std::strerror(errno));
+    ::kill(-server.child->pid(), SIGKILL);
+    server.child->wait();
+    server.child.reset();
+    return false;
+  }
+  return true;
 }
 
 void DirectSupervisor::stop(const ServerTarget& target, Clock::time_point) {
@@ -207,12 +226,7 @@ void DirectSupervisor::terminate(Server& server) {
 
 int DirectSupervisor::clients(const ServerTarget& target) const { return server_clients(target); }
 
-void DirectSupervisor::collect_fds(std::vector<pollfd>& fds) {
-  for (auto& s : servers_) {
-    if (!s->child) continue;
-    if (int fd = s->child->exit_fd(); fd >= 0) fds.push_back({fd, POLLIN, 0});
-  }
-}
+void DirectSupervisor::collect_fds(std::vector<pollfd>& fds) { fds.push_back({exits_.get(), POLLIN, 0}); }
 
 DirectSupervisor::Clock::time_point DirectSupervisor::next_deadline() const {
   if (!pending_.empty() || !unsynced_.empty()) return Clock::time_point::min();
@@ -224,16 +238,28 @@ DirectSupervisor::Clock::time_point DirectSupervisor::next_deadline() const {
 std::vector<ServerEvent> DirectSupervisor::advance(Clock::time_point now) {
   std::vector<ServerEvent> events = std::move(pending_);
   pending_.clear();
-  // Stepping can remove servers (stopped, given up) and start waiting ones: over a snapshot.
-  std::vector<Server*> snapshot;
-  for (auto& s : servers_) snapshot.push_back(s.get());
-  for (Server* s : snapshot) {
-    if (std::any_of(servers_.begin(), servers_.end(), [&](const auto& p) { return p.get() == s; })) {
-      step(*s, now, events);
-    }
+  // The servers to step: those that exited, whose back-off ended, or that wait for their listener. Stepping can
+  // remove servers (stopped, given up) and start waiting ones: they are named by id and looked up at their turn.
+  std::vector<uint64_t> due = exited_servers();
+  for (const auto& s : servers_) {
+    if ((s->phase == Phase::backoff && now >= s->deadline) || s->phase == Phase::waiting_port) due.push_back(s->id);
+  }
+  for (const uint64_t id : due) {
+    const auto it = std::find_if(servers_.begin(), servers_.end(), [&](const auto& s) { return s->id == id; });
+    if (it != servers_.end()) step(**it, now, events);
   }
   report_stops(events);
   return events;
+}
+
+// The ids of the servers whose exit fd is readable. One call, room for every server: the set is level-triggered, so
+// an exit fd stays ready (and would be reported again by a second call) until its child is reaped.
+std::vector<uint64_t> DirectSupervisor::exited_servers() {
+  std::vector<epoll_event> ready(servers_.size() + 1);
+  const int n = ::epoll_wait(exits_.get(), ready.data(), static_cast<int>(ready.size()), 0);
+  std::vector<uint64_t> ids;
+  for (int k = 0; k < n; ++k) ids.push_back(ready[static_cast<size_t>(k)].data.u64);
+  return ids;
 }
 
 void DirectSupervisor::step(Server& server, Clock::time_point now, std::vector<ServerEvent>& events) {
@@ -245,9 +271,9 @@ void DirectSupervisor::step(Server& server, Clock::time_point now, std::vector<S
       if (now >= server.deadline) start(server, now, events);
       break;
     case Phase::running:
-      if (exited(*server.child)) on_exit(server, now, events);
-      break;
     case Phase::stopping:
+      // Stepped for its exit fd, which may be an earlier child's: an exit fd closed while a child being spawned still
+      // held a copy stays in the epoll set until that child's exec.
       if (exited(*server.child)) on_exit(server, now, events);
       break;
   }
@@ -284,7 +310,7 @@ void DirectSupervisor::on_exit(Server& server, Clock::time_point now, std::vecto
     const ServerTarget target = server.target;
     server.socket.reset();
     remove_unix_socket(target);
-    std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
+    forget(server);
     events.push_back({ServerEvent::Kind::gave_up, target,
                       fmt::format("its server failed {} times in a row; last: {}", kMaxFailures, reason), ""});
     return;
@@ -298,6 +324,10 @@ void DirectSupervisor::finish_stop(Server& server) {
   unsynced_.push_back(server.target);
   server.socket.reset();
   remove_unix_socket(server.target);
+  forget(server);
+}
+
+void DirectSupervisor::forget(const Server& server) {
   std::erase_if(servers_, [&](const auto& s) { return s.get() == &server; });
 }
 

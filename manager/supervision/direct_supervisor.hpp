@@ -10,6 +10,9 @@
 // dies takes its servers with it (`export-server --parent-pid`: a parent-death signal).
 // A server's output (nbdkit's log, the plugin's refusal lines) goes to <run-dir>/servers/<instance>.log; the last
 // line it wrote before it failed is part of the failure's reason.
+// The manager's loop polls one fd of the backend's, an epoll set of the servers' exit fds, and a step looks only at
+// the servers whose exit fd is readable or whose deadline passed: with 1,000 servers, a turn of the loop must not
+// cost a system call per server.
 #include <map>
 #include <optional>
 #include <string>
@@ -46,6 +49,7 @@ class DirectSupervisor : public ServerSupervisor {
  private:
   enum class Phase { waiting_port, running, backoff, stopping };
   struct Server {
+    uint64_t id = 0;  // its exit fd's key in the epoll set
     ServerTarget target;
     Phase phase = Phase::waiting_port;
     FileDescriptor socket;
@@ -70,6 +74,11 @@ class DirectSupervisor : public ServerSupervisor {
   void finish_stop(Server& server);
   void report_stops(std::vector<ServerEvent>& events);
   void step(Server& server, Clock::time_point now, std::vector<ServerEvent>& events);
+  std::vector<uint64_t> exited_servers();
+  void forget(const Server& server);
+
+  FileDescriptor exits_;  // epoll set of the running servers' exit fds, keyed by server id
+  uint64_t next_id_ = 1;
 
   ServerSettings settings_;
   std::vector<std::string> server_program_;

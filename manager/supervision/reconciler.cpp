@@ -172,6 +172,7 @@ void Reconciler::look(Clock::time_point now) {
     sync(now);
     data_version_ = version;
     note_device_dirs();
+    follow_device_nodes(now);
     if (store_failing_since_) {
       log_event("the store can be read again after {} ms", elapsed_ms(*store_failing_since_));
       store_failing_since_.reset();
@@ -194,18 +195,12 @@ void Reconciler::check(Clock::time_point now) {
   if (version != data_version_ || look_wanted_ || store_failing_since_) return look(now);
   if (now < next_unannounced_) return;
   next_unannounced_ = now + kResync;
-  if (device_stamps_.changed(device_dirs_)) {
-    for (auto& [id, served] : served_) {
-      if (served.phase == Served::Phase::starting || served.phase == Served::Phase::serving) {
-        follow_device_node(served, now);
-      }
-    }
-  }
+  follow_device_nodes(now);
   replace_idle_stale(now);
 }
 
 // The directories whose entries decide what the served device paths resolve to: the path's own (udev's by-id link
-// is an entry there) and the node's. What the stamps see now is what the look just resolved.
+// is an entry there) and the node's.
 void Reconciler::note_device_dirs() {
   device_dirs_.clear();
   for (const auto& [id, served] : served_) {
@@ -213,7 +208,18 @@ void Reconciler::note_device_dirs() {
       if (!path->empty()) device_dirs_.insert(std::filesystem::path(*path).parent_path().string());
     }
   }
-  device_stamps_.changed(device_dirs_);
+}
+
+// Every served device path is resolved again only when one of those directories changed (or a new one is among
+// them): a look follows every commit of every writer, and resolving 1,000 paths at each cost more than the rest
+// of the look. A path whose row changed is resolved by the look itself (write_spec).
+void Reconciler::follow_device_nodes(Clock::time_point now) {
+  if (!device_stamps_.changed(device_dirs_)) return;
+  for (auto& [id, served] : served_) {
+    if (served.phase == Served::Phase::starting || served.phase == Served::Phase::serving) {
+      follow_device_node(served, now);
+    }
+  }
 }
 
 void Reconciler::store_read_failed(Clock::time_point now, const std::exception& e) {
@@ -514,8 +520,6 @@ void Reconciler::sync(Clock::time_point now) {
       if (!e.device_path.empty() && e.device_path != served.device) {
         write_spec(served, e.device_path);
         supervisor_.device_changed(served.target, now);
-      } else {
-        follow_device_node(served, now);
       }
       follow_access(served, e, now);
       ++it;

@@ -135,6 +135,7 @@ class Reconciler {
   void replace_idle_stale(Clock::time_point now);
   void follow_device_node(Served& served, Clock::time_point now);
   void note_device_dirs();
+  void follow_device_nodes(Clock::time_point now);
   void handle(const ServerEvent& event, Clock::time_point now);
   void on_serving(Served& served, const ServerEvent& event, Clock::time_point now);
   void on_port_unavailable(Served& served, const ServerEvent& event, Clock::time_point now);

@@ -266,6 +266,14 @@ std::string SystemdBus::unit_path(const std::string& unit) {
   return result;
 }
 
+std::string SystemdBus::unit_of_path(const std::string& path) {
+  char* unit = nullptr;
+  if (sd_bus_path_decode(path.c_str(), kUnitPrefix, &unit) <= 0) return "";
+  std::string result(unit);
+  free(unit);  // NOLINT: sd-bus allocates with malloc
+  return result;
+}
+
 std::string SystemdBus::unit_string_property(const std::string& unit, const char* interface, const char* property) {
   ErrorHolder error;
   char* value = nullptr;

@@ -97,7 +97,8 @@ class SystemdBus {
   // side by side instead of one round trip after another. Throws BusError if the call cannot be sent.
   void service_restarts_async(const std::string& unit, RestartsReplyHandler on_reply);
 
-  static std::string unit_path(const std::string& unit);  // the unit's object path
+  static std::string unit_path(const std::string& unit);     // the unit's object path
+  static std::string unit_of_path(const std::string& path);  // its reverse: the unit's name, or "" for another object
 
   // The manager's poll loop: the bus's fd, the events to poll for, and when process() must run at the latest.
   int fd() const;

@@ -511,13 +511,15 @@ void SystemdSupervisor::on_job_removed(const std::string& job) {
   }
 }
 
+// Every unit's change on the system comes here, several for each export unit that starts or stops: the unit is named
+// once per signal, and each server compared by its instance, without building any string per server.
 void SystemdSupervisor::on_unit_changed(const std::string& unit_path) {
+  const std::string escaped = escaped_instance_of(SystemdBus::unit_of_path(unit_path));
+  if (escaped.empty()) return;  // not an export unit
+  const std::string instance = unescape_instance(escaped);
   for (auto& s : servers_) {
     if (s->phase == Phase::waiting || s->phase == Phase::adopted) continue;
-    if (unit_path == SystemdBus::unit_path(service_unit(s->instance)) ||
-        unit_path == SystemdBus::unit_path(socket_unit(s->instance))) {
-      s->dirty = true;
-    }
+    if (s->instance == instance) s->dirty = true;
   }
 }
 

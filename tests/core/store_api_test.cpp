@@ -256,6 +256,18 @@ TEST_F(StoreApiTest, RefusesBadLinks) {
               HasSubstr("not a canonical lower-case UUID"));
 }
 
+// What the manager serves: the pending and active exports, by id, except those of a job that has ended. A job's end
+// revokes its exports (a trigger); dropped here, the view still reads them revoked.
+TEST_F(StoreApiTest, LiveExportsAreThePendingAndActiveOnesOfJobsStillRunning) {
+  EXPECT_THAT(store_.live_exports(),
+              ElementsAre(Field(&NbdExport::export_name, "e1"), Field(&NbdExport::export_name, "e3")));
+  db_.sql().exec("DROP TRIGGER IF EXISTS replication_jobs_end_revokes_exports");
+  db_.sql().exec("UPDATE replication_jobs SET status = 'completed' WHERE id = 'j1'");
+  EXPECT_THAT(store_.live_exports(), ElementsAre(Field(&NbdExport::export_name, "e3")));
+  db_.sql().exec("UPDATE nbd_exports SET status = 'failed' WHERE export_name = 'e3'");
+  EXPECT_THAT(store_.live_exports(), IsEmpty());
+}
+
 // The manager queues its writes while another process holds the store; by the time one is made, `export create`
 // may have re-used the row for a new life of the export. A write about the old life must leave the new one alone.
 TEST_F(StoreApiTest, WritesAboutAnExportsEarlierLifeLeaveARowReusedSinceAlone) {

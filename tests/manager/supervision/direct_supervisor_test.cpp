@@ -2,7 +2,9 @@
 // socket the backend bound, libnbd clients, a real store, and a loop device whose flush count shows the stop's sync.
 #include "direct_supervisor.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 
@@ -105,6 +107,62 @@ TEST_F(DirectSupervisorTest, AKilledServerIsRestartedOnTheSamePortWhichStaysBoun
   EXPECT_NE(*server_process(target), first);
   TcpClient client(target.port, target.export_name);
   client.write(pattern(4096, 1), 0);
+}
+
+// The manager's loop polls one fd for all the servers (1,000 of them must not cost a system call each at every turn),
+// and that fd wakes it when any server exits.
+TEST_F(DirectSupervisorTest, TheLoopPollsOneFdForEveryServerWhichWakesItWhenAnyOfThemExits) {
+  const std::vector<ServerTarget> targets{export_for(add_volume("job-1", "disk-1")),
+                                          export_for(add_volume("job-1", "disk-2")),
+                                          export_for(add_volume("job-1", "disk-3"))};
+  for (const auto& target : targets) {
+    supervisor_->serve(target, std::chrono::steady_clock::now());
+    ASSERT_TRUE(await(ServerEvent::Kind::serving, target));
+    ASSERT_TRUE(wait_until([&] { return server_process(target).has_value(); }, 10s));
+  }
+  std::vector<pollfd> fds;
+  supervisor_->collect_fds(fds);
+  ASSERT_EQ(fds.size(), 1U);
+  EXPECT_EQ(::poll(fds.data(), 1, 0), 0) << "readable while every server runs";
+
+  ASSERT_EQ(::kill(server_process(targets[1])->pid, SIGKILL), 0);
+  ASSERT_EQ(::poll(fds.data(), 1, 20'000), 1) << "the server's exit did not wake the loop within 20 s";
+  events_.clear();
+  ASSERT_TRUE(await(ServerEvent::Kind::restarted, targets[1]));
+  EXPECT_EQ(std::count_if(events_.begin(), events_.end(),
+                          [](const ServerEvent& e) { return e.kind == ServerEvent::Kind::restarted; }),
+            1);
+}
+
+// A whole job's servers end at once: every exit is seen and every stop reported, however many exit fds are ready
+// together. (The servers here are `sleep`s: what is tested is the backend's bookkeeping, not nbdkit.)
+TEST_F(DirectSupervisorTest, ManyServersStoppedAtOnceAreAllReportedStopped) {
+  constexpr int kServers = 80;
+  DirectSupervisor many(settings_, {"/bin/sh", "-c", "exec sleep 3600", "server"});
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<ServerTarget> targets;
+  for (int k = 0; k < kServers; ++k) {
+    const ServerTarget target{k + 1, fmt::format("many-{}", k), ports_.low() + k, "2026-01-01T00:00:00.000Z", "", ""};
+    supervision::write_server_spec(supervision::server_spec_path(settings_, target),
+                                   supervision::ServerSpec{settings_, target, {}, ""});
+    many.serve(target, now);
+    targets.push_back(target);
+  }
+  const auto count = [&](ServerEvent::Kind kind) {
+    return std::count_if(events_.begin(), events_.end(), [&](const ServerEvent& e) { return e.kind == kind; });
+  };
+  const auto advance_until = [&](ServerEvent::Kind kind) {
+    return wait_until(
+        [&] {
+          for (auto& event : many.advance(std::chrono::steady_clock::now())) events_.push_back(event);
+          return count(kind) == kServers;
+        },
+        20s);
+  };
+  ASSERT_TRUE(advance_until(ServerEvent::Kind::serving));
+  for (const auto& target : targets) many.stop(target, std::chrono::steady_clock::now());
+  ASSERT_TRUE(advance_until(ServerEvent::Kind::stopped)) << count(ServerEvent::Kind::stopped) << " reported stopped";
+  EXPECT_EQ(count(ServerEvent::Kind::restarted), 0);
 }
 
 TEST_F(DirectSupervisorTest, AStopEndsAServerWithAnIdleClientAtOnceAndPutsEveryAcknowledgedWriteOnTheDevice) {
