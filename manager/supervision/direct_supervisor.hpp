@@ -11,8 +11,8 @@
 // A server's output (nbdkit's log, the plugin's refusal lines) goes to <run-dir>/servers/<instance>.log; the last
 // line it wrote before it failed is part of the failure's reason.
 // The manager's loop polls one fd of the backend's, an epoll set of the servers' exit fds, and a step looks only at
-// the servers whose exit fd is readable or whose deadline passed: with 1,000 servers, a turn of the loop must not
-// cost a system call per server.
+// the servers whose exit fd is readable, whose back-off ended or that wait for their listener: with 1,000 servers, a
+// turn of the loop must not cost a system call per server.
 #include <map>
 #include <optional>
 #include <string>

@@ -401,7 +401,7 @@ void SystemdSupervisor::device_changed(const ServerTarget& target, Clock::time_p
 std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) const {
   std::vector<std::string> devices;
   try {
-    const ServerSpec spec = read_server_spec(spec_path(server));
+    const ServerSpec spec = read_server_spec(server_spec_path(settings_.run_dir, server.instance));
     devices = spec.device.empty() ? spec.devices : std::vector<std::string>{spec.device};
   } catch (const std::exception& e) {
     cli::log_event("{}: its spec cannot be read ({}); its server may open no device", server.target.export_name,
@@ -414,10 +414,6 @@ std::vector<UnitProperty> SystemdSupervisor::device_allow(const Server& server) 
   }
   if (!nodes.empty()) properties.push_back({"DeviceAllow", "", 0, false, true, nodes});
   return properties;
-}
-
-std::string SystemdSupervisor::spec_path(const Server& server) const {
-  return server_spec_path(settings_.run_dir, server.instance);
 }
 
 // A unit stopped while no manager ran (by an operator, systemd giving up after the manager died) left what its server

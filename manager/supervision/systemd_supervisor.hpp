@@ -123,7 +123,6 @@ class SystemdSupervisor : public ServerSupervisor {
   void on_job_removed(const std::string& job);
   void on_unit_changed(const std::string& unit_path);
   void forget(const Server& server);
-  std::string spec_path(const Server& server) const;
   std::vector<UnitProperty> device_allow(const Server& server) const;
   void report_stops();
   // At the start: the devices of the specs of units not running (live: escaped instance -> service unit).
